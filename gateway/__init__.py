@@ -1,0 +1,1 @@
+"""The gateway: the public RagGatewayService and the resilience layer around its upstreams."""

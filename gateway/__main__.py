@@ -1,0 +1,56 @@
+"""`python -m gateway`: serve RagGatewayService on the configured port."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from gateway.config import SETTINGS
+from gateway.pipeline import Pipeline
+from gateway.server import RagGateway
+from gateway.upstreams import Upstreams
+from harag.v1 import gateway_pb2, gateway_pb2_grpc
+from servicekit import jsonlog
+from servicekit.config import Config, ConfigError, load
+from servicekit.server import ServerOptions, ServiceRegistration, serve
+
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["RagGatewayService"].full_name
+
+
+async def run(cfg: Config) -> int:
+    upstreams = Upstreams.from_config(cfg)
+    upstreams.start_health_watch()
+    servicer = RagGateway(Pipeline(upstreams, cfg), upstreams, cfg)
+    registration = ServiceRegistration(
+        SERVICE_NAME,
+        lambda server: gateway_pb2_grpc.add_RagGatewayServiceServicer_to_server(servicer, server),
+    )
+    options = ServerOptions(
+        service_name="gateway",
+        host=cfg.host,
+        port=cfg.port,
+        shutdown_grace_s=cfg.shutdown_grace_s,
+        shutdown_drain_s=cfg.shutdown_drain_s,
+        max_concurrent_rpcs=cfg.max_concurrent_rpcs,
+        on_stop=(upstreams.close,),
+    )
+    return await serve(options, [registration])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    parser.add_argument("--port", type=int, help="gRPC port (env HARAG_PORT)")
+    parser.add_argument("--config", help="YAML config file (env HARAG_CONFIG)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load(SETTINGS, config_file=args.config, overrides={"port": args.port})
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    jsonlog.setup("gateway", cfg.log_level)
+    return asyncio.run(run(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""GetSystemHealth: the gateway's view of every upstream, and an overall verdict."""
+
+from __future__ import annotations
+
+import time
+
+from google.protobuf import duration_pb2
+
+from gateway.upstreams import (
+    HEALTH_NOT_SERVING,
+    HEALTH_SERVING,
+    HEALTH_UNREACHABLE,
+    Upstream,
+    Upstreams,
+)
+from harag.v1 import gateway_pb2
+
+VERSION = "0.1.0"
+_HEALTH = {
+    HEALTH_SERVING: gateway_pb2.UPSTREAM_HEALTH_STATUS_SERVING,
+    HEALTH_NOT_SERVING: gateway_pb2.UPSTREAM_HEALTH_STATUS_NOT_SERVING,
+    HEALTH_UNREACHABLE: gateway_pb2.UPSTREAM_HEALTH_STATUS_UNREACHABLE,
+}
+
+
+def usable(upstream: Upstream) -> bool:
+    """Serving by its own grpc.health.v1 report."""
+    return upstream.health == HEALTH_SERVING
+
+
+def overall(upstreams: Upstreams) -> int:
+    chains = upstreams.chains.values()
+    if any(not any(usable(u) for u in chain) for chain in chains):
+        return gateway_pb2.SYSTEM_STATUS_CRITICAL
+    if all(usable(u) for chain in chains for u in chain):
+        return gateway_pb2.SYSTEM_STATUS_HEALTHY
+    return gateway_pb2.SYSTEM_STATUS_DEGRADED
+
+
+def upstream_status(upstream: Upstream) -> gateway_pb2.UpstreamStatus:
+    return gateway_pb2.UpstreamStatus(
+        name=upstream.name,
+        component=upstream.component,
+        address=upstream.address,
+        tier=upstream.tier,
+        health=_HEALTH.get(upstream.health, 0),
+        last_outcome=upstream.last_outcome,
+        last_error=upstream.last_error,
+        last_latency_ms=upstream.last_latency_s * 1000,
+        in_flight=upstream.in_flight,
+    )
+
+
+def system_health(upstreams: Upstreams, started_at: float) -> gateway_pb2.GetSystemHealthResponse:
+    uptime = duration_pb2.Duration()
+    uptime.FromNanoseconds(int((time.monotonic() - started_at) * 1e9))
+    return gateway_pb2.GetSystemHealthResponse(
+        status=overall(upstreams),
+        upstreams=[upstream_status(u) for u in upstreams.all()],
+        uptime=uptime,
+        version=VERSION,
+    )

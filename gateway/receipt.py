@@ -1,0 +1,86 @@
+"""Turns pipeline results into the public messages: sources and the degradation receipt."""
+
+from __future__ import annotations
+
+from google.protobuf import duration_pb2
+
+from gateway.pipeline import QueryResult, StageResult
+from gateway.resilience.chain import AttemptRecord
+from harag.v1 import common_pb2, gateway_pb2
+
+
+def sources(documents: list[common_pb2.ScoredDocument]) -> list[gateway_pb2.Source]:
+    return [
+        gateway_pb2.Source(
+            id=d.document.id,
+            text=d.document.text,
+            score=d.score,
+            metadata=dict(d.document.metadata),
+            citation=i,
+        )
+        for i, d in enumerate(documents, start=1)
+    ]
+
+
+def attempt(record: AttemptRecord) -> gateway_pb2.Attempt:
+    state = f"CIRCUIT_STATE_{record.breaker_state}" if record.breaker_state else ""
+    return gateway_pb2.Attempt(
+        upstream=record.upstream,
+        tier=record.tier,
+        outcome=record.outcome,
+        latency_ms=record.latency_s * 1000,
+        error=record.error,
+        retry=record.retry,
+        hedge=record.hedge,
+        attempt=record.number,
+        breaker_state=gateway_pb2.CircuitState.Value(state) if state else 0,
+    )
+
+
+def stage(result: StageResult) -> gateway_pb2.StageReport:
+    return gateway_pb2.StageReport(
+        stage=result.stage,
+        served_by=result.served_by,
+        tier=result.tier,
+        latency_ms=result.latency_s * 1000,
+        attempts=[attempt(a) for a in result.attempts],
+        degraded=result.degraded,
+        detail=result.detail,
+    )
+
+
+def retry_after(result: QueryResult) -> duration_pb2.Duration | None:
+    if result.retry_after_s is None:
+        return None
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(int(result.retry_after_s * 1e9))
+    return value
+
+
+def query_response(
+    result: QueryResult, request_id: str, trace_id: str
+) -> gateway_pb2.QueryResponse:
+    return gateway_pb2.QueryResponse(
+        answer=result.answer,
+        sources=sources(result.sources),
+        request_id=request_id,
+        trace_id=trace_id,
+        cached=result.cached,
+        degraded=result.degraded,
+        stages=[stage(s) for s in result.stages],
+        retry_after=retry_after(result),
+        model=result.model,
+    )
+
+
+def final_event(result: QueryResult, request_id: str, trace_id: str) -> gateway_pb2.FinalEvent:
+    return gateway_pb2.FinalEvent(
+        request_id=request_id,
+        trace_id=trace_id,
+        cached=result.cached,
+        degraded=result.degraded,
+        stages=[stage(s) for s in result.stages],
+        retry_after=retry_after(result),
+        model=result.model,
+        answer=result.answer,
+    )

@@ -1,0 +1,78 @@
+"""Injectable time source.
+
+Every pattern in this package reads time through a `Clock` so that tests can drive state
+machines (open waits, time windows, hedge delays) deterministically instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Monotonic time plus a sleep that honours that same timeline."""
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """Real time: `time.monotonic` and `asyncio.sleep`."""
+
+    __slots__ = ()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+SYSTEM_CLOCK = SystemClock()
+
+
+class FakeClock:
+    """Manual clock for tests: time only moves when `advance()` is called.
+
+    `sleep()` parks the caller on a future that `advance()` resolves once the fake time
+    reaches its wake-up point; the sleeper then resumes on the event loop's next iterations,
+    so tests should yield (e.g. `await asyncio.sleep(0)`) after advancing.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        # Sequence number breaks ties so futures are never compared.
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def monotonic(self) -> float:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), fut))
+        await fut
+
+    def advance(self, seconds: float) -> None:
+        """Moves time forward and wakes every sleeper whose deadline has been reached."""
+        if seconds < 0:
+            raise ValueError("a monotonic clock cannot go backwards")
+        self._now += seconds
+        while self._sleepers and self._sleepers[0][0] <= self._now:
+            _, _, fut = heapq.heappop(self._sleepers)
+            if not fut.done():
+                fut.set_result(None)
+
+    @property
+    def pending_sleepers(self) -> int:
+        """Sleepers still waiting (cancelled ones excluded)."""
+        return sum(1 for _, _, fut in self._sleepers if not fut.done())

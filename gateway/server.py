@@ -1,0 +1,128 @@
+"""RagGatewayService: the public API. Validates, times and hands each request to the pipeline."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+
+from gateway import receipt
+from gateway.health import system_health
+from gateway.ingest import ingest
+from gateway.pipeline import Pipeline, QueryInput, QueryResult
+from gateway.resilience.deadline import Deadline
+from gateway.upstreams import Upstreams
+from gateway.validation import check_query
+from harag.v1 import gateway_pb2, gateway_pb2_grpc
+from servicekit.config import Config
+from servicekit.errors import FieldViolations
+from servicekit.jsonlog import request_id_var
+
+log = logging.getLogger("harag.gateway")
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    """Uses the caller's x-request-id when it sent a sane one, so ids correlate end to end."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return uuid.uuid4().hex
+
+
+def current_trace_id() -> str:
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return ""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+
+class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
+    def __init__(self, pipeline: Pipeline, upstreams: Upstreams, cfg: Config) -> None:
+        self.pipeline = pipeline
+        self.upstreams = upstreams
+        self.cfg = cfg
+        self.started_at = time.monotonic()
+
+    def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
+        # Keep back a margin so the reply itself still arrives before the caller gives up.
+        remaining = context.time_remaining()
+        budget = self.cfg.default_deadline_s if remaining is None else remaining
+        return Deadline.after(max(0.0, budget - self.cfg.reply_margin_s))
+
+    def _query_input(
+        self, request: gateway_pb2.QueryRequest | gateway_pb2.StreamQueryRequest
+    ) -> tuple[QueryInput, FieldViolations]:
+        has_top_k = request.HasField("top_k")
+        violations = check_query(request.query, has_top_k, request.top_k, request.filters, self.cfg)
+        top_k = request.top_k if has_top_k else self.cfg.default_top_k
+        return QueryInput(request.query.strip(), top_k, list(request.filters)), violations
+
+    def _log_result(self, result: QueryResult, started: float) -> None:
+        fields = {
+            "degraded": result.degraded,
+            "cached": result.cached,
+            "served_by": [s.served_by for s in result.stages],
+            "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        if result.degraded:
+            log.warning("degraded answer", extra=fields)
+        else:
+            log.info("answered", extra=fields)
+
+    async def Query(
+        self, request: gateway_pb2.QueryRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.QueryResponse:
+        request_id = _request_id(context)
+        request_id_var.set(request_id)
+        started = time.perf_counter()
+        query, violations = self._query_input(request)
+        await violations.abort_if_any(context)
+        result = await self.pipeline.run(query, self._deadline(context))
+        self._log_result(result, started)
+        return receipt.query_response(result, request_id, current_trace_id())
+
+    async def StreamQuery(
+        self, request: gateway_pb2.StreamQueryRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.StreamQueryResponse]:
+        request_id = _request_id(context)
+        request_id_var.set(request_id)
+        started = time.perf_counter()
+        query, violations = self._query_input(request)
+        await violations.abort_if_any(context)
+        async for event in self.pipeline.run_streaming(query, self._deadline(context)):
+            if event.sources is not None:
+                yield gateway_pb2.StreamQueryResponse(
+                    sources=gateway_pb2.SourcesEvent(sources=receipt.sources(event.sources))
+                )
+            elif event.chunk is not None:
+                yield gateway_pb2.StreamQueryResponse(chunk=event.chunk)
+            elif event.final is not None:
+                self._log_result(event.final, started)
+                yield gateway_pb2.StreamQueryResponse(
+                    final=receipt.final_event(event.final, request_id, current_trace_id())
+                )
+
+    async def Ingest(
+        self, request: gateway_pb2.IngestRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.IngestResponse:
+        request_id_var.set(_request_id(context))
+        violations = FieldViolations()
+        violations.check(bool(request.documents), "documents", "must not be empty")
+        violations.check(
+            len(request.documents) <= self.cfg.max_ingest_documents,
+            "documents",
+            f"{len(request.documents)} documents; at most {self.cfg.max_ingest_documents} per call",
+        )
+        await violations.abort_if_any(context)
+        return await ingest(self.upstreams, self.cfg, list(request.documents))
+
+    async def GetSystemHealth(
+        self, request: gateway_pb2.GetSystemHealthRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetSystemHealthResponse:
+        return system_health(self.upstreams, self.started_at)

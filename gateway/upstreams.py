@@ -1,0 +1,137 @@
+"""The gateway's upstreams: one channel, stub and health watcher per configured process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.config import COMPONENTS, UpstreamSpec, parse_chain
+from harag.v1 import embedder_pb2_grpc, generator_pb2_grpc, retriever_pb2_grpc
+from servicekit.config import Config
+from servicekit.server import MAX_MESSAGE_BYTES
+
+log = logging.getLogger("harag.upstreams")
+
+STUBS = {
+    "embedder": embedder_pb2_grpc.EmbedderServiceStub,
+    "retriever": retriever_pb2_grpc.RetrieverServiceStub,
+    "generator": generator_pb2_grpc.GeneratorServiceStub,
+}
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Reconnect quickly after a restart so a recovered upstream is used again soon.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 0),  # retries are the resilience layer's job, with a budget
+]
+
+HEALTH_UNKNOWN = "UNKNOWN"
+HEALTH_SERVING = "SERVING"
+HEALTH_NOT_SERVING = "NOT_SERVING"
+HEALTH_UNREACHABLE = "UNREACHABLE"
+
+
+@dataclass
+class Upstream:
+    """A configured upstream process and what the gateway last saw of it."""
+
+    name: str
+    component: str
+    tier: int
+    address: str
+    channel: grpc.aio.Channel
+    stub: Any
+    health: str = HEALTH_UNKNOWN
+    last_outcome: str = ""
+    last_error: str = ""
+    last_latency_s: float = 0.0
+    in_flight: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)  # per-upstream resilience state
+
+    def record(self, outcome: str, latency_s: float, error: str = "") -> None:
+        self.last_outcome, self.last_latency_s = outcome, latency_s
+        if outcome != "OK":
+            self.last_error = error
+
+
+class Upstreams:
+    """All chains, by component, in tier order; owns channels and health watchers."""
+
+    def __init__(self, chains: dict[str, list[Upstream]]) -> None:
+        self.chains = chains
+        self._watchers: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Upstreams:
+        chains: dict[str, list[Upstream]] = {}
+        for component in COMPONENTS:
+            specs: list[UpstreamSpec] = parse_chain(cfg[f"{component}_chain"])
+            chains[component] = [_connect(component, spec) for spec in specs]
+        return cls(chains)
+
+    def all(self) -> list[Upstream]:
+        return [u for component in COMPONENTS for u in self.chains.get(component, [])]
+
+    def by_name(self, name: str) -> Upstream | None:
+        return next((u for u in self.all() if u.name == name), None)
+
+    def start_health_watch(self) -> None:
+        self._watchers = [asyncio.create_task(_watch_health(u)) for u in self.all()]
+
+    async def close(self) -> None:
+        for task in self._watchers:
+            task.cancel()
+        for task in self._watchers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(u.channel.close() for u in self.all()))
+
+
+def _connect(component: str, spec: UpstreamSpec) -> Upstream:
+    channel = grpc.aio.insecure_channel(spec.address, options=CHANNEL_OPTIONS)
+    return Upstream(
+        name=spec.name,
+        component=component,
+        tier=spec.tier,
+        address=spec.address,
+        channel=channel,
+        stub=STUBS[component](channel),
+    )
+
+
+async def _watch_health(upstream: Upstream) -> None:
+    """Follows the upstream's grpc.health.v1 Watch stream, reconnecting with backoff."""
+    stub = health_pb2_grpc.HealthStub(upstream.channel)
+    backoff = 0.1
+    while True:
+        try:
+            async for reply in stub.Watch(health_pb2.HealthCheckRequest(service="")):
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+                if status != upstream.health:
+                    log.info(
+                        "upstream health changed",
+                        extra={"upstream": upstream.name, "from": upstream.health, "to": status},
+                    )
+                upstream.health = status
+                backoff = 0.1
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as exc:
+            new = (
+                HEALTH_UNREACHABLE if exc.code() == grpc.StatusCode.UNAVAILABLE else upstream.health
+            )
+            if new != upstream.health:
+                log.info(
+                    "upstream health changed",
+                    extra={"upstream": upstream.name, "from": upstream.health, "to": new},
+                )
+            upstream.health = new
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 1.0)

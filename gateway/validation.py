@@ -1,0 +1,37 @@
+"""Checks public requests; every bad field is reported at once as a BadRequest."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from harag.v1 import common_pb2
+from servicekit.config import Config
+from servicekit.errors import FieldViolations
+
+MAX_TOP_K = 50
+MAX_FILTERS = 16
+
+
+def check_query(
+    query: str,
+    has_top_k: bool,
+    top_k: int,
+    filters: Sequence[common_pb2.MetadataFilter],
+    cfg: Config,
+) -> FieldViolations:
+    violations = FieldViolations()
+    violations.check(bool(query.strip()), "query", "must not be empty")
+    violations.check(
+        len(query) <= cfg.max_query_chars,
+        "query",
+        f"is {len(query)} characters; at most {cfg.max_query_chars} allowed",
+    )
+    if has_top_k:
+        violations.check(
+            1 <= top_k <= MAX_TOP_K, "top_k", f"is {top_k}; must be within 1..{MAX_TOP_K}"
+        )
+    violations.check(len(filters) <= MAX_FILTERS, "filters", f"at most {MAX_FILTERS} filters")
+    for i, f in enumerate(filters):
+        violations.check(bool(f.key), f"filters[{i}].key", "must not be empty")
+        violations.check(bool(f.values), f"filters[{i}].values", "needs at least one value")
+    return violations

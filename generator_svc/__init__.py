@@ -1,0 +1,1 @@
+"""GeneratorService: composes a cited answer from retrieved context, offline and deterministic."""

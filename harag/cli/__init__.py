@@ -1,0 +1,1 @@
+"""The `harag` operator CLI: run the mesh, query it, ingest, read health, inject faults."""

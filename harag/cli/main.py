@@ -1,0 +1,252 @@
+"""`harag`: the operator CLI. `harag --help` lists the commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from google.protobuf import duration_pb2, json_format
+
+from harag.cli import render
+from harag.cli.corpus import CorpusError, read_documents, sample_corpus
+from harag.cli.supervisor import COMPONENT_PORTS, StartupError, Supervisor, mesh_specs
+from harag.v1 import (
+    common_pb2,
+    fault_injection_pb2,
+    fault_injection_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    retriever_pb2,
+    retriever_pb2_grpc,
+)
+from servicekit.errors import details_of
+
+DEFAULT_GATEWAY = os.environ.get("HARAG_GATEWAY", "127.0.0.1:50051")
+INGEST_BATCH = 64
+
+
+def _gateway(addr: str) -> gateway_pb2_grpc.RagGatewayServiceStub:
+    return gateway_pb2_grpc.RagGatewayServiceStub(grpc.aio.insecure_channel(addr))
+
+
+# -- harag up ---------------------------------------------------------------------------
+
+
+async def _ingest_documents(
+    stub: gateway_pb2_grpc.RagGatewayServiceStub,
+    documents: list[common_pb2.Document],
+    progress: bool = True,
+) -> tuple[int, int, list[str]]:
+    bar = None
+    if progress and len(documents) > INGEST_BATCH:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(documents), unit="doc", file=sys.stderr)
+    succeeded, failed, problems = 0, 0, []
+    for start in range(0, len(documents), INGEST_BATCH):
+        batch = documents[start : start + INGEST_BATCH]
+        reply = await stub.Ingest(gateway_pb2.IngestRequest(documents=batch), timeout=120)
+        succeeded += reply.succeeded
+        failed += reply.failed
+        problems += [f"{r.id}: {r.reason}" for r in reply.results if r.reason]
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return succeeded, failed, problems
+
+
+async def up(args: argparse.Namespace) -> int:
+    specs = mesh_specs(data_dir=Path(args.data_dir), fault_injection=args.fault_injection)
+    supervisor = Supervisor(specs)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await supervisor.start()
+    try:
+        await supervisor.wait_serving(timeout_s=args.start_timeout)
+    except StartupError as exc:
+        print(f"harag up: {exc}", file=sys.stderr)
+        await supervisor.stop()
+        return 1
+    gateway = specs[-1].address
+    if not args.no_ingest:
+        retriever = next(s for s in specs if s.name == "retriever-primary").address
+        async with grpc.aio.insecure_channel(retriever) as channel:
+            stats = await retriever_pb2_grpc.RetrieverServiceStub(channel).GetStats(
+                retriever_pb2.GetStatsRequest(), timeout=10
+            )
+        if stats.documents == 0:
+            ok, bad, _ = await _ingest_documents(_gateway(gateway), sample_corpus())
+            print(
+                f"harag up: ingested the sample corpus ({ok} documents, {bad} failed)", flush=True
+            )
+    print(
+        f"\nharag up: all {len(specs)} processes SERVING; gateway on {gateway}\n"
+        f'  query:   harag query "How does a circuit breaker decide to open?"\n'
+        f"  health:  harag health\n"
+        f"  grpcurl: grpcurl -plaintext {gateway} list\n"
+        "Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    await stop.wait()
+    codes = await supervisor.stop()
+    print(f"harag up: stopped ({', '.join(f'{n}={c}' for n, c in codes.items())})", flush=True)
+    return 0
+
+
+# -- harag query / ingest / health -----------------------------------------------------
+
+
+async def query(args: argparse.Namespace) -> int:
+    request = gateway_pb2.QueryRequest(query=args.question)
+    if args.top_k is not None:
+        request.top_k = args.top_k
+    reply = await _gateway(args.addr).Query(request, timeout=args.deadline)
+    if args.json:
+        print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
+    else:
+        print(render.answer(reply))
+        jaeger = os.environ.get("HARAG_JAEGER_UI")
+        if jaeger and reply.trace_id:
+            print(f"jaeger: {jaeger.rstrip('/')}/trace/{reply.trace_id}")
+    return 0
+
+
+async def ingest(args: argparse.Namespace) -> int:
+    try:
+        documents = read_documents(Path(p) for p in args.paths)
+    except (CorpusError, OSError) as exc:
+        print(f"harag ingest: {exc}", file=sys.stderr)
+        return 2
+    ok, bad, problems = await _ingest_documents(_gateway(args.addr), documents)
+    for problem in problems:
+        print(f"  {problem}")
+    print(f"ingested {ok} documents, {bad} failed")
+    return 0 if bad == 0 else 1
+
+
+async def health(args: argparse.Namespace) -> int:
+    reply = await _gateway(args.addr).GetSystemHealth(
+        gateway_pb2.GetSystemHealthRequest(), timeout=5
+    )
+    if args.json:
+        print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
+    else:
+        print(render.health(reply))
+    return 0
+
+
+# -- harag faults ------------------------------------------------------------------------
+
+
+def _component_address(service: str) -> str:
+    component, _, impl = service.partition("-")
+    try:
+        return f"127.0.0.1:{COMPONENT_PORTS[component][impl]}"
+    except KeyError:
+        raise SystemExit(
+            f"harag faults: unknown service {service!r} (e.g. embedder-primary)"
+        ) from None
+
+
+async def faults(args: argparse.Namespace) -> int:
+    address = args.addr or _component_address(args.service)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = fault_injection_pb2_grpc.FaultInjectionServiceStub(channel)
+        if args.action == "clear":
+            await stub.ClearFaults(fault_injection_pb2.ClearFaultsRequest(), timeout=5)
+            print(f"{args.service}: faults cleared")
+            return 0
+        if args.action == "set":
+            fault = fault_injection_pb2.Fault(
+                error_rate=args.error_rate,
+                hang=args.hang,
+                down=args.down,
+                methods=args.method or [],
+            )
+            fault.error_code = grpc.StatusCode[args.code].value[0]
+            if args.latency_ms:
+                fault.latency.CopyFrom(duration_pb2.Duration(nanos=0))
+                fault.latency.FromMilliseconds(args.latency_ms)
+            if args.latency_rate is not None:
+                fault.latency_rate = args.latency_rate
+            await stub.SetFault(fault_injection_pb2.SetFaultRequest(fault=fault), timeout=5)
+        reply = await stub.GetFaults(fault_injection_pb2.GetFaultsRequest(), timeout=5)
+        shown = json_format.MessageToDict(reply.fault) if reply.HasField("fault") else "none"
+        print(f"{args.service}: fault {shown}; injected so far: {reply.injected_total}")
+    return 0
+
+
+# -- argument parsing --------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harag", description="Operate a local ha-rag mesh.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("up", help="start the seven processes and load the sample corpus")
+    p.add_argument("--data-dir", default="var/data", help="where retrievers keep their indexes")
+    p.add_argument("--no-ingest", action="store_true", help="do not load the sample corpus")
+    p.add_argument(
+        "--fault-injection",
+        action="store_true",
+        help="serve FaultInjectionService on every component (demos only)",
+    )
+    p.add_argument("--start-timeout", type=float, default=60.0, help="seconds to reach SERVING")
+    p.set_defaults(func=up)
+
+    p = sub.add_parser("query", help="ask a question")
+    p.add_argument("question")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--deadline", type=float, default=10.0, help="seconds")
+    p.add_argument("--json", action="store_true", help="print the raw response as JSON")
+    p.set_defaults(func=query)
+
+    p = sub.add_parser("ingest", help="ingest .txt, .md and .jsonl files or directories")
+    p.add_argument("paths", nargs="+")
+    p.set_defaults(func=ingest)
+
+    p = sub.add_parser("health", help="show the gateway's view of every upstream")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=health)
+
+    p = sub.add_parser("faults", help="inject or clear faults (needs --fault-injection)")
+    p.add_argument("service", help="e.g. embedder-primary")
+    p.add_argument("action", choices=("set", "clear", "show"))
+    p.add_argument("--error-rate", type=float, default=0.0)
+    p.add_argument("--code", default="UNAVAILABLE", choices=[c.name for c in grpc.StatusCode])
+    p.add_argument("--latency-ms", type=int, default=0)
+    p.add_argument("--latency-rate", type=float)
+    p.add_argument("--hang", action="store_true")
+    p.add_argument("--down", action="store_true")
+    p.add_argument("--method", action="append", help="limit to this RPC method (repeatable)")
+    p.add_argument("--addr", help="host:port of the service (default: its local port)")
+    p.set_defaults(func=faults)
+
+    for name in ("query", "ingest", "health"):
+        sub.choices[name].add_argument("--addr", default=DEFAULT_GATEWAY, help="gateway host:port")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(args.func(args))
+    except grpc.aio.AioRpcError as exc:
+        print(f"harag: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        for detail in details_of(exc):
+            print(
+                f"  {type(detail).__name__}: {json.dumps(json_format.MessageToDict(detail))}",
+                file=sys.stderr,
+            )
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,80 @@
+"""Human-readable output for the CLI: answers, the stage receipt, health tables."""
+
+from __future__ import annotations
+
+import textwrap
+
+from harag.v1 import gateway_pb2
+
+STAGE_NAMES = {
+    gateway_pb2.STAGE_EMBED: "embed",
+    gateway_pb2.STAGE_RETRIEVE: "retrieve",
+    gateway_pb2.STAGE_GENERATE: "generate",
+}
+
+
+def circuit(state: int) -> str:
+    return gateway_pb2.CircuitState.Name(state).removeprefix("CIRCUIT_STATE_") if state else "-"
+
+
+def receipt(stages: list[gateway_pb2.StageReport]) -> list[str]:
+    lines = []
+    for s in stages:
+        name = STAGE_NAMES.get(s.stage, "?")
+        mark = "DEGRADED" if s.degraded else "ok"
+        lines.append(
+            f"  {name:<9} {s.served_by:<22} tier {s.tier}  {s.latency_ms:7.1f} ms  {mark}"
+            + (f"  ({s.detail})" if s.detail else "")
+        )
+        for a in s.attempts:
+            if a.outcome == "OK" and len(s.attempts) == 1:
+                continue
+            flags = "".join([" retry" if a.retry else "", " hedge" if a.hedge else ""])
+            err = f": {a.error}" if a.error else ""
+            lines.append(
+                f"      #{a.attempt} {a.upstream:<20} {a.outcome:<18} "
+                f"{a.latency_ms:7.1f} ms{flags}{err}"[:160]
+            )
+    return lines
+
+
+def answer(reply: gateway_pb2.QueryResponse) -> str:
+    out = [textwrap.fill(reply.answer, width=100), "", "Sources:"]
+    for s in reply.sources:
+        title = s.metadata.get("title", "")
+        out.append(f"  [{s.citation}] {s.id}  score={s.score:.3f}  {title}")
+    flags = []
+    if reply.degraded:
+        flags.append("DEGRADED")
+    if reply.cached:
+        flags.append("cached")
+    if reply.HasField("retry_after"):
+        flags.append(f"retry after {reply.retry_after.ToTimedelta().total_seconds():g}s")
+    out += [
+        "",
+        "Stages" + (f" ({', '.join(flags)})" if flags else "") + ":",
+        *receipt(list(reply.stages)),
+    ]
+    out.append(
+        f"request_id {reply.request_id}"
+        + (f"  trace_id {reply.trace_id}" if reply.trace_id else "")
+    )
+    return "\n".join(out)
+
+
+def health(reply: gateway_pb2.GetSystemHealthResponse) -> str:
+    status = gateway_pb2.SystemStatus.Name(reply.status).removeprefix("SYSTEM_STATUS_")
+    out = [
+        f"system: {status}   uptime {reply.uptime.ToTimedelta()}   version {reply.version}",
+        "",
+        f"  {'upstream':<20} {'tier':<4} {'address':<22} {'health':<12} {'breaker':<10} "
+        f"{'last':<18} {'ms':>7}",
+    ]
+    for u in reply.upstreams:
+        h = gateway_pb2.UpstreamHealthStatus.Name(u.health).removeprefix("UPSTREAM_HEALTH_STATUS_")
+        b = circuit(u.breaker.state) if u.HasField("breaker") else "-"
+        out.append(
+            f"  {u.name:<20} {u.tier:<4} {u.address:<22} {h:<12} {b:<10} "
+            f"{u.last_outcome or '-':<18} {u.last_latency_ms:7.1f}"
+        )
+    return "\n".join(out)

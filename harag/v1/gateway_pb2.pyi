@@ -1,0 +1,305 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from harag.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STAGE_UNSPECIFIED: _ClassVar[Stage]
+    STAGE_EMBED: _ClassVar[Stage]
+    STAGE_RETRIEVE: _ClassVar[Stage]
+    STAGE_GENERATE: _ClassVar[Stage]
+
+class CircuitState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CIRCUIT_STATE_UNSPECIFIED: _ClassVar[CircuitState]
+    CIRCUIT_STATE_CLOSED: _ClassVar[CircuitState]
+    CIRCUIT_STATE_OPEN: _ClassVar[CircuitState]
+    CIRCUIT_STATE_HALF_OPEN: _ClassVar[CircuitState]
+    CIRCUIT_STATE_FORCED_OPEN: _ClassVar[CircuitState]
+    CIRCUIT_STATE_DISABLED: _ClassVar[CircuitState]
+
+class IngestStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INGEST_STATUS_UNSPECIFIED: _ClassVar[IngestStatus]
+    INGEST_STATUS_ACCEPTED: _ClassVar[IngestStatus]
+    INGEST_STATUS_PARTIAL: _ClassVar[IngestStatus]
+    INGEST_STATUS_FAILED: _ClassVar[IngestStatus]
+
+class SystemStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SYSTEM_STATUS_UNSPECIFIED: _ClassVar[SystemStatus]
+    SYSTEM_STATUS_HEALTHY: _ClassVar[SystemStatus]
+    SYSTEM_STATUS_DEGRADED: _ClassVar[SystemStatus]
+    SYSTEM_STATUS_CRITICAL: _ClassVar[SystemStatus]
+
+class UpstreamHealthStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UPSTREAM_HEALTH_STATUS_UNSPECIFIED: _ClassVar[UpstreamHealthStatus]
+    UPSTREAM_HEALTH_STATUS_SERVING: _ClassVar[UpstreamHealthStatus]
+    UPSTREAM_HEALTH_STATUS_NOT_SERVING: _ClassVar[UpstreamHealthStatus]
+    UPSTREAM_HEALTH_STATUS_UNREACHABLE: _ClassVar[UpstreamHealthStatus]
+STAGE_UNSPECIFIED: Stage
+STAGE_EMBED: Stage
+STAGE_RETRIEVE: Stage
+STAGE_GENERATE: Stage
+CIRCUIT_STATE_UNSPECIFIED: CircuitState
+CIRCUIT_STATE_CLOSED: CircuitState
+CIRCUIT_STATE_OPEN: CircuitState
+CIRCUIT_STATE_HALF_OPEN: CircuitState
+CIRCUIT_STATE_FORCED_OPEN: CircuitState
+CIRCUIT_STATE_DISABLED: CircuitState
+INGEST_STATUS_UNSPECIFIED: IngestStatus
+INGEST_STATUS_ACCEPTED: IngestStatus
+INGEST_STATUS_PARTIAL: IngestStatus
+INGEST_STATUS_FAILED: IngestStatus
+SYSTEM_STATUS_UNSPECIFIED: SystemStatus
+SYSTEM_STATUS_HEALTHY: SystemStatus
+SYSTEM_STATUS_DEGRADED: SystemStatus
+SYSTEM_STATUS_CRITICAL: SystemStatus
+UPSTREAM_HEALTH_STATUS_UNSPECIFIED: UpstreamHealthStatus
+UPSTREAM_HEALTH_STATUS_SERVING: UpstreamHealthStatus
+UPSTREAM_HEALTH_STATUS_NOT_SERVING: UpstreamHealthStatus
+UPSTREAM_HEALTH_STATUS_UNREACHABLE: UpstreamHealthStatus
+
+class QueryRequest(_message.Message):
+    __slots__ = ("query", "top_k", "filters")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    top_k: int
+    filters: _containers.RepeatedCompositeFieldContainer[_common_pb2.MetadataFilter]
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[_common_pb2.MetadataFilter, _Mapping]]] = ...) -> None: ...
+
+class Source(_message.Message):
+    __slots__ = ("id", "text", "score", "metadata", "citation")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    CITATION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    score: float
+    metadata: _containers.ScalarMap[str, str]
+    citation: int
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., citation: _Optional[int] = ...) -> None: ...
+
+class Attempt(_message.Message):
+    __slots__ = ("upstream", "tier", "outcome", "latency_ms", "error", "retry", "hedge", "breaker_state", "attempt")
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
+    HEDGE_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    upstream: str
+    tier: int
+    outcome: str
+    latency_ms: float
+    error: str
+    retry: bool
+    hedge: bool
+    breaker_state: CircuitState
+    attempt: int
+    def __init__(self, upstream: _Optional[str] = ..., tier: _Optional[int] = ..., outcome: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ..., retry: _Optional[bool] = ..., hedge: _Optional[bool] = ..., breaker_state: _Optional[_Union[CircuitState, str]] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class StageReport(_message.Message):
+    __slots__ = ("stage", "served_by", "tier", "latency_ms", "attempts", "degraded", "detail")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    stage: Stage
+    served_by: str
+    tier: int
+    latency_ms: float
+    attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
+    degraded: bool
+    detail: str
+    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., served_by: _Optional[str] = ..., tier: _Optional[int] = ..., latency_ms: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., degraded: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class QueryResponse(_message.Message):
+    __slots__ = ("answer", "sources", "request_id", "trace_id", "cached", "degraded", "stages", "retry_after", "model")
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    answer: str
+    sources: _containers.RepeatedCompositeFieldContainer[Source]
+    request_id: str
+    trace_id: str
+    cached: bool
+    degraded: bool
+    stages: _containers.RepeatedCompositeFieldContainer[StageReport]
+    retry_after: _duration_pb2.Duration
+    model: str
+    def __init__(self, answer: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[Source, _Mapping]]] = ..., request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., cached: _Optional[bool] = ..., degraded: _Optional[bool] = ..., stages: _Optional[_Iterable[_Union[StageReport, _Mapping]]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
+
+class StreamQueryRequest(_message.Message):
+    __slots__ = ("query", "top_k", "filters")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    top_k: int
+    filters: _containers.RepeatedCompositeFieldContainer[_common_pb2.MetadataFilter]
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[_common_pb2.MetadataFilter, _Mapping]]] = ...) -> None: ...
+
+class SourcesEvent(_message.Message):
+    __slots__ = ("sources",)
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    sources: _containers.RepeatedCompositeFieldContainer[Source]
+    def __init__(self, sources: _Optional[_Iterable[_Union[Source, _Mapping]]] = ...) -> None: ...
+
+class FinalEvent(_message.Message):
+    __slots__ = ("request_id", "trace_id", "cached", "degraded", "stages", "retry_after", "model", "answer")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    trace_id: str
+    cached: bool
+    degraded: bool
+    stages: _containers.RepeatedCompositeFieldContainer[StageReport]
+    retry_after: _duration_pb2.Duration
+    model: str
+    answer: str
+    def __init__(self, request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., cached: _Optional[bool] = ..., degraded: _Optional[bool] = ..., stages: _Optional[_Iterable[_Union[StageReport, _Mapping]]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model: _Optional[str] = ..., answer: _Optional[str] = ...) -> None: ...
+
+class StreamQueryResponse(_message.Message):
+    __slots__ = ("sources", "chunk", "final")
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    sources: SourcesEvent
+    chunk: str
+    final: FinalEvent
+    def __init__(self, sources: _Optional[_Union[SourcesEvent, _Mapping]] = ..., chunk: _Optional[str] = ..., final: _Optional[_Union[FinalEvent, _Mapping]] = ...) -> None: ...
+
+class IngestRequest(_message.Message):
+    __slots__ = ("documents",)
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[_common_pb2.Document]
+    def __init__(self, documents: _Optional[_Iterable[_Union[_common_pb2.Document, _Mapping]]] = ...) -> None: ...
+
+class IngestResult(_message.Message):
+    __slots__ = ("id", "index", "status", "reason", "missing")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    index: int
+    status: IngestStatus
+    reason: str
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., index: _Optional[int] = ..., status: _Optional[_Union[IngestStatus, str]] = ..., reason: _Optional[str] = ..., missing: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class IngestResponse(_message.Message):
+    __slots__ = ("results", "succeeded", "failed", "elapsed_ms", "models")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[IngestResult]
+    succeeded: int
+    failed: int
+    elapsed_ms: float
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetSystemHealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BreakerStatus(_message.Message):
+    __slots__ = ("state", "failure_rate", "slow_call_rate", "calls_in_window", "time_in_state", "next_probe_time", "consecutive_trips")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_RATE_FIELD_NUMBER: _ClassVar[int]
+    SLOW_CALL_RATE_FIELD_NUMBER: _ClassVar[int]
+    CALLS_IN_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    TIME_IN_STATE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PROBE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_TRIPS_FIELD_NUMBER: _ClassVar[int]
+    state: CircuitState
+    failure_rate: float
+    slow_call_rate: float
+    calls_in_window: int
+    time_in_state: _duration_pb2.Duration
+    next_probe_time: _timestamp_pb2.Timestamp
+    consecutive_trips: int
+    def __init__(self, state: _Optional[_Union[CircuitState, str]] = ..., failure_rate: _Optional[float] = ..., slow_call_rate: _Optional[float] = ..., calls_in_window: _Optional[int] = ..., time_in_state: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., next_probe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consecutive_trips: _Optional[int] = ...) -> None: ...
+
+class UpstreamStatus(_message.Message):
+    __slots__ = ("name", "component", "address", "tier", "health", "last_outcome", "last_error", "last_latency_ms", "breaker", "in_flight", "p95_latency_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COMPONENT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    LAST_OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LAST_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    P95_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    component: str
+    address: str
+    tier: int
+    health: UpstreamHealthStatus
+    last_outcome: str
+    last_error: str
+    last_latency_ms: float
+    breaker: BreakerStatus
+    in_flight: int
+    p95_latency_ms: float
+    def __init__(self, name: _Optional[str] = ..., component: _Optional[str] = ..., address: _Optional[str] = ..., tier: _Optional[int] = ..., health: _Optional[_Union[UpstreamHealthStatus, str]] = ..., last_outcome: _Optional[str] = ..., last_error: _Optional[str] = ..., last_latency_ms: _Optional[float] = ..., breaker: _Optional[_Union[BreakerStatus, _Mapping]] = ..., in_flight: _Optional[int] = ..., p95_latency_ms: _Optional[float] = ...) -> None: ...
+
+class GetSystemHealthResponse(_message.Message):
+    __slots__ = ("status", "upstreams", "uptime", "version")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAMS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    status: SystemStatus
+    upstreams: _containers.RepeatedCompositeFieldContainer[UpstreamStatus]
+    uptime: _duration_pb2.Duration
+    version: str
+    def __init__(self, status: _Optional[_Union[SystemStatus, str]] = ..., upstreams: _Optional[_Iterable[_Union[UpstreamStatus, _Mapping]]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Retriever service: dense (primary) and lexical BM25 (fallback) search over a durable store."""

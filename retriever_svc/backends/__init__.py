@@ -1,0 +1,45 @@
+"""Retriever backends: the protocol the gRPC servicer talks to, and a factory by impl.
+
+`primary` is exact dense search (numpy, one index per embedding model); `fallback` is
+lexical BM25. Both keep their documents in the same durable `DocumentStore` format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from retriever_svc.backends.base import Query, SearchResult, Stats
+from retriever_svc.records import StoredDocument
+from retriever_svc.store import DocumentStore
+
+
+class Backend(Protocol):
+    """Blocking calls, safe from several threads; the servicer runs them off the event loop."""
+
+    mode: str  # base.DENSE or base.LEXICAL
+
+    def search(self, query: Query) -> SearchResult: ...
+
+    def upsert(self, documents: Sequence[StoredDocument]) -> int: ...
+
+    def delete(self, ids: Sequence[str]) -> int: ...
+
+    def stats(self) -> Stats: ...
+
+    def close(self) -> None: ...
+
+
+def open_backend(impl: str, data_dir: str | Path, snapshot_every: int = 500) -> Backend:
+    """Opens (loading, or creating) the store in `data_dir` and builds `impl`'s index on it."""
+    # Imported here so a process loads only the backend it serves.
+    if impl == "primary":
+        from retriever_svc.backends.dense import DenseBackend
+
+        return DenseBackend(DocumentStore(data_dir, snapshot_every))
+    if impl == "fallback":
+        from retriever_svc.backends.lexical import LexicalBackend
+
+        return LexicalBackend(DocumentStore(data_dir, snapshot_every))
+    raise ValueError(f"unknown retriever impl {impl!r}; expected primary or fallback")

@@ -1,0 +1,183 @@
+"""What every retriever backend shares: query/result types, errors, and the store-backed base.
+
+A backend keeps an in-memory index derived from a `DocumentStore`. Writes go to the store
+first (durable before anything changes in memory), then to the index. One lock serialises
+index and store mutations; searches take it only while they read the index.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from retriever_svc.filters import Filter, MetadataIndex
+from retriever_svc.records import StoredDocument
+from retriever_svc.store import DocumentStore
+
+DENSE = "dense"
+LEXICAL = "lexical"
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str
+    embedding: np.ndarray | None  # float32, any norm (None when the caller sent no vector)
+    model: str
+    top_k: int
+    filters: tuple[Filter, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hit:
+    document: StoredDocument
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    index_size: int  # documents in the index that was searched
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    model: str
+    dimension: int
+    vectors: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    documents: int
+    models: list[ModelStats]
+    disk_bytes: int
+
+
+class RetrievalError(Exception):
+    """A request the backend cannot serve as asked; the service maps each kind to a status."""
+
+
+class NoQueryEmbedding(RetrievalError):
+    pass
+
+
+class UnknownModel(RetrievalError):
+    def __init__(self, model: str, known: Sequence[str]) -> None:
+        held = ", ".join(known) if known else "none"
+        super().__init__(f"no index for embedding model {model!r}; models held: {held}")
+        self.model = model
+        self.known = list(known)
+
+
+class QueryDimensionMismatch(RetrievalError):
+    def __init__(self, model: str, expected: int, got: int) -> None:
+        super().__init__(f"model {model!r} vectors have {expected} dimensions, query has {got}")
+
+
+@dataclass(frozen=True)
+class DimensionConflict:
+    document_index: int  # position in the upsert batch
+    model: str
+    expected: int
+    got: int
+
+
+class DimensionMismatch(RetrievalError):
+    def __init__(self, conflicts: list[DimensionConflict]) -> None:
+        super().__init__(f"{len(conflicts)} embeddings do not match their model's dimension")
+        self.conflicts = conflicts
+
+
+def top_positions(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k highest scores, best first (argpartition, then sort only those k)."""
+    if k <= 0 or scores.size == 0:
+        return np.empty(0, dtype=np.intp)
+    if k < scores.size:
+        chosen = np.argpartition(-scores, k - 1)[:k]
+    else:
+        chosen = np.arange(scores.size)
+    return chosen[np.argsort(-scores[chosen], kind="stable")]
+
+
+class StoreBackedBackend:
+    """Template for backends: subclasses implement the `_index_*`, `_check` and `_search` hooks."""
+
+    mode: str
+
+    def __init__(self, store: DocumentStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._metadata = MetadataIndex()
+        for doc in store.documents.values():
+            self._metadata.add(doc.id, doc.metadata)
+            self._index_add(doc)
+
+    # --- public API (blocking; call from a worker thread) -----------------------------------
+
+    def upsert(self, documents: Sequence[StoredDocument]) -> int:
+        with self._lock:
+            self._check(documents)
+            replaced: dict[str, StoredDocument | None] = {}
+            pairs: list[tuple[StoredDocument | None, StoredDocument]] = []
+            for doc in documents:  # a batch may name an id twice: the later one wins
+                old = replaced[doc.id] if doc.id in replaced else self._store.documents.get(doc.id)
+                pairs.append((old, doc))
+                replaced[doc.id] = doc
+            self._store.upsert(documents)
+            for old, new in pairs:
+                if old is not None:
+                    self._metadata.remove(old.id, old.metadata)
+                self._metadata.add(new.id, new.metadata)
+                self._index_replace(old, new)
+        return len(documents)
+
+    def delete(self, ids: Iterable[str]) -> int:
+        with self._lock:
+            removed = self._store.delete(ids)
+            for doc in removed:
+                self._metadata.remove(doc.id, doc.metadata)
+                self._index_remove(doc)
+        return len(removed)
+
+    def search(self, query: Query) -> SearchResult:
+        self._prepare_search()
+        with self._lock:
+            allowed = self._metadata.matching(query.filters)
+            return self._search(query, allowed)
+
+    def stats(self) -> Stats:
+        with self._lock:
+            return Stats(len(self._store.documents), self._model_stats(), self._store.disk_bytes())
+
+    def close(self) -> None:
+        with self._lock:
+            self._store.close()
+
+    # --- hooks ------------------------------------------------------------------------------
+
+    def _check(self, documents: Sequence[StoredDocument]) -> None:
+        """Raises a RetrievalError when the batch conflicts with the index; lock held."""
+
+    def _index_add(self, doc: StoredDocument) -> None:
+        raise NotImplementedError
+
+    def _index_remove(self, doc: StoredDocument) -> None:
+        raise NotImplementedError
+
+    def _index_replace(self, old: StoredDocument | None, new: StoredDocument) -> None:
+        if old is not None:
+            self._index_remove(old)
+        self._index_add(new)
+
+    def _prepare_search(self) -> None:
+        """Slow preparation done without the lock held (e.g. rebuilding a stale index)."""
+
+    def _search(self, query: Query, allowed: set[str] | None) -> SearchResult:
+        """Ranks the documents; `allowed` is None when unfiltered. Lock held."""
+        raise NotImplementedError
+
+    def _model_stats(self) -> list[ModelStats]:
+        return []

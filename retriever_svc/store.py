@@ -1,0 +1,246 @@
+"""Durable document store: a snapshot plus an append-only write-ahead log, in one directory.
+
+Files in the data directory:
+  LOCK          flock'd by the owning process, so two retrievers never share a directory
+  snapshot.bin  compacted state, replaced atomically: BEGIN(count), UPSERT chunks, END(count)
+  wal.log       one framed UPSERT or DELETE record per write since the snapshot
+
+A write is appended to the log and fdatasync'ed before the call returns, so an acknowledged
+write survives SIGKILL or power loss. A process killed mid-append leaves a torn frame at the
+tail; loading detects it by length/CRC, discards it and truncates the log there, so later
+appends are never hidden behind garbage. Every `snapshot_every` records the whole state is
+written to `snapshot.tmp`, fsync'ed, `os.replace`d over the snapshot (directory fsync'ed),
+and only then is the log emptied. A crash between those two steps replays the old log over
+the new snapshot, which is harmless: an upsert replaces a whole document and a delete
+removes it, so replaying records whose effect is already in the snapshot changes nothing.
+
+Not thread-safe: the backend that owns the store serialises calls with its own lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from retriever_svc import records
+from retriever_svc.records import StoredDocument
+
+log = logging.getLogger("harag.retriever.store")
+
+SNAPSHOT = "snapshot.bin"
+SNAPSHOT_TMP = "snapshot.tmp"
+WAL = "wal.log"
+LOCK = "LOCK"
+SNAPSHOT_CHUNK = 512  # documents per snapshot record: bounds the memory one record needs
+FORMAT_VERSION = 1
+
+
+class StoreError(OSError):
+    """The data directory cannot be used (locked by another process, corrupt snapshot...)."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class DocumentStore:
+    def __init__(self, directory: str | os.PathLike[str], snapshot_every: int = 500) -> None:
+        self.directory = Path(directory)
+        self.snapshot_every = snapshot_every
+        self.documents: dict[str, StoredDocument] = {}
+        self._records_since_snapshot = 0
+        self._broken: str | None = None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = self._take_lock()
+        try:
+            self._load_snapshot()
+            self._replay_log()
+            self._log_fd = os.open(
+                self.directory / WAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+            )
+            _fsync_dir(self.directory)  # the log's directory entry must outlive a crash too
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        self._log_size = os.fstat(self._log_fd).st_size
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def upsert(self, documents: Sequence[StoredDocument]) -> None:
+        """Durably replaces/inserts `documents` (one atomic record) before returning."""
+        if not documents:
+            return
+        self._append(records.encode(records.OP_UPSERT, {}, documents))
+        for doc in documents:
+            self.documents[doc.id] = doc
+        self._after_write()
+
+    def delete(self, ids: Iterable[str]) -> list[StoredDocument]:
+        """Durably removes the documents that exist; returns them."""
+        present = list(dict.fromkeys(i for i in ids if i in self.documents))
+        if not present:
+            return []
+        self._append(records.encode(records.OP_DELETE, {"ids": present}))
+        removed = [self.documents.pop(i) for i in present]
+        self._after_write()
+        return removed
+
+    def _append(self, payload: bytes) -> None:
+        if self._broken:
+            raise StoreError(f"store is read-only after an earlier failure: {self._broken}")
+        data = records.frame(payload)
+        try:
+            _write_all(self._log_fd, data)
+            os.fdatasync(self._log_fd)
+        except OSError as exc:
+            # A partial frame must not stay in the log: appends after it would be unreachable.
+            try:
+                os.ftruncate(self._log_fd, self._log_size)
+                os.fdatasync(self._log_fd)
+            except OSError as undo_exc:
+                self._broken = f"cannot roll back a failed append: {undo_exc}"
+            raise StoreError(f"write-ahead log append failed: {exc}") from exc
+        self._log_size += len(data)
+        self._records_since_snapshot += 1
+
+    def _after_write(self) -> None:
+        if self._records_since_snapshot >= self.snapshot_every:
+            try:
+                self.compact()
+            except OSError as exc:
+                # The write itself is durable in the log; compaction retries on a later write.
+                log.error("compaction failed", extra={"error": str(exc)})
+
+    def compact(self) -> None:
+        """Writes the whole state as a new snapshot, then empties the log."""
+        tmp = self.directory / SNAPSHOT_TMP
+        docs = list(self.documents.values())
+        try:
+            with open(tmp, "wb") as out:
+                header = {"version": FORMAT_VERSION, "documents": len(docs)}
+                out.write(records.frame(records.encode(records.OP_SNAPSHOT_BEGIN, header)))
+                for start in range(0, len(docs), SNAPSHOT_CHUNK):
+                    chunk = docs[start : start + SNAPSHOT_CHUNK]
+                    out.write(records.frame(records.encode(records.OP_UPSERT, {}, chunk)))
+                end = {"documents": len(docs)}
+                out.write(records.frame(records.encode(records.OP_SNAPSHOT_END, end)))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.directory / SNAPSHOT)
+            _fsync_dir(self.directory)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.ftruncate(self._log_fd, 0)
+        os.fdatasync(self._log_fd)
+        self._log_size = 0
+        self._records_since_snapshot = 0
+        log.info("compacted", extra={"documents": len(docs), "disk_bytes": self.disk_bytes()})
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def disk_bytes(self) -> int:
+        total = 0
+        for name in (SNAPSHOT, WAL):
+            try:
+                total += (self.directory / name).stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    def close(self) -> None:
+        for fd in (self._log_fd, self._lock_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._log_fd = self._lock_fd = -1
+
+    # --- loading ----------------------------------------------------------------------------
+
+    def _take_lock(self) -> int:
+        fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"{self.directory} is in use by another retriever process") from None
+        return fd
+
+    def _load_snapshot(self) -> None:
+        (self.directory / SNAPSHOT_TMP).unlink(missing_ok=True)  # an unfinished compaction
+        path = self.directory / SNAPSHOT
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        # The snapshot is replaced atomically, so damage here is disk corruption, not a torn
+        # write: refuse to start rather than serve (and later compact away) a partial corpus.
+        expected: int | None = None
+        complete = False
+        try:
+            for _, payload in records.read_frames(data):
+                record = records.decode(payload)
+                if record.op == records.OP_SNAPSHOT_BEGIN:
+                    expected = int(record.header["documents"])
+                elif record.op == records.OP_UPSERT:
+                    self._apply(record)
+                elif record.op == records.OP_SNAPSHOT_END:
+                    complete = expected == len(self.documents) == record.header["documents"]
+                    break
+        except (ValueError, KeyError) as exc:
+            raise StoreError(f"corrupt snapshot {path}: {exc}") from exc
+        if not complete:
+            raise StoreError(f"corrupt snapshot {path}: incomplete or wrong document count")
+
+    def _replay_log(self) -> None:
+        path = self.directory / WAL
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        good_end = 0
+        replayed = 0
+        for end, payload in records.read_frames(data):
+            try:
+                record = records.decode(payload)
+            except ValueError as exc:
+                log.error("undecodable log record", extra={"offset": good_end, "error": str(exc)})
+                break
+            self._apply(record)
+            good_end = end
+            replayed += 1
+        if good_end < len(data):
+            log.warning(
+                "discarding torn write-ahead log tail",
+                extra={"offset": good_end, "discarded_bytes": len(data) - good_end},
+            )
+            with open(path, "r+b") as wal:
+                wal.truncate(good_end)
+                wal.flush()
+                os.fsync(wal.fileno())
+        self._records_since_snapshot = replayed
+        log.info("store loaded", extra={"documents": len(self.documents), "replayed": replayed})
+
+    def _apply(self, record: records.Record) -> None:
+        if record.op == records.OP_UPSERT:
+            for doc in record.documents:
+                self.documents[doc.id] = doc
+        elif record.op == records.OP_DELETE:
+            for doc_id in record.header["ids"]:
+                self.documents.pop(doc_id, None)
+

@@ -1,0 +1,99 @@
+"""Rich gRPC errors (google.rpc.Status details) built with grpcio-status.
+
+Callers' mistakes get INVALID_ARGUMENT with a BadRequest naming every bad field; shed load
+gets RESOURCE_EXHAUSTED with RetryInfo. Each carries an ErrorInfo with a stable reason.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "harag.v1"
+
+
+def _status(code: int, message: str, *details: object) -> grpc.Status:
+    packed = []
+    for detail in details:
+        any_msg = any_pb2.Any()
+        any_msg.Pack(detail)  # type: ignore[arg-type]
+        packed.append(any_msg)
+    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=packed))
+
+
+def _error_info(reason: str) -> error_details_pb2.ErrorInfo:
+    return error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+
+
+class FieldViolations:
+    """Collects every bad field of a request, so the caller learns all of them at once."""
+
+    def __init__(self) -> None:
+        self.violations: list[tuple[str, str]] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.violations.append((field, description))
+
+    def check(self, ok: bool, field: str, description: str) -> None:
+        if not ok:
+            self.add(field, description)
+
+    def __bool__(self) -> bool:
+        return bool(self.violations)
+
+    def status(self) -> grpc.Status:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                for f, d in self.violations
+            ]
+        )
+        message = "; ".join(f"{f}: {d}" for f, d in self.violations)
+        return _status(code_pb2.INVALID_ARGUMENT, message, bad, _error_info("INVALID_ARGUMENT"))
+
+    async def abort_if_any(self, context: grpc.aio.ServicerContext) -> None:
+        if self.violations:
+            await abort(context, self.status())
+
+
+def resource_exhausted(message: str, retry_after_s: float, reason: str) -> grpc.Status:
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(int(retry_after_s * 1e9))
+    return _status(
+        code_pb2.RESOURCE_EXHAUSTED,
+        message,
+        error_details_pb2.RetryInfo(retry_delay=delay),
+        _error_info(reason),
+    )
+
+
+def failed_precondition(message: str, reason: str) -> grpc.Status:
+    return _status(code_pb2.FAILED_PRECONDITION, message, _error_info(reason))
+
+
+async def abort(context: grpc.aio.ServicerContext, status: grpc.Status) -> NoReturn:
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("unreachable: abort raises")
+
+
+def details_of(error: grpc.aio.AioRpcError | grpc.RpcError) -> list[object]:
+    """Decodes the google.rpc.Status details of a client-side error (BadRequest, RetryInfo...)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is None:
+        return []
+    decoded: list[object] = []
+    for detail in status.details:
+        for kind in (
+            error_details_pb2.BadRequest,
+            error_details_pb2.RetryInfo,
+            error_details_pb2.ErrorInfo,
+        ):
+            if detail.Is(kind.DESCRIPTOR):
+                msg = kind()
+                detail.Unpack(msg)
+                decoded.append(msg)
+    return decoded

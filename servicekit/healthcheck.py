@@ -1,0 +1,39 @@
+"""A tiny grpc.health.v1 probe: exit 0 when the server reports SERVING, 1 otherwise.
+
+Container images have no curl for gRPC, so their HEALTHCHECK runs
+`python -m servicekit.healthcheck --addr 127.0.0.1:<port>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def check(address: str, service: str = "", timeout_s: float = 2.0) -> str:
+    """Returns the serving status name, or UNREACHABLE."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+        except grpc.RpcError:
+            return "UNREACHABLE"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m servicekit.healthcheck", description=__doc__)
+    parser.add_argument("--addr", default="127.0.0.1:50051", help="host:port to probe")
+    parser.add_argument("--service", default="", help="service name; empty = whole server")
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds")
+    args = parser.parse_args(argv)
+    status = check(args.addr, args.service, args.timeout)
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

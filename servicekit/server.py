@@ -1,0 +1,206 @@
+"""The grpc.aio server bootstrap every ha-rag process uses.
+
+It serves grpc.health.v1 (grpcio-health-checking's servicer, so `Watch` is right),
+reflection for every service, optional fault injection, and shuts down gracefully on
+SIGTERM/SIGINT: health turns NOT_SERVING at once, the server keeps answering for
+`shutdown_drain_s` so load balancers and probes notice, in-flight calls get
+`shutdown_grace_s` to finish, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from harag.v1 import fault_injection_pb2, fault_injection_pb2_grpc
+from servicekit.config import Setting
+from servicekit.faults import FaultInjectionServicer, FaultInterceptor, FaultState
+
+log = logging.getLogger("harag.server")
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+COMMON_SETTINGS: list[Setting] = [
+    Setting("host", "127.0.0.1", "Address to listen on; use 0.0.0.0 in containers."),
+    Setting("log_level", "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    Setting(
+        "shutdown_grace_s",
+        5.0,
+        "On SIGTERM, how long in-flight calls may take to finish.",
+        kind=float,
+        minimum=0,
+        maximum=300,
+    ),
+    Setting(
+        "shutdown_drain_s",
+        0.0,
+        "On SIGTERM, how long to keep serving while health reports NOT_SERVING, so load "
+        "balancers stop sending first (set ~ readiness period in Kubernetes).",
+        kind=float,
+        minimum=0,
+        maximum=300,
+    ),
+    Setting(
+        "max_concurrent_rpcs",
+        512,
+        "In-flight RPCs this process accepts; more are rejected RESOURCE_EXHAUSTED by gRPC.",
+        kind=int,
+        minimum=1,
+        maximum=100000,
+    ),
+]
+
+
+class _EndWatchesOnShutdown(grpc.aio.ServerInterceptor):
+    """Ends open health Watch streams once shutdown has begun.
+
+    A Watch stream never finishes by itself, so without this every watcher (the gateway
+    watches each upstream) would hold `server.stop(grace)` for the whole grace period.
+    Watchers first receive NOT_SERVING, then their stream ends with OK.
+    """
+
+    WATCH = "/grpc.health.v1.Health/Watch"
+
+    def __init__(self) -> None:
+        self.stopping = asyncio.Event()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler_call_details.method != self.WATCH or handler is None:
+            return handler
+        inner, stopping = handler.unary_stream, self.stopping
+
+        async def watch(request: object, context: grpc.aio.ServicerContext) -> None:
+            watching = asyncio.ensure_future(inner(request, context))
+            ending = asyncio.ensure_future(stopping.wait())
+            try:
+                await asyncio.wait({watching, ending}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (watching, ending):
+                    task.cancel()
+                await asyncio.gather(watching, ending, return_exceptions=True)
+
+        return grpc.unary_stream_rpc_method_handler(
+            watch,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """One gRPC service to serve: its full name (for health/reflection) and how to add it."""
+
+    name: str
+    add: Callable[[grpc.aio.Server], None]
+
+
+@dataclass
+class ServerOptions:
+    service_name: str  # e.g. "embedder-primary"; used in logs and telemetry
+    host: str
+    port: int
+    fault_injection: bool = False
+    shutdown_grace_s: float = 5.0
+    shutdown_drain_s: float = 0.0
+    max_concurrent_rpcs: int = 512
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
+    on_stop: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
+
+
+async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistration]) -> int:
+    """Runs the server until SIGTERM/SIGINT; returns the process exit code."""
+    end_watches = _EndWatchesOnShutdown()
+    interceptors = [end_watches, *options.interceptors]
+    faults = FaultState() if options.fault_injection else None
+    if faults is not None:
+        interceptors.append(FaultInterceptor(faults))
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        maximum_concurrent_rpcs=options.max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    names = [r.name for r in registrations]
+    for registration in registrations:
+        registration.add(server)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if faults is not None:
+        fault_injection_pb2_grpc.add_FaultInjectionServiceServicer_to_server(
+            FaultInjectionServicer(faults), server
+        )
+        names.append(
+            fault_injection_pb2.DESCRIPTOR.services_by_name["FaultInjectionService"].full_name
+        )
+
+        async def follow_down(fault: fault_injection_pb2.Fault | None) -> None:
+            status = (
+                health_pb2.HealthCheckResponse.NOT_SERVING
+                if fault is not None and fault.down
+                else health_pb2.HealthCheckResponse.SERVING
+            )
+            for name in ["", *(r.name for r in registrations)]:
+                await health_servicer.set(name, status)
+
+        faults.on_change(follow_down)
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+
+    address = f"{options.host}:{options.port}"
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as exc:
+        log.error("cannot listen", extra={"address": address, "error": str(exc)})
+        return 1
+    await server.start()
+    for name in ["", *(r.name for r in registrations)]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "serving",
+        extra={"address": address, "services": names, "fault_injection": options.fault_injection},
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info(
+        "shutting down",
+        extra={"grace_s": options.shutdown_grace_s, "drain_s": options.shutdown_drain_s},
+    )
+    await health_servicer.enter_graceful_shutdown()
+    # Let watchers receive NOT_SERVING (and, with a drain time, let balancers react).
+    await asyncio.sleep(max(options.shutdown_drain_s, 0.05))
+    end_watches.stopping.set()
+    await server.stop(options.shutdown_grace_s)
+    for callback in options.on_stop:
+        try:
+            await callback()
+        except Exception:
+            log.exception("shutdown callback failed")
+    log.info("stopped")
+    return 0

@@ -1,0 +1,155 @@
+"""Shared fixtures: a real seven-process mesh on free loopback ports, started by the same
+Supervisor `harag up` uses, with fault injection enabled and the sample corpus ingested."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from harag.cli.corpus import SAMPLE_CORPUS, sample_corpus
+from harag.cli.supervisor import ProcessSpec, Supervisor, mesh_specs, probe
+from harag.v1 import (
+    fault_injection_pb2,
+    fault_injection_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+MESH_NAMES = (
+    "gateway",
+    "embedder-primary",
+    "embedder-fallback",
+    "retriever-primary",
+    "retriever-fallback",
+    "generator-primary",
+    "generator-fallback",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LogBook:
+    """Keeps every process's log lines, so tests can read them and failures can show them."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def __call__(self, name: str, line: str) -> None:
+        self.lines.append((name, line))
+
+    def of(self, name: str) -> list[str]:
+        return [line for n, line in self.lines if n == name]
+
+    def json_of(self, name: str) -> list[dict]:
+        out = []
+        for line in self.of(name):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        return out
+
+
+class Mesh:
+    def __init__(self, specs: list[ProcessSpec], supervisor: Supervisor, logs: LogBook) -> None:
+        self.specs = {s.name: s for s in specs}
+        self.supervisor = supervisor
+        self.logs = logs
+        self.gateway_address = self.specs["gateway"].address
+        self.channel = grpc.aio.insecure_channel(self.gateway_address)
+        self.gateway = gateway_pb2_grpc.RagGatewayServiceStub(self.channel)
+
+    def address(self, name: str) -> str:
+        return self.specs[name].address
+
+    async def set_fault(self, name: str, fault: fault_injection_pb2.Fault) -> None:
+        async with grpc.aio.insecure_channel(self.address(name)) as channel:
+            await fault_injection_pb2_grpc.FaultInjectionServiceStub(channel).SetFault(
+                fault_injection_pb2.SetFaultRequest(fault=fault), timeout=5
+            )
+        await self.wait_gateway_sees(name, "NOT_SERVING" if fault.down else None)
+
+    async def clear_faults(self, *names: str) -> None:
+        for name in names or [n for n in self.specs if n != "gateway"]:
+            async with grpc.aio.insecure_channel(self.address(name)) as channel:
+                await fault_injection_pb2_grpc.FaultInjectionServiceStub(channel).ClearFaults(
+                    fault_injection_pb2.ClearFaultsRequest(), timeout=5
+                )
+        for name in names or [n for n in self.specs if n != "gateway"]:
+            await self.wait_gateway_sees(name, "SERVING")
+
+    async def wait_gateway_sees(self, name: str, health: str | None, timeout_s: float = 10) -> None:
+        """Waits until the gateway's health watch reports `health` for an upstream."""
+        if health is None:
+            return
+        wanted = gateway_pb2.UpstreamHealthStatus.Value(f"UPSTREAM_HEALTH_STATUS_{health}")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while loop.time() < end:
+            reply = await self.gateway.GetSystemHealth(
+                gateway_pb2.GetSystemHealthRequest(), timeout=5
+            )
+            if any(u.name == name and u.health == wanted for u in reply.upstreams):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"gateway never saw {name} as {health}")
+
+    async def wait_serving(self, name: str, timeout_s: float = 30) -> None:
+        await self.supervisor.wait_serving(timeout_s, [name])
+
+
+async def start_mesh(tmp: Path, logs: LogBook, env: dict[str, str] | None = None) -> Mesh:
+    ports = {name: free_port() for name in MESH_NAMES}
+    specs = mesh_specs(ports=ports, data_dir=tmp / "data", fault_injection=True, env=env)
+    supervisor = Supervisor(specs, sink=logs)
+    await supervisor.start()
+    try:
+        await supervisor.wait_serving(timeout_s=60)
+    except Exception:
+        await supervisor.stop()
+        print("\n".join(f"{n}| {line}" for n, line in logs.lines[-80:]))
+        raise
+    return Mesh(specs, supervisor, logs)
+
+
+@pytest.fixture(scope="session")
+async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
+    logs = LogBook()
+    running = await start_mesh(tmp_path_factory.mktemp("mesh"), logs)
+    reply = await running.gateway.Ingest(
+        gateway_pb2.IngestRequest(documents=sample_corpus()), timeout=120
+    )
+    assert reply.failed == 0, [r.reason for r in reply.results if r.reason]
+    for name in MESH_NAMES:
+        await running.wait_gateway_sees(name, "SERVING") if name != "gateway" else None
+    yield running
+    await running.channel.close()
+    codes = await running.supervisor.stop()
+    assert all(code == 0 for code in codes.values()), codes
+
+
+@pytest.fixture
+async def clean_faults(mesh: Mesh) -> AsyncIterator[Mesh]:
+    """A mesh with no faults before and after the test."""
+    await mesh.clear_faults()
+    yield mesh
+    await mesh.clear_faults()
+    for name in MESH_NAMES:
+        if await probe(mesh.address(name)) != "SERVING":
+            await mesh.wait_serving(name)
+
+
+@pytest.fixture(scope="session")
+def known_questions() -> Iterator[list[dict]]:
+    yield json.loads((SAMPLE_CORPUS / "questions.json").read_text())

@@ -1,0 +1,143 @@
+"""The embedder as a real process: Embed over loopback, validation errors, clean SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from google.rpc import error_details_pb2
+
+from embedder_svc.backends import create
+from harag.v1 import embedder_pb2, embedder_pb2_grpc
+from servicekit.errors import details_of
+from servicekit.healthcheck import check
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_BATCH = 8
+MAX_CHARS = 100
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def service_process(
+    module: str, impl: str, **settings: str
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """Starts `python -m module --impl impl` on a free port and waits until it is SERVING."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARAG_")}
+    env |= {"HARAG_PORT": str(port), **{f"HARAG_{k.upper()}": v for k, v in settings.items()}}
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--impl", impl], cwd=REPO, env=env, stderr=log
+        )
+        address = f"127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 20
+            while check(address, timeout_s=0.5) != "SERVING":
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail(f"{module} did not become SERVING:\n{log.read().decode()}")
+                time.sleep(0.05)
+            yield proc, address
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+@pytest.fixture(scope="module", params=["primary", "fallback"])
+def embedder(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    limits = {"max_batch_size": str(MAX_BATCH), "max_text_chars": str(MAX_CHARS)}
+    with service_process("embedder_svc", request.param, **limits) as (_, address):
+        yield request.param, address
+
+
+async def embed(address: str, texts: list[str]) -> embedder_pb2.EmbedResponse:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+        return await stub.Embed(embedder_pb2.EmbedRequest(texts=texts), timeout=10)
+
+
+async def test_embed_returns_the_backend_vectors_in_order(embedder: tuple[str, str]) -> None:
+    impl, address = embedder
+    texts = ["circuit breaker states", "retry budgets", "x"]
+    reply = await embed(address, texts)
+    backend = create(impl)
+    assert (reply.model, reply.dimension) == (backend.model, backend.dimension)
+    vectors = np.array([e.values for e in reply.embeddings], dtype=np.float32)
+    assert np.array_equal(vectors, backend.embed(texts))  # same vectors in another process
+    assert np.linalg.norm(vectors, axis=1) == pytest.approx(1.0, abs=1e-5)
+
+
+async def test_model_info_reports_model_and_configured_limits(embedder: tuple[str, str]) -> None:
+    impl, address = embedder
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+        info = await stub.GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=10)
+    backend = create(impl)
+    assert (info.model, info.dimension) == (backend.model, backend.dimension)
+    assert (info.max_batch_size, info.max_text_chars) == (MAX_BATCH, MAX_CHARS)
+
+
+async def test_default_limits_serve_a_full_batch_of_long_texts() -> None:
+    # Big batches run in a worker thread; this exercises that path with the real defaults.
+    with service_process("embedder_svc", "primary") as (_, address):
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+            info = await stub.GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=10)
+        assert (info.max_batch_size, info.max_text_chars) == (256, 8192)
+        texts = [f"document {i} " + "lorem ipsum dolor " * 450 for i in range(256)]
+        assert max(map(len, texts)) <= 8192
+        reply = await embed(address, texts)
+    assert len(reply.embeddings) == 256
+    assert list(reply.embeddings[7].values) == create("primary").embed([texts[7]])[0].tolist()
+
+
+@pytest.mark.parametrize(
+    ("texts", "fields"),
+    [
+        ([], ["texts"]),
+        (["a"] * (MAX_BATCH + 1), ["texts"]),
+        (["ok", ""], ["texts[1]"]),
+        (["ok", " \n\t"], ["texts[1]"]),
+        (["x" * (MAX_CHARS + 1)], ["texts[0]"]),
+        (["", "ok", "y" * (MAX_CHARS + 1)], ["texts[0]", "texts[2]"]),
+    ],
+)
+async def test_bad_input_is_invalid_argument_naming_the_field(
+    embedder: tuple[str, str], texts: list[str], fields: list[str]
+) -> None:
+    _, address = embedder
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await embed(address, texts)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = [d for d in details_of(raised.value) if isinstance(d, error_details_pb2.BadRequest)]
+    assert [v.field for v in bad[0].field_violations] == fields
+
+
+@pytest.mark.parametrize("impl", ["primary", "fallback"])
+async def test_sigterm_exits_zero(impl: str) -> None:
+    with service_process("embedder_svc", impl) as (proc, address):
+        await embed(address, ["warm up"])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
