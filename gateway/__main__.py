@@ -6,26 +6,37 @@ import argparse
 import asyncio
 import sys
 
+from gateway.admin import GatewayAdmin
 from gateway.config import SETTINGS
 from gateway.pipeline import Pipeline
 from gateway.server import RagGateway
 from gateway.upstreams import Upstreams
-from harag.v1 import gateway_pb2, gateway_pb2_grpc
+from harag.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from servicekit import jsonlog
 from servicekit.config import Config, ConfigError, load
 from servicekit.server import ServerOptions, ServiceRegistration, serve
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["RagGatewayService"].full_name
+ADMIN_NAME = admin_pb2.DESCRIPTOR.services_by_name["GatewayAdminService"].full_name
 
 
 async def run(cfg: Config) -> int:
     upstreams = Upstreams.from_config(cfg)
     upstreams.start_health_watch()
     servicer = RagGateway(Pipeline(upstreams, cfg), upstreams, cfg)
-    registration = ServiceRegistration(
-        SERVICE_NAME,
-        lambda server: gateway_pb2_grpc.add_RagGatewayServiceServicer_to_server(servicer, server),
-    )
+    admin = GatewayAdmin(upstreams)
+    registrations = [
+        ServiceRegistration(
+            SERVICE_NAME,
+            lambda server: gateway_pb2_grpc.add_RagGatewayServiceServicer_to_server(
+                servicer, server
+            ),
+        ),
+        ServiceRegistration(
+            ADMIN_NAME,
+            lambda server: admin_pb2_grpc.add_GatewayAdminServiceServicer_to_server(admin, server),
+        ),
+    ]
     options = ServerOptions(
         service_name="gateway",
         host=cfg.host,
@@ -35,16 +46,24 @@ async def run(cfg: Config) -> int:
         max_concurrent_rpcs=cfg.max_concurrent_rpcs,
         on_stop=(upstreams.close,),
     )
-    return await serve(options, [registration])
+    return await serve(options, registrations)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     parser.add_argument("--port", type=int, help="gRPC port (env HARAG_PORT)")
     parser.add_argument("--config", help="YAML config file (env HARAG_CONFIG)")
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        default=None,
+        help="benchmark baseline: same upstream calls without the resilience layer (HARAG_BARE)",
+    )
     args = parser.parse_args(argv)
     try:
-        cfg = load(SETTINGS, config_file=args.config, overrides={"port": args.port})
+        cfg = load(
+            SETTINGS, config_file=args.config, overrides={"port": args.port, "bare": args.bare}
+        )
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

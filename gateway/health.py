@@ -23,9 +23,30 @@ _HEALTH = {
 }
 
 
+OPEN_STATES = ("OPEN", "FORCED_OPEN")
+
+
 def usable(upstream: Upstream) -> bool:
-    """Serving by its own grpc.health.v1 report."""
-    return upstream.health == HEALTH_SERVING
+    """Serving by its own grpc.health.v1 report, and its breaker lets calls through."""
+    return upstream.health == HEALTH_SERVING and upstream.guard.breaker_state not in OPEN_STATES
+
+
+def breaker_status(upstream: Upstream) -> gateway_pb2.BreakerStatus | None:
+    breaker = upstream.guard.breaker
+    if breaker is None:
+        return None
+    snap = breaker.snapshot()
+    status = gateway_pb2.BreakerStatus(
+        state=gateway_pb2.CircuitState.Value(f"CIRCUIT_STATE_{snap.state.name}"),
+        failure_rate=snap.failure_rate,
+        slow_call_rate=snap.slow_rate,
+        calls_in_window=snap.calls_in_window,
+        consecutive_trips=snap.consecutive_trips,
+    )
+    status.time_in_state.FromNanoseconds(int(snap.time_in_state_s * 1e9))
+    if snap.next_probe_in_s is not None:
+        status.next_probe_time.FromNanoseconds(int((time.time() + snap.next_probe_in_s) * 1e9))
+    return status
 
 
 def overall(upstreams: Upstreams) -> int:
@@ -47,7 +68,9 @@ def upstream_status(upstream: Upstream) -> gateway_pb2.UpstreamStatus:
         last_outcome=upstream.last_outcome,
         last_error=upstream.last_error,
         last_latency_ms=upstream.last_latency_s * 1000,
-        in_flight=upstream.in_flight,
+        in_flight=upstream.guard.bulkhead.in_flight if upstream.guard.bulkhead else 0,
+        breaker=breaker_status(upstream),
+        p95_latency_ms=(upstream.guard.latency.p95() or 0.0) * 1000,
     )
 
 

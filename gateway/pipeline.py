@@ -5,11 +5,14 @@ upstream fails, falls back to a local last resort, so a query always gets an ans
 
     embed     no vector         -> "local:lexical"   (retrieval goes lexical)
     retrieve  no documents      -> "local:empty-context"
-    generate  no answer         -> "local:static-answer" with retry_after
+    generate  no answer         -> the last good answer to the same query ("cache", stale)
+                                   else "local:static-answer" with retry_after
 
 Every stage reports what served it and every attempt made: the degradation receipt.
+Around the stages: a fresh answer from the cache is returned at once, and identical
+concurrent queries share one run (coalescing).
 Timing: the caller's deadline is the budget of the whole query; each stage keeps back
-enough for the stages after it (`min_attempt_s` each), so a hanging upstream early on
+enough for the stages after it (`tier_reserve_s` each), so a hanging upstream early on
 cannot starve the rest.
 """
 
@@ -18,11 +21,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gateway.resilience.chain import AttemptRecord, ChainPolicy, ChainResult, call_chain
+from gateway.cache import AnswerCache, cache_key
+from gateway.resilience.chain import ChainPolicy, ChainResult, call_chain
+from gateway.resilience.coalesce import Coalescer
 from gateway.resilience.deadline import Deadline
+from gateway.resilience.guard import AttemptObserver, AttemptRecord
 from gateway.upstreams import HEALTH_NOT_SERVING, Upstream, Upstreams
 from harag.v1 import (
     common_pb2,
@@ -36,6 +42,7 @@ from servicekit.config import Config
 LOCAL_LEXICAL = "local:lexical"
 LOCAL_EMPTY_CONTEXT = "local:empty-context"
 LOCAL_STATIC_ANSWER = "local:static-answer"
+STALE_CACHE = "cache"
 STATIC_ANSWER = (
     "The answer service is temporarily unavailable, so no answer could be composed. "
     "The sources below are what the search found. Please retry after {retry_after:g} seconds."
@@ -100,29 +107,50 @@ class StreamEvent:
 class Pipeline:
     upstreams: Upstreams
     cfg: Config
+    observer: AttemptObserver | None = None  # telemetry: one span per attempt
     _chains: dict[str, list[Upstream]] = field(init=False)
+    _by_name: dict[str, Upstream] = field(init=False)
+    cache: AnswerCache[QueryResult] = field(init=False)
+    coalescer: Coalescer[str, QueryResult] = field(init=False)
 
     def __post_init__(self) -> None:
         self._chains = self.upstreams.chains
+        self._by_name = {u.name: u for u in self.upstreams.all()}
+        bare = self.cfg.bare
+        self.cache = AnswerCache(
+            0 if bare else self.cfg.cache_ttl_s,
+            0 if bare else self.cfg.stale_ttl_s,
+            self.cfg.cache_max_entries,
+        )
+        self.coalescer = Coalescer()
 
     # -- the query ---------------------------------------------------------------------
 
     async def run(self, query: QueryInput, deadline: Deadline) -> QueryResult:
+        key = cache_key(query.query, query.top_k, query.filters)
+        if (cached := self.cache.get(key)) is not None:
+            return replace(cached, cached=True)
+        if self.cfg.coalesce_enabled and not self.cfg.bare:
+            shared = await self.coalescer.run(key, lambda: self._run(query, key, deadline))
+            return shared.value
+        return await self._run(query, key, deadline)
+
+    async def _run(self, query: QueryInput, key: str, deadline: Deadline) -> QueryResult:
         vector = await self.embed(query, deadline)
         context = await self.retrieve(query, vector.value, deadline)
-        answer = await self.generate(query, context.value, deadline)
-        text, model, retry_after = answer.value
-        return QueryResult(text, model, context.value, [vector, context, answer], retry_after)
+        answer = await self.generate(query, context.value, deadline, key)
+        return self._finish(key, context, [vector, context, answer])
 
     async def run_streaming(
         self, query: QueryInput, deadline: Deadline
     ) -> AsyncIterator[StreamEvent]:
+        key = cache_key(query.query, query.top_k, query.filters)
         vector = await self.embed(query, deadline)
         context = await self.retrieve(query, vector.value, deadline)
         yield StreamEvent(sources=context.value)
         chunks: asyncio.Queue[str | None] = asyncio.Queue()
         generating = asyncio.create_task(
-            self.generate(query, context.value, deadline, emit=chunks.put_nowait)
+            self.generate(query, context.value, deadline, key, emit=chunks.put_nowait)
         )
         generating.add_done_callback(lambda _: chunks.put_nowait(None))
         try:
@@ -131,10 +159,15 @@ class Pipeline:
             answer = await generating
         finally:
             generating.cancel()
-        text, model, retry_after = answer.value
-        yield StreamEvent(
-            final=QueryResult(text, model, context.value, [vector, context, answer], retry_after)
-        )
+        yield StreamEvent(final=self._finish(key, context, [vector, context, answer]))
+
+    def _finish(self, key: str, context: StageResult, stages: list[StageResult]) -> QueryResult:
+        text, model, retry_after, stale_sources = stages[-1].value
+        sources = stale_sources if stale_sources is not None else context.value
+        result = QueryResult(text, model, sources, stages, retry_after)
+        if not result.degraded:
+            self.cache.put(key, result)
+        return result
 
     # -- stage 1: embed ----------------------------------------------------------------
 
@@ -194,15 +227,17 @@ class Pipeline:
             "no retriever answered: no context",
         )
 
-    # -- stage 3: generate -------------------------------------------------------------
+    # -- stage 3: generate ------------------------------------------------------------
 
     async def generate(
         self,
         query: QueryInput,
         context: list[common_pb2.ScoredDocument],
         deadline: Deadline,
+        key: str,
         emit: Callable[[str], None] | None = None,
     ) -> StageResult:
+        """Value: (answer text, model, retry_after_s or None, stale sources or None)."""
         emitted: list[str] = []
 
         def send(text: str) -> None:
@@ -210,13 +245,14 @@ class Pipeline:
                 emitted.append(text)
                 emit(text)
 
-        async def call_unary(upstream: Upstream, timeout_s: float) -> tuple[str, str, None]:
+        async def call_unary(upstream: Upstream, timeout_s: float) -> tuple[str, str, None, None]:
             reply: generator_pb2.GenerateResponse = await upstream.stub.Generate(
-                generator_pb2.GenerateRequest(query=query.query, context=context), timeout=timeout_s
+                generator_pb2.GenerateRequest(query=query.query, context=context),
+                timeout=timeout_s,
             )
-            return reply.text, reply.model, None
+            return reply.text, reply.model, None, None
 
-        async def call_stream(upstream: Upstream, timeout_s: float) -> tuple[str, str, None]:
+        async def call_stream(upstream: Upstream, timeout_s: float) -> tuple[str, str, None, None]:
             # A tier that failed mid-stream leaves partial text behind; set it apart.
             if emitted:
                 send(STREAM_SEPARATOR)
@@ -232,27 +268,47 @@ class Pipeline:
                     send(event.delta)
             if final is None:
                 raise RuntimeError("stream ended without a final event")
-            return "".join(emitted), final.model, None
+            return "".join(emitted), final.model, None, None
 
-        call = call_unary if emit is None else call_stream
-        result, started = await self._walk("generator", call, deadline, later_stages=0)
+        streaming = emit is not None
+        result, started = await self._walk(
+            "generator",
+            call_stream if streaming else call_unary,
+            deadline,
+            later_stages=0,
+            idempotent=False,
+        )
         if result.ok:
             return self._stage(
                 gateway_pb2.STAGE_GENERATE, result, started, result.value, result.value[1]
             )
+        tier = len(self._chains["generator"])
+        if (stale := self.cache.get_stale(key)) is not None:
+            if emitted:
+                send(STREAM_SEPARATOR)
+            send(stale.answer)
+            text = "".join(emitted) if streaming else stale.answer
+            return StageResult(
+                gateway_pb2.STAGE_GENERATE,
+                STALE_CACHE,
+                tier,
+                time.perf_counter() - started,
+                result.attempts,
+                "every generator failed: last good answer (stale)",
+                (text, stale.model, None, stale.sources),
+            )
         retry_after = float(self.cfg.retry_after_s)
-        static = STATIC_ANSWER.format(retry_after=retry_after)
         if emitted:
             send(STREAM_SEPARATOR)
-        send(static)
-        text = "".join(emitted) if emit is not None else static
+        send(STATIC_ANSWER.format(retry_after=retry_after))
+        text = "".join(emitted) if streaming else STATIC_ANSWER.format(retry_after=retry_after)
         return self._local(
             gateway_pb2.STAGE_GENERATE,
             "generator",
             LOCAL_STATIC_ANSWER,
             result,
             started,
-            (text, "static", retry_after),
+            (text, "static", retry_after, None),
             "every generator failed",
         )
 
@@ -264,11 +320,17 @@ class Pipeline:
         call: Callable[[Upstream, float], Awaitable[Any]],
         deadline: Deadline,
         later_stages: int,
+        idempotent: bool = True,
     ) -> tuple[ChainResult[Upstream, Any], float]:
+        cfg = self.cfg
         policy = ChainPolicy(
-            per_try_cap_s=_per_try_cap(self.cfg, component),
-            min_attempt_s=float(self.cfg.min_attempt_s),
-            reserve_after_s=later_stages * float(self.cfg.min_attempt_s),
+            per_try_cap_s=_per_try_cap(cfg, component),
+            min_attempt_s=float(cfg.min_attempt_s),
+            tier_reserve_s=float(cfg.tier_reserve_s),
+            reserve_after_s=later_stages * float(cfg.tier_reserve_s),
+            hedge=idempotent and cfg.hedge_enabled and not cfg.bare,
+            hedge_delay_s=cfg.hedge_delay_s or None,
+            hedge_min_delay_s=cfg.hedge_min_delay_s,
         )
         started = time.perf_counter()
         result = await call_chain(
@@ -276,10 +338,17 @@ class Pipeline:
             call,
             deadline,
             policy,
+            guard_of=lambda u: u.guard,
             skip=self._skip_reason,
-            on_attempt=_remember,
+            on_attempt=self._remember,
+            observer=self.observer,
         )
         return result, started
+
+    def _remember(self, record: AttemptRecord) -> None:
+        upstream = self._by_name.get(record.upstream)
+        if upstream is not None:
+            upstream.record(record.outcome, record.latency_s, record.error)
 
     def _skip_reason(self, upstream: Upstream) -> str | None:
         if self.cfg.skip_not_serving and upstream.health == HEALTH_NOT_SERVING:
@@ -325,7 +394,3 @@ def _per_try_cap(cfg: Config, component: str) -> float:
         "generator": "generate_timeout_s",
     }[component]
     return float(cfg[key])
-
-
-def _remember(upstream: Upstream, record: AttemptRecord) -> None:
-    upstream.record(record.outcome, record.latency_s, record.error)

@@ -13,12 +13,13 @@ from gateway import receipt
 from gateway.health import system_health
 from gateway.ingest import ingest
 from gateway.pipeline import Pipeline, QueryInput, QueryResult
+from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.deadline import Deadline
 from gateway.upstreams import Upstreams
 from gateway.validation import check_query
 from harag.v1 import gateway_pb2, gateway_pb2_grpc
 from servicekit.config import Config
-from servicekit.errors import FieldViolations
+from servicekit.errors import FieldViolations, abort, resource_exhausted
 from servicekit.jsonlog import request_id_var
 
 log = logging.getLogger("harag.gateway")
@@ -48,12 +49,35 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         self.upstreams = upstreams
         self.cfg = cfg
         self.started_at = time.monotonic()
+        # Bounded inbound concurrency: past it, shed at once instead of letting latency grow.
+        self.inflight = Bulkhead(cfg.max_inflight_requests, name="gateway-inbound")
 
-    def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
-        # Keep back a margin so the reply itself still arrives before the caller gives up.
+    async def _admit(self, context: grpc.aio.ServicerContext) -> None:
+        if not self.inflight.try_enter():
+            log.warning("request shed", extra={"in_flight": self.inflight.in_flight})
+            await abort(
+                context,
+                resource_exhausted(
+                    f"gateway at capacity ({self.inflight.in_flight} requests in flight)",
+                    self.cfg.shed_retry_after_s,
+                    "GATEWAY_OVERLOADED",
+                ),
+            )
+
+    async def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
+        """The request's budget: the caller's deadline (or the default) minus the reply margin.
+
+        When not even the margin is left, no answer (not even a local last resort) can
+        arrive in time, so the caller gets DEADLINE_EXCEEDED at once.
+        """
         remaining = context.time_remaining()
         budget = self.cfg.default_deadline_s if remaining is None else remaining
-        return Deadline.after(max(0.0, budget - self.cfg.reply_margin_s))
+        if budget <= self.cfg.reply_margin_s:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{budget * 1000:.1f} ms left is too little to answer in time",
+            )
+        return Deadline.after(budget - self.cfg.reply_margin_s)
 
     def _query_input(
         self, request: gateway_pb2.QueryRequest | gateway_pb2.StreamQueryRequest
@@ -83,7 +107,11 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         started = time.perf_counter()
         query, violations = self._query_input(request)
         await violations.abort_if_any(context)
-        result = await self.pipeline.run(query, self._deadline(context))
+        await self._admit(context)
+        try:
+            result = await self.pipeline.run(query, await self._deadline(context))
+        finally:
+            self.inflight.leave()
         self._log_result(result, started)
         return receipt.query_response(result, request_id, current_trace_id())
 
@@ -95,7 +123,17 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         started = time.perf_counter()
         query, violations = self._query_input(request)
         await violations.abort_if_any(context)
-        async for event in self.pipeline.run_streaming(query, self._deadline(context)):
+        await self._admit(context)
+        try:
+            async for response in self._stream(query, context, request_id, started):
+                yield response
+        finally:
+            self.inflight.leave()
+
+    async def _stream(
+        self, query: QueryInput, context: grpc.aio.ServicerContext, request_id: str, started: float
+    ) -> AsyncIterator[gateway_pb2.StreamQueryResponse]:
+        async for event in self.pipeline.run_streaming(query, await self._deadline(context)):
             if event.sources is not None:
                 yield gateway_pb2.StreamQueryResponse(
                     sources=gateway_pb2.SourcesEvent(sources=receipt.sources(event.sources))

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import COMPONENTS, UpstreamSpec, parse_chain
+from gateway.guards import build_guard
+from gateway.resilience.guard import Guard
 from harag.v1 import embedder_pb2_grpc, generator_pb2_grpc, retriever_pb2_grpc
 from servicekit.config import Config
 from servicekit.server import MAX_MESSAGE_BYTES
@@ -48,12 +50,11 @@ class Upstream:
     address: str
     channel: grpc.aio.Channel
     stub: Any
+    guard: Guard
     health: str = HEALTH_UNKNOWN
     last_outcome: str = ""
     last_error: str = ""
     last_latency_s: float = 0.0
-    in_flight: int = 0
-    extras: dict[str, Any] = field(default_factory=dict)  # per-upstream resilience state
 
     def record(self, outcome: str, latency_s: float, error: str = "") -> None:
         self.last_outcome, self.last_latency_s = outcome, latency_s
@@ -73,7 +74,7 @@ class Upstreams:
         chains: dict[str, list[Upstream]] = {}
         for component in COMPONENTS:
             specs: list[UpstreamSpec] = parse_chain(cfg[f"{component}_chain"])
-            chains[component] = [_connect(component, spec) for spec in specs]
+            chains[component] = [_connect(component, spec, cfg) for spec in specs]
         return cls(chains)
 
     def all(self) -> list[Upstream]:
@@ -94,7 +95,7 @@ class Upstreams:
         await asyncio.gather(*(u.channel.close() for u in self.all()))
 
 
-def _connect(component: str, spec: UpstreamSpec) -> Upstream:
+def _connect(component: str, spec: UpstreamSpec, cfg: Config) -> Upstream:
     channel = grpc.aio.insecure_channel(spec.address, options=CHANNEL_OPTIONS)
     return Upstream(
         name=spec.name,
@@ -103,6 +104,7 @@ def _connect(component: str, spec: UpstreamSpec) -> Upstream:
         address=spec.address,
         channel=channel,
         stub=STUBS[component](channel),
+        guard=build_guard(spec.name, spec.tier, cfg),
     )
 
 

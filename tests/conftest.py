@@ -15,6 +15,8 @@ import pytest
 from harag.cli.corpus import SAMPLE_CORPUS, sample_corpus
 from harag.cli.supervisor import ProcessSpec, Supervisor, mesh_specs, probe
 from harag.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     fault_injection_pb2,
     fault_injection_pb2_grpc,
     gateway_pb2,
@@ -105,12 +107,29 @@ class Mesh:
             await asyncio.sleep(0.05)
         raise AssertionError(f"gateway never saw {name} as {health}")
 
+    async def reset_breakers(self) -> None:
+        async with grpc.aio.insecure_channel(self.gateway_address) as channel:
+            admin = admin_pb2_grpc.GatewayAdminServiceStub(channel)
+            for name in MESH_NAMES[1:]:
+                await admin.TransitionBreaker(
+                    admin_pb2.TransitionBreakerRequest(
+                        upstream=name, action=admin_pb2.BREAKER_ACTION_RESET
+                    ),
+                    timeout=5,
+                )
+
     async def wait_serving(self, name: str, timeout_s: float = 30) -> None:
         await self.supervisor.wait_serving(timeout_s, [name])
 
 
+# The shared mesh answers every query fresh, so each test sees the pipeline's real
+# behaviour; cache, stale and coalescing tests start their own gateway (`extra_gateway`).
+NO_CACHE = {"HARAG_CACHE_TTL_S": "0", "HARAG_STALE_TTL_S": "0", "HARAG_COALESCE_ENABLED": "false"}
+
+
 async def start_mesh(tmp: Path, logs: LogBook, env: dict[str, str] | None = None) -> Mesh:
     ports = {name: free_port() for name in MESH_NAMES}
+    env = {**NO_CACHE, **(env or {})}
     specs = mesh_specs(ports=ports, data_dir=tmp / "data", fault_injection=True, env=env)
     supervisor = Supervisor(specs, sink=logs)
     await supervisor.start()
@@ -139,12 +158,45 @@ async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
     assert all(code == 0 for code in codes.values()), codes
 
 
+class ExtraGateway:
+    """A second gateway process over the shared mesh's components, with its own settings."""
+
+    def __init__(self, mesh: Mesh, env: dict[str, str]) -> None:
+        base = mesh.specs["gateway"]
+        port = free_port()
+        spec = ProcessSpec(
+            "gateway-extra", base.argv, port, {**base.env, "HARAG_PORT": str(port), **env}
+        )
+        self.supervisor = Supervisor([spec], sink=mesh.logs, restart=False)
+        self.address = spec.address
+        self.channel = grpc.aio.insecure_channel(self.address)
+        self.stub = gateway_pb2_grpc.RagGatewayServiceStub(self.channel)
+
+    async def __aenter__(self) -> ExtraGateway:
+        await self.supervisor.start()
+        await self.supervisor.wait_serving(30)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.channel.close()
+        codes = await self.supervisor.stop()
+        assert codes == {"gateway-extra": 0}, codes
+
+
+@pytest.fixture
+def extra_gateway(mesh: Mesh):
+    """Factory: `async with extra_gateway(HARAG_X="1") as gw: gw.stub.Query(...)`."""
+    return lambda **env: ExtraGateway(mesh, env)
+
+
 @pytest.fixture
 async def clean_faults(mesh: Mesh) -> AsyncIterator[Mesh]:
     """A mesh with no faults before and after the test."""
     await mesh.clear_faults()
+    await mesh.reset_breakers()
     yield mesh
     await mesh.clear_faults()
+    await mesh.reset_breakers()
     for name in MESH_NAMES:
         if await probe(mesh.address(name)) != "SERVING":
             await mesh.wait_serving(name)

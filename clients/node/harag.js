@@ -90,8 +90,12 @@ function readDocuments(file) {
     } catch (error) {
       throw new UsageError(`${file}:${i + 1}: not JSON: ${error.message}`);
     }
-    if (typeof doc.text !== 'string') throw new UsageError(`${file}:${i + 1}: "text" must be a string`);
-    documents.push({ id: String(doc.id ?? ''), text: doc.text, metadata: doc.metadata || {} });
+    if (typeof doc?.text !== 'string') throw new UsageError(`${file}:${i + 1}: "text" must be a string`);
+    // Same reading as `harag ingest` in Python: metadata values become strings.
+    const metadata = Object.fromEntries(
+      Object.entries(doc.metadata || {}).map(([key, value]) => [key, String(value)]),
+    );
+    documents.push({ id: String(doc.id ?? ''), text: doc.text, metadata });
   });
   return documents;
 }

@@ -1,28 +1,36 @@
-"""Fallback chain: try ordered tiers of upstreams until one succeeds.
+"""Fallback chain: try ordered tiers of upstreams until one succeeds, hedging when allowed.
 
-Generic: a tier is anything with a `name` and a `tier`; the caller supplies the call.
-Each attempt gets the request's remaining time minus a reserve for the tiers (and later
-work) after it, capped per try, and no attempt starts with less than `min_attempt_s`, so a
-hanging tier can never starve the ones behind it. Every attempt, including the ones not
-made, is recorded so callers can show a receipt.
+Generic: a tier is anything with a `name` and a `tier`; the caller supplies the call and
+each tier's Guard (breaker, bulkhead, retry budget). Each tier gets the request's
+remaining time minus a reserve for the tiers (and later work) after it, so a hanging tier
+can never starve the ones behind it. For idempotent calls, when a tier has not answered
+after its hedge delay (default: its observed p95), the next tier is started too; the first
+success wins and the loser is cancelled. Hedges spend the retry budget of the tier that
+was slow. Every attempt, including those never made, is recorded for the receipt.
 """
 
 from __future__ import annotations
 
-import time
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Generic, Protocol, TypeVar
 
-import grpc
-
+from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.deadline import Deadline
+from gateway.resilience.guard import (
+    AttemptObserver,
+    AttemptRecord,
+    Attempts,
+    CallFailed,
+    Guard,
+    Timing,
+    guarded_call,
+)
+from gateway.resilience.hedge import hedged
 
 T = TypeVar("T")
-
-# Outcomes of attempts that were decided without (completing) a call.
-NO_TIME = "NO_TIME"
-NOT_SERVING = "NOT_SERVING"
 
 
 class Tier(Protocol):
@@ -31,19 +39,6 @@ class Tier(Protocol):
 
 
 TierT = TypeVar("TierT", bound=Tier)
-
-
-@dataclass
-class AttemptRecord:
-    upstream: str
-    tier: int
-    outcome: str  # gRPC status code name, or a decision such as NO_TIME
-    latency_s: float
-    error: str = ""
-    retry: bool = False
-    hedge: bool = False
-    breaker_state: str = ""
-    number: int = 0
 
 
 @dataclass
@@ -60,17 +55,12 @@ class ChainResult(Generic[TierT, T]):
 @dataclass(frozen=True)
 class ChainPolicy:
     per_try_cap_s: float  # longest single attempt
-    min_attempt_s: float  # shortest attempt worth starting; also the reserve per later tier
+    min_attempt_s: float  # shortest attempt worth starting
+    tier_reserve_s: float  # time left for each later tier
     reserve_after_s: float = 0.0  # time kept for work after this chain (later stages)
-
-
-def outcome_of(exc: BaseException) -> tuple[str, str]:
-    """Maps an exception from a call to (outcome name, detail)."""
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code().name, exc.details() or ""
-    if isinstance(exc, TimeoutError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED.name, "attempt timed out"
-    return grpc.StatusCode.UNKNOWN.name, f"{type(exc).__name__}: {exc}"
+    hedge: bool = False  # only for idempotent calls
+    hedge_delay_s: float | None = None  # None: the slow tier's observed p95
+    hedge_min_delay_s: float = 0.005
 
 
 async def call_chain(
@@ -79,56 +69,76 @@ async def call_chain(
     deadline: Deadline,
     policy: ChainPolicy,
     *,
+    guard_of: Callable[[TierT], Guard],
     skip: Callable[[TierT], str | None] | None = None,
-    on_attempt: Callable[[TierT, AttemptRecord], None] | None = None,
+    on_attempt: Callable[[AttemptRecord], None] | None = None,
+    observer: AttemptObserver | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: random.Random | None = None,
 ) -> ChainResult[TierT, T]:
-    """Calls `call(tier, timeout_s)` on each tier in order until one returns."""
+    """Calls `call(tier, timeout_s)` tier by tier until one returns."""
+    attempts = Attempts(on_attempt=on_attempt, observer=observer)
     result: ChainResult[TierT, T] = ChainResult()
-    for position, tier in enumerate(tiers):
-        number = len(result.attempts) + 1
-        reserve = (len(tiers) - position - 1) * policy.min_attempt_s + policy.reserve_after_s
-        reason = skip(tier) if skip else None
-        timeout = (
-            None
-            if reason
-            else deadline.attempt_timeout(reserve, policy.min_attempt_s, policy.per_try_cap_s)
+
+    def timing(position: int) -> Timing:
+        reserve = (len(tiers) - position - 1) * policy.tier_reserve_s + policy.reserve_after_s
+        return Timing(deadline, reserve, policy.min_attempt_s, policy.per_try_cap_s)
+
+    def runner(position: int, hedge: bool = False) -> Callable[[], Awaitable[T]]:
+        tier = tiers[position]
+        return partial(
+            guarded_call,
+            guard_of(tier),
+            partial(call, tier),
+            timing(position),
+            attempts,
+            hedge=hedge,
+            rng=rng,
+            clock=clock,
         )
-        if reason or timeout is None:
-            record = AttemptRecord(
-                tier.name,
-                tier.tier,
-                reason or NO_TIME,
-                0.0,
-                error="" if reason else f"{deadline.remaining() * 1000:.0f} ms left",
-                number=number,
-            )
-            _note(result, tier, record, on_attempt)
+
+    def usable_after(position: int) -> int | None:
+        for later in range(position + 1, len(tiers)):
+            if skip is None or skip(tiers[later]) is None:
+                return later
+        return None
+
+    position = 0
+    while position < len(tiers):
+        tier = tiers[position]
+        reason = skip(tier) if skip is not None else None
+        if reason is not None:
+            attempts.decided(attempts.begin(guard_of(tier), retry=False, hedge=False), reason, "")
+            position += 1
             continue
-        started = time.perf_counter()
+        backup = usable_after(position) if policy.hedge else None
+        delay = _hedge_delay(policy, guard_of(tier)) if backup is not None else None
+        if backup is not None and delay is not None:
+            budget = guard_of(tier).budget
+            outcome = await hedged(
+                runner(position),
+                runner(backup, hedge=True),
+                delay,
+                may_hedge=budget.try_spend if budget is not None else (lambda: True),
+                clock=clock,
+            )
+            if outcome.ok:
+                winner = tier if outcome.winner == 0 else tiers[backup]
+                result.value, result.served_by = outcome.value, winner
+                break
+            position = backup + 1 if outcome.hedged else position + 1
+            continue
         try:
-            value = await call(tier, timeout)
-        except Exception as exc:  # every failure moves on to the next tier
-            outcome, detail = outcome_of(exc)
-            record = AttemptRecord(
-                tier.name, tier.tier, outcome, time.perf_counter() - started, detail, number=number
-            )
-            _note(result, tier, record, on_attempt)
+            result.value = await runner(position)()
+        except CallFailed:
+            position += 1
             continue
-        record = AttemptRecord(
-            tier.name, tier.tier, "OK", time.perf_counter() - started, number=number
-        )
-        _note(result, tier, record, on_attempt)
-        result.value, result.served_by = value, tier
-        return result
+        result.served_by = tier
+        break
+    result.attempts = attempts.ordered()
     return result
 
 
-def _note(
-    result: ChainResult[TierT, T],
-    tier: TierT,
-    record: AttemptRecord,
-    on_attempt: Callable[[TierT, AttemptRecord], None] | None,
-) -> None:
-    result.attempts.append(record)
-    if on_attempt is not None:
-        on_attempt(tier, record)
+def _hedge_delay(policy: ChainPolicy, guard: Guard) -> float | None:
+    delay = policy.hedge_delay_s if policy.hedge_delay_s is not None else guard.latency.p95()
+    return None if delay is None else max(delay, policy.hedge_min_delay_s)

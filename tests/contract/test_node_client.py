@@ -164,8 +164,9 @@ async def test_health_lists_every_upstream(node_client: NodeClient, mesh: Any) -
 
 
 async def test_receipt_shows_the_fallback_when_the_primary_embedder_is_down(
-    node_client: NodeClient, mesh: Any, known_question: dict[str, str]
+    node_client: NodeClient, clean_faults: Any, known_question: dict[str, str]
 ) -> None:
+    mesh = clean_faults
     # A question nobody asked yet, so the answer cannot come from the cache.
     question = f"{known_question['question']} ({uuid.uuid4().hex[:8]})"
     await mesh.set_fault("embedder-primary", fault_injection_pb2.Fault(down=True))

@@ -1,0 +1,238 @@
+"""One logical call to one upstream, guarded: breaker -> bulkhead -> retries within budget.
+
+The breaker sits outside the retries (Resilience4j's advice), so a logical call counts
+once however many attempts it took. A full bulkhead or an open breaker rejects in
+microseconds, without touching the upstream. Each attempt gets the time left minus the
+reserve for whatever must still run after it, and none starts with less than the minimum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import grpc
+
+from gateway.resilience.breaker import CircuitBreaker
+from gateway.resilience.bulkhead import Bulkhead
+from gateway.resilience.clock import SYSTEM_CLOCK, Clock
+from gateway.resilience.deadline import Deadline
+from gateway.resilience.hedge import LatencyTracker
+from gateway.resilience.outcome import status_of
+from gateway.resilience.retry import RetryBudget, RetryPolicy, decide_retry
+
+T = TypeVar("T")
+
+# Outcomes of attempts decided without (completing) a call.
+BREAKER_OPEN = "BREAKER_OPEN"
+BULKHEAD_FULL = "BULKHEAD_FULL"
+NO_TIME = "NO_TIME"
+HEDGE_LOST = "HEDGE_LOST"
+
+
+@dataclass
+class AttemptRecord:
+    upstream: str
+    tier: int
+    outcome: str  # gRPC status code name, or a decision such as BREAKER_OPEN
+    latency_s: float
+    error: str = ""
+    retry: bool = False
+    hedge: bool = False
+    breaker_state: str = ""
+    number: int = 0
+
+
+@dataclass
+class Guard:
+    """Per-upstream resilience state. Every part is optional (`--bare` uses none)."""
+
+    name: str
+    tier: int
+    breaker: CircuitBreaker | None = None
+    bulkhead: Bulkhead | None = None
+    budget: RetryBudget | None = None
+    retry: RetryPolicy | None = None
+    latency: LatencyTracker = field(default_factory=LatencyTracker)
+
+    @property
+    def breaker_state(self) -> str:
+        return self.breaker.state.name if self.breaker is not None else ""
+
+
+class CallFailed(Exception):
+    """The logical call failed; `outcome` is the last attempt's outcome."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+class AttemptObserver(Protocol):
+    """Opens a span (or anything) per attempt; telemetry plugs in here."""
+
+    def start(self, record: AttemptRecord) -> AbstractContextManager[Any]: ...
+
+    def finish(self, handle: Any, record: AttemptRecord) -> None: ...
+
+
+@dataclass
+class Attempts:
+    """Attempt records of one stage, numbered in start order, reported as they settle."""
+
+    records: list[AttemptRecord] = field(default_factory=list)
+    on_attempt: Callable[[AttemptRecord], None] | None = None
+    observer: AttemptObserver | None = None
+    _numbers: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def begin(self, guard: Guard, *, retry: bool, hedge: bool) -> AttemptRecord:
+        return AttemptRecord(
+            guard.name,
+            guard.tier,
+            "",
+            0.0,
+            retry=retry,
+            hedge=hedge,
+            breaker_state=guard.breaker_state,
+            number=next(self._numbers),
+        )
+
+    @contextmanager
+    def span(self, record: AttemptRecord) -> Iterator[None]:
+        """Wraps one attempt so an observer's span is the parent of the RPC made inside."""
+        handle = self.observer.start(record) if self.observer is not None else nullcontext()
+        with handle as opened:
+            try:
+                yield
+            finally:
+                if self.observer is not None:
+                    self.observer.finish(opened, record)
+                self.records.append(record)
+                if self.on_attempt is not None:
+                    self.on_attempt(record)
+
+    def decided(self, record: AttemptRecord, outcome: str, error: str) -> None:
+        """Records an attempt decided without a call (it still gets its span)."""
+        record.outcome, record.error = outcome, error
+        with self.span(record):
+            pass
+
+    def ordered(self) -> list[AttemptRecord]:
+        return sorted(self.records, key=lambda r: r.number)
+
+
+@dataclass(frozen=True)
+class Timing:
+    deadline: Deadline
+    reserve_s: float  # kept back for later tiers and stages
+    min_attempt_s: float
+    per_try_cap_s: float
+
+
+AttemptFn = Callable[[float], Awaitable[T]]  # called with the attempt's timeout in seconds
+
+
+async def guarded_call(
+    guard: Guard,
+    attempt_fn: AttemptFn[T],
+    timing: Timing,
+    attempts: Attempts,
+    *,
+    hedge: bool = False,
+    rng: random.Random | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> T:
+    """Runs one logical call; returns its value or raises CallFailed (or CancelledError)."""
+    rng = rng or random.Random()
+    permit = guard.breaker.try_acquire() if guard.breaker is not None else None
+    if guard.breaker is not None and permit is None:
+        attempts.decided(
+            attempts.begin(guard, retry=False, hedge=hedge), BREAKER_OPEN, "circuit breaker is open"
+        )
+        raise CallFailed(BREAKER_OPEN)
+    if guard.bulkhead is not None and not guard.bulkhead.try_enter():
+        if permit is not None:
+            permit.release_unused()
+        attempts.decided(
+            attempts.begin(guard, retry=False, hedge=hedge),
+            BULKHEAD_FULL,
+            f"{guard.bulkhead.in_flight} calls in flight",
+        )
+        raise CallFailed(BULKHEAD_FULL)
+
+    if guard.budget is not None:
+        guard.budget.record_request()
+    started = clock.monotonic()
+    made = 0
+    code = grpc.StatusCode.OK
+    try:
+        while True:
+            record = attempts.begin(guard, retry=made > 0, hedge=hedge)
+            timeout = timing.deadline.attempt_timeout(
+                timing.reserve_s, timing.min_attempt_s, timing.per_try_cap_s
+            )
+            if timeout is None:
+                attempts.decided(
+                    record, NO_TIME, f"{timing.deadline.remaining() * 1000:.0f} ms left"
+                )
+                if made == 0 and permit is not None:
+                    permit.release_unused()
+                    permit = None
+                raise CallFailed(NO_TIME if made == 0 else code.name)
+            attempt_started = time.perf_counter()
+            failure: BaseException | None = None
+            with attempts.span(record):
+                try:
+                    value = await attempt_fn(timeout)
+                    record.outcome = "OK"
+                except asyncio.CancelledError:
+                    record.outcome, record.error = HEDGE_LOST, "cancelled: another attempt won"
+                    raise
+                except Exception as exc:
+                    failure, code = exc, status_of(exc)
+                    detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                    record.outcome, record.error = code.name, detail or ""
+                finally:
+                    record.latency_s = time.perf_counter() - attempt_started
+            if failure is None:
+                guard.latency.record(record.latency_s)
+                code = grpc.StatusCode.OK
+                return value
+            made += 1
+            decision = (
+                decide_retry(
+                    code,
+                    attempts_made=made,
+                    policy=guard.retry,
+                    rng=rng,
+                    trailing_metadata=_trailers(failure),
+                    budget=guard.budget,
+                    time_left_s=timing.deadline.remaining() - timing.reserve_s,
+                    min_attempt_s=timing.min_attempt_s,
+                )
+                if guard.retry is not None
+                else None
+            )
+            if decision is None or not decision.retry:
+                raise CallFailed(code.name) from failure
+            await clock.sleep(decision.delay_s)
+    except asyncio.CancelledError:
+        code = grpc.StatusCode.CANCELLED  # a cancelled hedge loser says nothing about health
+        raise
+    finally:
+        if permit is not None:
+            permit.on_result(code, clock.monotonic() - started)
+        if guard.bulkhead is not None:
+            guard.bulkhead.leave()
+
+
+def _trailers(exc: BaseException) -> object:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.trailing_metadata()
+    return None

@@ -1,0 +1,342 @@
+"""What the deployment tests share: the service table, and loaders for the deploy artefacts.
+
+There is no Docker engine, kubectl or kustomize in the test environment, so this module reads
+the artefacts the way those tools would: Dockerfiles instruction by instruction, compose files
+with YAML merge keys and `-f` overlay merging, and kustomizations with exactly the features
+deploy/k8s uses (anything else fails loudly rather than being ignored).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+K8S = DEPLOY / "k8s"
+GPU_OVERLAY = K8S / "overlays" / "gpu"
+COMPOSE = DEPLOY / "compose.yaml"
+COMPOSE_CHAOS = DEPLOY / "compose.chaos.yaml"
+GATEWAY_CONFIG = K8S / "config" / "gateway.yaml"
+
+# The Kubernetes version the manifests are validated against; kubernetes-validate ships its
+# schemas offline (pinned package version), so nothing is downloaded at test time.
+K8S_VERSION = "1.37.0"
+# In-container paths of the deployed config.
+GATEWAY_CONFIG_MOUNT = "/etc/harag/gateway.yaml"
+UID = 10001
+
+
+@dataclass(frozen=True)
+class Service:
+    """One deployable process. Its name is the compose service, the Kubernetes workload,
+    Service and ServiceAccount, the gateway's upstream name and OTEL_SERVICE_NAME."""
+
+    name: str
+    package: str  # `python -m <package>`
+    component: str
+    impl: str | None  # None for the gateway, which has one implementation
+
+    @property
+    def dockerfile(self) -> Path:
+        return REPO / self.package / "Dockerfile"
+
+    @property
+    def image(self) -> str:
+        return f"ha-rag/{self.component}"
+
+    def default_port(self) -> int:
+        """The port the service's own config defaults to (its settings module)."""
+        if self.impl is None:
+            return importlib.import_module("gateway.config").PORT
+        return importlib.import_module(f"{self.package}.settings").PORTS[self.impl]
+
+    def settings(self) -> list[Any]:
+        module = "gateway.config" if self.impl is None else f"{self.package}.settings"
+        return importlib.import_module(module).SETTINGS
+
+
+COMPONENT_SERVICES = [
+    Service(f"{component}-{impl}", f"{component}_svc", component, impl)
+    for component in ("embedder", "retriever", "generator")
+    for impl in ("primary", "fallback")
+]
+GATEWAY = Service("gateway", "gateway", "gateway", None)
+SERVICES = [GATEWAY, *COMPONENT_SERVICES]
+PACKAGES = sorted({s.package for s in SERVICES})
+
+
+def project_version() -> str:
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
+def metrics_port(grpc_port: int) -> int:
+    return grpc_port + 1000
+
+
+# --- Dockerfiles -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+
+
+def parse_dockerfile(path: Path) -> list[list[Instruction]]:
+    """Instructions per build stage, continuation lines joined, comments dropped."""
+    stages: list[list[Instruction]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical, pending = pending + line, ""
+        keyword, _, args = logical.partition(" ")
+        instruction = Instruction(keyword.upper(), args.strip())
+        if instruction.keyword == "FROM":
+            stages.append([])
+        if not stages:
+            raise AssertionError(f"{path}: {keyword} before the first FROM")
+        stages[-1].append(instruction)
+    return stages
+
+
+def only(stage: list[Instruction], keyword: str) -> Instruction:
+    found = [i for i in stage if i.keyword == keyword]
+    assert len(found) == 1, f"expected one {keyword}, found {len(found)}"
+    return found[0]
+
+
+def exec_form(args: str) -> list[str]:
+    """The JSON array of an exec-form instruction; shell form is a failure."""
+    value = json.loads(args)
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value), args
+    return value
+
+
+def env_of(stage: list[Instruction]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for instruction in stage:
+        if instruction.keyword == "ENV":
+            for item in shlex.split(instruction.args):
+                key, sep, value = item.partition("=")
+                assert sep, f"ENV {instruction.args!r}: use the key=value form"
+                env[key] = value
+    return env
+
+
+def healthcheck_command(stage: list[Instruction]) -> list[str]:
+    _options, sep, command = only(stage, "HEALTHCHECK").args.partition("CMD ")
+    assert sep, "HEALTHCHECK must have a CMD"
+    return exec_form(command)
+
+
+def image_entrypoint(service: Service) -> list[str]:
+    return exec_form(only(parse_dockerfile(service.dockerfile)[-1], "ENTRYPOINT").args)
+
+
+def image_cmd(service: Service) -> list[str]:
+    """The final stage's CMD; compose `command` and Kubernetes `args` replace it."""
+    cmds = [i for i in parse_dockerfile(service.dockerfile)[-1] if i.keyword == "CMD"]
+    return exec_form(cmds[-1].args) if cmds else []
+
+
+# --- compose -----------------------------------------------------------------------------
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """docker compose's `-f a -f b` merge for what our files use: mappings merge, sequences
+    (ports, expose) append, scalars replace."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    if isinstance(base, list) and isinstance(override, list):
+        return base + [v for v in override if v not in base]
+    return override
+
+
+def load_compose(*overlays: Path) -> dict[str, Any]:
+    document = yaml.safe_load(COMPOSE.read_text())
+    for overlay in overlays:
+        document = _merge(document, yaml.safe_load(overlay.read_text()))
+    return document
+
+
+def compose_env(compose: dict[str, Any], name: str) -> dict[str, str]:
+    env = compose["services"][name].get("environment", {})
+    assert isinstance(env, dict), f"{name}: environment must be a mapping"
+    return {key: str(value) for key, value in env.items()}
+
+
+# --- Kubernetes --------------------------------------------------------------------------
+
+
+def load_docs(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+_KUSTOMIZE_FIELDS = {
+    "apiVersion",
+    "kind",
+    "namespace",
+    "resources",
+    "configMapGenerator",
+    "patches",
+}
+
+
+def build_kustomization(directory: Path) -> list[dict[str, Any]]:
+    """Renders a kustomization the way `kubectl apply -k` would, for the features we use."""
+    spec = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    unsupported = set(spec) - _KUSTOMIZE_FIELDS
+    assert not unsupported, f"{directory}: the test renderer does not handle {unsupported}"
+    resources: list[dict[str, Any]] = []
+    for entry in spec.get("resources", []):
+        target = (directory / entry).resolve()
+        resources += build_kustomization(target) if target.is_dir() else load_docs(target)
+    for generator in spec.get("configMapGenerator", []):
+        data = {}
+        for item in generator["files"]:
+            key, _, source = item.rpartition("=") if "=" in item else ("", "", item)
+            data[key or Path(source).name] = (directory / source).read_text()
+        labels = generator.get("options", {}).get("labels", {})
+        resources.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": generator["name"], "labels": labels},
+                "data": data,
+            }
+        )
+    for patch in spec.get("patches", []):
+        target = patch["target"]
+        matches = [
+            r
+            for r in resources
+            if r["kind"] == target["kind"] and r["metadata"]["name"] == target["name"]
+        ]
+        assert len(matches) == 1, f"patch target {target} matches {len(matches)} resources"
+        ops = yaml.safe_load((directory / patch["path"]).read_text())
+        index = resources.index(matches[0])
+        resources[index] = apply_json_patch(matches[0], ops)
+    if "namespace" in spec:
+        for resource in resources:
+            if resource["kind"] != "Namespace":
+                resource["metadata"]["namespace"] = spec["namespace"]
+    return resources
+
+
+def _pointer(path: str) -> list[str]:
+    assert path.startswith("/"), path
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def apply_json_patch(document: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """RFC 6902 add/replace/remove/test, which is what kustomize applies for such patches."""
+    result = copy.deepcopy(document)
+    for op in ops:
+        *parents, last = _pointer(op["path"])
+        node: Any = result
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        kind = op["op"]
+        if isinstance(node, list):
+            if kind == "add":
+                node.insert(len(node) if last == "-" else int(last), op["value"])
+            elif kind == "replace":
+                node[int(last)] = op["value"]
+            elif kind == "remove":
+                del node[int(last)]
+            elif kind == "test":
+                assert node[int(last)] == op["value"], f"patch test failed at {op['path']}"
+            else:
+                raise AssertionError(f"unsupported op {kind}")
+        elif kind in ("add", "replace"):
+            assert kind == "add" or last in node, f"replace of a missing {op['path']}"
+            node[last] = op["value"]
+        elif kind == "remove":
+            del node[last]
+        elif kind == "test":
+            assert node[last] == op["value"], f"patch test failed at {op['path']}"
+        else:
+            raise AssertionError(f"unsupported op {kind}")
+    return result
+
+
+def find(resources: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [r for r in resources if r["kind"] == kind and r["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def workload(resources: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    found = [
+        r
+        for r in resources
+        if r["kind"] in ("Deployment", "StatefulSet") and r["metadata"]["name"] == name
+    ]
+    assert len(found) == 1, f"expected one Deployment/StatefulSet {name}, found {len(found)}"
+    return found[0]
+
+
+def workloads(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in resources if r["kind"] in ("Deployment", "StatefulSet")]
+
+
+def main_container(resource: dict[str, Any]) -> dict[str, Any]:
+    """The ha-rag container of a workload (the first; sidecars come as init containers)."""
+    return resource["spec"]["template"]["spec"]["containers"][0]
+
+
+def all_containers(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    pod = resource["spec"]["template"]["spec"]
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def container_env(container: dict[str, Any]) -> dict[str, str]:
+    env = {}
+    for item in container.get("env", []):
+        assert "value" in item, f"{item['name']}: only literal env values are used"
+        assert item["name"] not in env, f"env {item['name']} is set twice"
+        env[item["name"]] = item["value"]
+    return env
+
+
+def named_port(container: dict[str, Any], name: str) -> int:
+    ports = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == name]
+    assert len(ports) == 1, f"container {container['name']} needs one port named {name}"
+    return ports[0]
+
+
+def cpu_millis(quantity: str | int | float) -> int:
+    text = str(quantity)
+    return int(text[:-1]) if text.endswith("m") else round(float(text) * 1000)
+
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def memory_bytes(quantity: str | int) -> int:
+    """Kubernetes binary quantities (Mi, Gi) and compose's (M, G are binary in Docker)."""
+    text = str(quantity)
+    for suffix in sorted(_BINARY, key=len, reverse=True):
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * _BINARY[suffix])
+    return int(text)

@@ -1,0 +1,127 @@
+"""Runs a service the way its container does: the image's command line and environment.
+
+Only what cannot be the same on a shared test machine changes: the process listens on
+loopback and on free ports, files live in a temporary directory, and the trace exporter points
+at a closed local port instead of the `jaeger` host.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from deploy_support import (
+    GATEWAY_CONFIG,
+    REPO,
+    Service,
+    env_of,
+    healthcheck_command,
+    image_cmd,
+    image_entrypoint,
+    parse_dockerfile,
+)
+
+# The image's interpreter is /opt/venv/bin/python on PATH; here it is this venv's python.
+IMAGE_PYTHON = "python"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def localize(argv: list[str]) -> list[str]:
+    assert argv[0] == IMAGE_PYTHON, argv
+    return [sys.executable, *argv[1:]]
+
+
+def command_line(service: Service, args: list[str] | None) -> list[str]:
+    """ENTRYPOINT plus the deployment's args (compose `command`, k8s `args`), else CMD."""
+    return localize([*image_entrypoint(service), *(image_cmd(service) if args is None else args)])
+
+
+def service_env(service: Service, deployed: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """Image ENV, then the deployment's env, then the loopback substitutions."""
+    image = {
+        k: v for k, v in env_of(parse_dockerfile(service.dockerfile)[-1]).items() if k != "PATH"
+    }
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HARAG_", "OTEL_"))}
+    env = {**clean, **image, **deployed}
+    env["HARAG_HOST"] = "127.0.0.1"
+    env["HARAG_PORT"] = str(free_port())
+    env["HARAG_METRICS_PORT"] = str(free_port())
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
+    if "HARAG_DATA_DIR" in env:
+        env["HARAG_DATA_DIR"] = str(tmp_path / "data")
+    if "HARAG_CONFIG" in env:
+        env["HARAG_CONFIG"] = str(GATEWAY_CONFIG)
+    return env
+
+
+def probe(service: Service, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The image's HEALTHCHECK command, in the service's environment."""
+    command = localize(healthcheck_command(parse_dockerfile(service.dockerfile)[-1]))
+    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=10)
+
+
+class ServiceProcess:
+    """A started service; `with` stops it (SIGTERM) and keeps its output for failure messages."""
+
+    def __init__(self, service: Service, argv: list[str], env: dict[str, str]) -> None:
+        self.service, self.argv, self.env = service, argv, env
+        self.port = int(env["HARAG_PORT"])
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    def __enter__(self) -> ServiceProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def output(self) -> str:
+        if self.proc.poll() is None:
+            return "(still running)"
+        assert self.proc.stdout is not None
+        return self.proc.stdout.read()
+
+    def wait_serving(self, timeout_s: float = 20.0) -> subprocess.CompletedProcess[str]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.argv} exited {self.proc.returncode}:\n{self.output()}")
+            result = probe(self.service, self.env)
+            if result.returncode == 0:
+                return result
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(
+                    f"{self.argv} not SERVING after {timeout_s}s (probe said "
+                    f"{result.stdout.strip()!r} {result.stderr.strip()!r}):\n{self.output()}"
+                )
+            time.sleep(0.2)
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout_s: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"{self.argv} still running {timeout_s}s after SIGTERM") from None

@@ -1,0 +1,161 @@
+"""deploy/compose.yaml and its chaos overlay, read the way `docker compose` reads them."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from deploy_support import (
+    COMPONENT_SERVICES,
+    COMPOSE_CHAOS,
+    DEPLOY,
+    GATEWAY_CONFIG,
+    GATEWAY_CONFIG_MOUNT,
+    REPO,
+    SERVICES,
+    compose_env,
+    cpu_millis,
+    healthcheck_command,
+    load_compose,
+    memory_bytes,
+    parse_dockerfile,
+    project_version,
+)
+
+COMPOSE = load_compose()
+CHAOS = load_compose(COMPOSE_CHAOS)
+NAMES = [s.name for s in SERVICES]
+# The compose-spec service keys these files may use; a typo (say `healtcheck`) is an error
+# here rather than a silently ignored key.
+SERVICE_KEYS = {
+    "image", "build", "command", "environment", "expose", "ports", "volumes", "configs",
+    "deploy", "depends_on", "healthcheck", "restart", "read_only", "tmpfs", "cap_drop",
+    "security_opt", "stop_grace_period",
+}  # fmt: skip
+TOP_LEVEL_KEYS = {"name", "services", "volumes", "configs"}
+
+
+def seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    for unit in sorted(units, key=len, reverse=True):
+        if duration.endswith(unit):
+            return float(duration[: -len(unit)]) * units[unit]
+    raise AssertionError(f"not a duration: {duration}")
+
+
+def test_the_seven_services_and_jaeger():
+    assert set(COMPOSE["services"]) == {*NAMES, "jaeger"}
+
+
+@pytest.mark.parametrize("document", [COMPOSE, CHAOS], ids=["base", "chaos"])
+def test_only_known_keys(document):
+    assert {k for k in document if not k.startswith("x-")} <= TOP_LEVEL_KEYS
+    for name, service in document["services"].items():
+        assert set(service) <= SERVICE_KEYS, (name, set(service) - SERVICE_KEYS)
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_builds_the_service_image_from_the_repo_root(service):
+    spec = COMPOSE["services"][service.name]
+    assert spec["image"] == f"{service.image}:{project_version()}"
+    assert (DEPLOY / spec["build"]["context"]).resolve() == REPO
+    assert (REPO / spec["build"]["dockerfile"]).resolve() == service.dockerfile
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_health_is_the_image_probe_and_dependents_wait_for_it(service):
+    spec = COMPOSE["services"][service.name]
+    final_stage = parse_dockerfile(service.dockerfile)[-1]
+    assert spec["healthcheck"]["test"] == ["CMD", *healthcheck_command(final_stage)]
+    assert spec["depends_on"]["jaeger"] == {"condition": "service_healthy"}
+    if service.impl is None:
+        for component in COMPONENT_SERVICES:
+            assert spec["depends_on"][component.name] == {"condition": "service_healthy"}
+    assert "healthcheck" in COMPOSE["services"]["jaeger"]
+
+
+@pytest.mark.parametrize("name", [*NAMES, "jaeger"])
+def test_resources_are_limited_and_reserved(name):
+    resources = COMPOSE["services"][name]["deploy"]["resources"]
+    limits, reservations = resources["limits"], resources["reservations"]
+    assert 0 < cpu_millis(reservations["cpus"]) <= cpu_millis(limits["cpus"])
+    assert 0 < memory_bytes(reservations["memory"]) <= memory_bytes(limits["memory"])
+
+
+def test_embedder_and_generator_primaries_get_the_most_cpu():
+    cpus = {
+        n: cpu_millis(COMPOSE["services"][n]["deploy"]["resources"]["limits"]["cpus"])
+        for n in NAMES
+    }
+    assert cpus["embedder-primary"] == cpus["generator-primary"] == max(cpus.values())
+
+
+@pytest.mark.parametrize("service", COMPONENT_SERVICES, ids=lambda s: s.name)
+def test_each_retriever_keeps_its_index_in_its_own_named_volume(service):
+    spec = COMPOSE["services"][service.name]
+    if service.component != "retriever":
+        assert "volumes" not in spec
+        return
+    [mount] = spec["volumes"]
+    volume, _, path = mount.partition(":")
+    assert volume == f"{service.name}-data" and volume in COMPOSE["volumes"]
+    assert path == compose_env(COMPOSE, service.name)["HARAG_DATA_DIR"]
+
+
+@pytest.mark.parametrize("service", COMPONENT_SERVICES, ids=lambda s: s.name)
+def test_fault_injection_is_off_unless_the_chaos_overlay_is_used(service):
+    assert compose_env(COMPOSE, service.name)["HARAG_FAULT_INJECTION"] == "false"
+    chaos_env = compose_env(CHAOS, service.name)
+    assert chaos_env["HARAG_FAULT_INJECTION"] == "true"
+    # The overlay changes nothing else of the service's environment.
+    assert {k: v for k, v in chaos_env.items() if k != "HARAG_FAULT_INJECTION"} == {
+        k: v for k, v in compose_env(COMPOSE, service.name).items() if k != "HARAG_FAULT_INJECTION"
+    }
+    port = compose_env(COMPOSE, service.name)["HARAG_PORT"]
+    assert CHAOS["services"][service.name]["ports"] == [f"127.0.0.1:{port}:{port}"]
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_traces_go_to_jaeger(service):
+    env = compose_env(COMPOSE, service.name)
+    assert env["OTEL_SERVICE_NAME"] == service.name
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317"
+
+
+def test_jaeger_v2_with_otlp_and_the_ui():
+    jaeger = COMPOSE["services"]["jaeger"]
+    repository, _, tag = jaeger["image"].rpartition(":")
+    assert repository == "jaegertracing/jaeger" and tag.startswith("2.") and tag.count(".") == 2
+    assert {"16686:16686", "4317:4317"} <= {p.split("#")[0].strip() for p in jaeger["ports"]}
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_stop_grace_period_outlasts_drain_plus_grace(service):
+    spec = COMPOSE["services"][service.name]
+    env = compose_env(COMPOSE, service.name)
+    budget = float(env["HARAG_SHUTDOWN_DRAIN_S"]) + float(env["HARAG_SHUTDOWN_GRACE_S"])
+    assert seconds(spec["stop_grace_period"]) >= budget + 5
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_containers_are_hardened(service):
+    spec = COMPOSE["services"][service.name]
+    assert spec["read_only"] is True and "/tmp" in spec["tmpfs"]
+    assert spec["cap_drop"] == ["ALL"] and "no-new-privileges:true" in spec["security_opt"]
+
+
+def test_gateway_reads_the_shared_config_file_and_its_chains_resolve():
+    gateway = COMPOSE["services"]["gateway"]
+    [config] = gateway["configs"]
+    assert (
+        config["target"] == compose_env(COMPOSE, "gateway")["HARAG_CONFIG"] == GATEWAY_CONFIG_MOUNT
+    )
+    assert (DEPLOY / COMPOSE["configs"][config["source"]]["file"]).resolve() == GATEWAY_CONFIG
+    assert "50051:50051" in gateway["ports"]
+    settings = yaml.safe_load(GATEWAY_CONFIG.read_text())
+    for component in ("embedder", "retriever", "generator"):
+        for entry in settings[f"{component}_chain"].split(","):
+            name, _, address = entry.partition("=")
+            host, _, port = address.rpartition(":")
+            assert host == name and host in COMPOSE["services"]
+            assert compose_env(COMPOSE, host)["HARAG_PORT"] == port
+            assert port in COMPOSE["services"][host]["expose"]

@@ -1,0 +1,68 @@
+"""Every Kubernetes manifest validates, strictly, against the pinned Kubernetes version."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from deploy_support import GPU_OVERLAY, K8S, K8S_VERSION, build_kustomization, find, load_docs
+from kubernetes_validate import utils as kv
+
+RENDERINGS = {"base": K8S, "gpu-overlay": GPU_OVERLAY}
+
+
+def validate_strict(resource: dict) -> str:
+    """Returns the schema version used; unknown kinds and unknown fields are failures."""
+    try:
+        return kv.validate(resource, K8S_VERSION, strict=True)
+    except kv.SchemaNotFoundError as exc:  # kubernetes-validate's CLI only warns about these
+        pytest.fail(exc.message)
+    except kv.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.path)
+        pytest.fail(f"{resource['kind']}/{resource['metadata']['name']}: {where}: {exc.message}")
+
+
+def test_the_pinned_version_is_shipped_offline():
+    assert K8S_VERSION in kv.all_versions()
+
+
+@pytest.mark.parametrize("rendering", RENDERINGS)
+def test_every_rendered_resource_validates_strictly(rendering):
+    resources = build_kustomization(RENDERINGS[rendering])
+    assert len(resources) > 20
+    for resource in resources:
+        # Validated against exactly the pinned minor version, never an older fallback.
+        assert validate_strict(resource) == K8S_VERSION.rsplit(".", 1)[0]
+
+
+def test_strict_validation_rejects_an_unknown_field():
+    deployment = copy.deepcopy(find(build_kustomization(K8S), "Deployment", "gateway"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
+    with pytest.raises(kv.ValidationError):
+        kv.validate(deployment, K8S_VERSION, strict=True)
+
+
+def test_kustomization_lists_every_manifest_in_its_directory():
+    listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk
+
+
+def test_overlay_patch_files_are_all_used():
+    spec = yaml.safe_load((GPU_OVERLAY / "kustomization.yaml").read_text())
+    used = {p["path"] for p in spec["patches"]} | {
+        r for r in spec["resources"] if not r.startswith("..")
+    }
+    assert used == {p.name for p in GPU_OVERLAY.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_manifests_name_their_namespace_even_without_kustomize():
+    # So `kubectl apply -f` of a single file lands in the same place as `apply -k`.
+    namespace = yaml.safe_load((K8S / "kustomization.yaml").read_text())["namespace"]
+    for path in [*K8S.glob("*.yaml"), *GPU_OVERLAY.glob("*.yaml")]:
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in load_docs(path):
+            if isinstance(doc, dict) and doc.get("kind") not in (None, "Namespace"):
+                assert doc["metadata"].get("namespace") == namespace, (path.name, doc["metadata"])
