@@ -9,18 +9,24 @@ PROTOS := $(wildcard protos/harag/v1/*.proto)
 
 .PHONY: install protos run test lint fmt demo bench breaking gen-other clean
 
-## install: virtualenv with every pinned dependency, plus the pinned buf CLI.
-install: $(STAMP) $(BUF)
+NODE_CLIENT := clients/node/node_modules/.package-lock.json
+
+## install: virtualenv with every pinned dependency, the pinned buf CLI, the Node client.
+install: $(STAMP) $(BUF) $(NODE_CLIENT)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet --upgrade pip==26.3
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
 $(BUF): tools/package.json
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $(BUF)
+
+$(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
+	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_CLIENT)
 
 ## protos: regenerate the Python stubs in harag/v1 from protos/.
 protos: $(STAMP)
@@ -43,9 +49,13 @@ lint: install
 breaking: install
 	cd protos && ../$(BUF) breaking --against '../.git#branch=main,subdir=protos'
 
+## gen-other: Go and Java clients via buf remote plugins (needs network access to buf.build).
+gen-other: install
+	$(BUF) generate protos --template protos/buf.gen.yaml
+
 fmt: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) tools/node_modules .pytest_cache
+	rm -rf $(VENV) tools/node_modules clients/node/node_modules .pytest_cache
