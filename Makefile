@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 $(BUF): tools/package.json
-	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	# npm install, not ci: the registry lacks some of buf's optional per-platform packages.
+	cd tools && npm install --no-audit --no-fund --loglevel=error
 	touch $(BUF)
 
 $(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
