@@ -15,8 +15,13 @@ import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 
-from harag.v1 import admin_pb2, admin_pb2_grpc, fault_injection_pb2, fault_injection_pb2_grpc
-from harag.v1 import gateway_pb2
+from harag.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    fault_injection_pb2,
+    fault_injection_pb2_grpc,
+    gateway_pb2,
+)
 from servicekit.errors import details_of
 
 INTERNAL = grpc.StatusCode.INTERNAL.value[0]
@@ -67,8 +72,8 @@ def state(status: gateway_pb2.BreakerStatus) -> str:
     return gateway_pb2.CircuitState.Name(status.state).removeprefix("CIRCUIT_STATE_")
 
 
-async def query(stub, text: str, timeout: float = 5.0) -> gateway_pb2.QueryResponse:
-    return await stub.Query(gateway_pb2.QueryRequest(query=text), timeout=timeout)
+async def query(stub, text: str, deadline_s: float = 5.0) -> gateway_pb2.QueryResponse:
+    return await stub.Query(gateway_pb2.QueryRequest(query=text), timeout=deadline_s)
 
 
 async def trip(gw, mesh, name: str, calls: int = 8) -> None:
@@ -151,7 +156,7 @@ async def test_hung_primary_answers_before_500ms_deadline_then_at_fallback_speed
         latencies, served = [], []
         for i in range(20):
             started = time.perf_counter()
-            reply = await query(gw.stub, f"hung primary {i}", timeout=0.5)
+            reply = await query(gw.stub, f"hung primary {i}", deadline_s=0.5)
             latencies.append(time.perf_counter() - started)
             served.append(stage(reply, gateway_pb2.STAGE_EMBED).served_by)
         assert max(latencies) < 0.5
