@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import grpc
 import numpy as np
+from opentelemetry import trace
 
 from embedder_svc.backends import Embedder, create
 from harag.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
@@ -16,6 +17,7 @@ from servicekit.errors import FieldViolations
 from servicekit.server import ServiceRegistration
 
 log = logging.getLogger("harag.embedder")
+tracer = trace.get_tracer("harag.embedder")
 
 # Measured with hash-ngram-384: ~0.15 ms per 1,000 characters once the word cache is warm,
 # ~0.6 ms cold on English text and ~2 ms for never-seen words; a full batch of long texts
@@ -60,7 +62,16 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
     ) -> embedder_pb2.EmbedResponse:
         texts = list(request.texts)
         await validate(texts, self.max_batch_size, self.max_text_chars).abort_if_any(context)
-        vectors = await self._embed(texts)
+        with tracer.start_as_current_span(
+            "embed batch",
+            attributes={
+                "harag.model": self.embedder.model,
+                "harag.batch_size": len(texts),
+                "harag.input_chars": sum(map(len, texts)),
+                "harag.dimension": self.embedder.dimension,
+            },
+        ):
+            vectors = await self._embed(texts)
         return embedder_pb2.EmbedResponse(
             embeddings=[common_pb2.Embedding(values=row) for row in vectors.tolist()],
             model=self.embedder.model,

@@ -10,10 +10,12 @@ from gateway.admin import GatewayAdmin
 from gateway.config import SETTINGS
 from gateway.pipeline import Pipeline
 from gateway.server import RagGateway
+from gateway.telemetry import METRICS, AttemptTelemetry
 from gateway.upstreams import Upstreams
 from harag.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
-from servicekit import jsonlog
+from servicekit import jsonlog, telemetry
 from servicekit.config import Config, ConfigError, load
+from servicekit.rpc_client_telemetry import instrument_aio_channels
 from servicekit.server import ServerOptions, ServiceRegistration, serve
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["RagGatewayService"].full_name
@@ -23,7 +25,7 @@ ADMIN_NAME = admin_pb2.DESCRIPTOR.services_by_name["GatewayAdminService"].full_n
 async def run(cfg: Config) -> int:
     upstreams = Upstreams.from_config(cfg)
     upstreams.start_health_watch()
-    servicer = RagGateway(Pipeline(upstreams, cfg), upstreams, cfg)
+    servicer = RagGateway(Pipeline(upstreams, cfg, observer=AttemptTelemetry()), upstreams, cfg)
     admin = GatewayAdmin(upstreams)
     registrations = [
         ServiceRegistration(
@@ -44,6 +46,8 @@ async def run(cfg: Config) -> int:
         shutdown_grace_s=cfg.shutdown_grace_s,
         shutdown_drain_s=cfg.shutdown_drain_s,
         max_concurrent_rpcs=cfg.max_concurrent_rpcs,
+        metrics_port=cfg.metrics_port,
+        rpc_observers=(METRICS.observe_rpc,),
         on_stop=(upstreams.close,),
     )
     return await serve(options, registrations)
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     jsonlog.setup("gateway", cfg.log_level)
+    telemetry.setup("gateway")
+    instrument_aio_channels()  # before any upstream channel exists
     return asyncio.run(run(cfg))
 
 

@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
+from opentelemetry import trace
 
 from generator_svc.backends import Answer, Finish, Generator, create
 from harag.v1 import generator_pb2, generator_pb2_grpc
@@ -16,6 +17,7 @@ from servicekit.errors import FieldViolations
 from servicekit.server import ServiceRegistration
 
 log = logging.getLogger("harag.generator")
+tracer = trace.get_tracer("harag.generator")
 
 # Measured with extractive-v1: ~0.15 ms per 1,000 context characters (50 corpus documents,
 # 114k characters, in 17 ms). Typical contexts (a few chunks) answer inline in about a
@@ -93,7 +95,23 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         await validate(request, self.max_context_docs).abort_if_any(context)
         texts = [scored.document.text for scored in request.context]
         limit = request.max_answer_chars or self.max_answer_chars
-        answer = await self._generate(request.query, texts, limit)
+        with tracer.start_as_current_span(
+            "compose answer",
+            attributes={
+                "harag.model": self.generator.model,
+                "harag.context_docs": len(texts),
+                "harag.context_chars": sum(map(len, texts)),
+                "harag.max_answer_chars": limit,
+            },
+        ) as span:
+            answer = await self._generate(request.query, texts, limit)
+            span.set_attributes(
+                {
+                    "harag.answer_chars": len(answer.text),
+                    "harag.citations": len(answer.citations),
+                    "harag.finish_reason": answer.finish.name,
+                }
+            )
         return generator_pb2.GenerateResponse(
             text=answer.text,
             model=self.generator.model,

@@ -13,6 +13,7 @@ from typing import NoReturn
 
 import grpc
 import numpy as np
+from opentelemetry import trace
 
 from harag.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 from retriever_svc.backends import Backend, open_backend
@@ -33,6 +34,7 @@ from servicekit.errors import FieldViolations, abort, failed_precondition
 from servicekit.server import ServiceRegistration
 
 log = logging.getLogger("harag.retriever")
+tracer = trace.get_tracer("harag.retriever")
 
 SERVICE_NAME = retriever_pb2.DESCRIPTOR.services_by_name["RetrieverService"].full_name
 # Google's error model carries violations in trailing metadata (8 KiB by default); report at
@@ -64,35 +66,26 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         self, request: retriever_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> retriever_pb2.SearchResponse:
         violations = FieldViolations()
-        violations.check(
-            1 <= request.top_k <= self._max_top_k, "top_k", f"must be in 1..{self._max_top_k}"
-        )
-        filters = []
-        for i, flt in enumerate(request.filters):
-            ok = bool(flt.key) and len(flt.values) > 0
-            violations.check(ok, f"filters[{i}]", "needs a non-empty key and at least one value")
-            filters.append(Filter(flt.key, frozenset(flt.values)))
-        embedding = None
-        if self._dense:
-            if len(request.query_embedding.values) > 0:
-                embedding = _vector(request.query_embedding)
-                violations.check(
-                    embedding is not None, "query_embedding", "must be finite and non-zero"
-                )
-                violations.check(bool(request.model), "model", "names query_embedding's model")
-        else:
-            violations.check(
-                bool(request.query_text.strip()), "query_text",
-                "the lexical retriever needs query text",
-            )
+        query = self._query(request, violations)
         await violations.abort_if_any(context)
-        if self._dense and embedding is None:
+        if self._dense and query.embedding is None:
             await abort(context, failed_precondition(
                 "the dense retriever needs query_embedding", "NO_QUERY_EMBEDDING"
             ))
-        query = Query(request.query_text, embedding, request.model, request.top_k, tuple(filters))
         try:
-            result = await asyncio.to_thread(self._backend.search, query)
+            with tracer.start_as_current_span(
+                "index search",
+                attributes={
+                    "harag.retrieval.mode": self._backend.mode,
+                    "harag.model": query.model,
+                    "harag.top_k": query.top_k,
+                    "harag.filters": len(query.filters),
+                },
+            ) as span:
+                result = await asyncio.to_thread(self._backend.search, query)
+                span.set_attributes(
+                    {"harag.index_size": result.index_size, "harag.hits": len(result.hits)}
+                )
         except NoQueryEmbedding as exc:
             await abort(context, failed_precondition(str(exc), "NO_QUERY_EMBEDDING"))
         except UnknownModel as exc:
@@ -113,6 +106,30 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             mode=self._mode,
             index_size=result.index_size,
         )
+
+    def _query(self, request: retriever_pb2.SearchRequest, violations: FieldViolations) -> Query:
+        violations.check(
+            1 <= request.top_k <= self._max_top_k, "top_k", f"must be in 1..{self._max_top_k}"
+        )
+        filters = []
+        for i, flt in enumerate(request.filters):
+            if (not flt.key or not flt.values) and len(violations.violations) < MAX_VIOLATIONS:
+                violations.add(f"filters[{i}]", "needs a non-empty key and at least one value")
+            filters.append(Filter(flt.key, frozenset(flt.values)))
+        embedding = None
+        if self._dense:
+            if len(request.query_embedding.values) > 0:
+                embedding = _vector(request.query_embedding)
+                violations.check(
+                    embedding is not None, "query_embedding", "must be finite and non-zero"
+                )
+                violations.check(bool(request.model), "model", "names query_embedding's model")
+        else:
+            violations.check(
+                bool(request.query_text.strip()), "query_text",
+                "the lexical retriever needs query text",
+            )
+        return Query(request.query_text, embedding, request.model, request.top_k, tuple(filters))
 
     async def Upsert(
         self, request: retriever_pb2.UpsertRequest, context: grpc.aio.ServicerContext

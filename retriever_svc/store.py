@@ -4,11 +4,12 @@ Files in the data directory:
   LOCK          flock'd by the owning process, so two retrievers never share a directory
   snapshot.bin  compacted state, replaced atomically: BEGIN(count), UPSERT chunks, END(count)
   wal.log       one framed UPSERT or DELETE record per write since the snapshot
+  wal.log.discarded-<ns>   a torn tail cut off the log at load, kept for inspection
 
 A write is appended to the log and fdatasync'ed before the call returns, so an acknowledged
 write survives SIGKILL or power loss. A process killed mid-append leaves a torn frame at the
-tail; loading detects it by length/CRC, discards it and truncates the log there, so later
-appends are never hidden behind garbage. Every `snapshot_every` records the whole state is
+tail; loading detects it by length/CRC, moves it aside and truncates the log there, so
+later appends are never hidden behind garbage. Every `snapshot_every` records the whole state is
 written to `snapshot.tmp`, fsync'ed, `os.replace`d over the snapshot (directory fsync'ed),
 and only then is the log emptied. A crash between those two steps replays the old log over
 the new snapshot, which is harmless: an upsert replaces a whole document and a delete
@@ -22,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -219,22 +221,34 @@ class DocumentStore:
             try:
                 record = records.decode(payload)
             except ValueError as exc:
-                log.error("undecodable log record", extra={"offset": good_end, "error": str(exc)})
-                break
+                # Intact framing but unreadable content is a bug or a newer format, not a
+                # torn write: truncating here could destroy acknowledged records after it.
+                raise StoreError(f"unreadable record at {path}:{good_end}: {exc}") from exc
             self._apply(record)
             good_end = end
             replayed += 1
         if good_end < len(data):
-            log.warning(
-                "discarding torn write-ahead log tail",
-                extra={"offset": good_end, "discarded_bytes": len(data) - good_end},
-            )
-            with open(path, "r+b") as wal:
-                wal.truncate(good_end)
-                wal.flush()
-                os.fsync(wal.fileno())
+            self._discard_tail(path, data, good_end)
         self._records_since_snapshot = replayed
         log.info("store loaded", extra={"documents": len(self.documents), "replayed": replayed})
+
+    def _discard_tail(self, path: Path, data: bytes, good_end: int) -> None:
+        """Cuts a torn tail off the log so new appends follow the last intact record."""
+        # A torn write is the expected cause; the bytes are kept aside in case it was not.
+        aside = path.with_name(f"{WAL}.discarded-{time.time_ns()}")
+        aside.write_bytes(data[good_end:])
+        log.warning(
+            "discarding torn write-ahead log tail",
+            extra={
+                "offset": good_end,
+                "discarded_bytes": len(data) - good_end,
+                "kept_in": str(aside),
+            },
+        )
+        with open(path, "r+b") as wal:
+            wal.truncate(good_end)
+            wal.flush()
+            os.fsync(wal.fileno())
 
     def _apply(self, record: records.Record) -> None:
         if record.op == records.OP_UPSERT:

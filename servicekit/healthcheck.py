@@ -1,13 +1,16 @@
 """A tiny grpc.health.v1 probe: exit 0 when the server reports SERVING, 1 otherwise.
 
 Container images have no curl for gRPC, so their HEALTHCHECK runs
-`python -m servicekit.healthcheck --addr 127.0.0.1:<port>`.
+`python -m servicekit.healthcheck`. Without --addr it probes 127.0.0.1:$HARAG_PORT, the port
+the server in the same container listens on, so one image serves either implementation.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Mapping
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,9 +27,17 @@ def check(address: str, service: str = "", timeout_s: float = 2.0) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
+def default_address(env: Mapping[str, str] = os.environ) -> str:
+    """127.0.0.1:$HARAG_PORT when it names a port, else the gateway's 127.0.0.1:50051."""
+    port = env.get("HARAG_PORT", "").strip()
+    return f"127.0.0.1:{port}" if port.isdigit() and int(port) > 0 else "127.0.0.1:50051"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m servicekit.healthcheck", description=__doc__)
-    parser.add_argument("--addr", default="127.0.0.1:50051", help="host:port to probe")
+    parser.add_argument(
+        "--addr", default=default_address(), help="host:port (default 127.0.0.1:$HARAG_PORT)"
+    )
     parser.add_argument("--service", default="", help="service name; empty = whole server")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds")
     args = parser.parse_args(argv)

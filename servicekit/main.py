@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from servicekit import jsonlog
+from servicekit import jsonlog, telemetry
 from servicekit.config import Config, ConfigError, Setting, load
 from servicekit.server import COMMON_SETTINGS, ServerOptions, ServiceRegistration, serve
 
@@ -72,6 +72,7 @@ def component_main(
     name = f"{component}-{cfg.impl}"
     jsonlog.setup(name, cfg.log_level)
     log = logging.getLogger(f"harag.{component}")
+    telemetry.setup(name)
     try:
         registrations, on_stop = build(cfg)
     except (ConfigError, OSError, ValueError) as exc:
@@ -85,6 +86,7 @@ def component_main(
         shutdown_grace_s=cfg.shutdown_grace_s,
         shutdown_drain_s=cfg.shutdown_drain_s,
         max_concurrent_rpcs=cfg.max_concurrent_rpcs,
+        metrics_port=cfg.metrics_port,
         on_stop=tuple(on_stop),
     )
     return asyncio.run(serve(options, registrations))

@@ -20,8 +20,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from harag.v1 import fault_injection_pb2, fault_injection_pb2_grpc
+from servicekit import telemetry
 from servicekit.config import Setting
 from servicekit.faults import FaultInjectionServicer, FaultInterceptor, FaultState
+from servicekit.metrics import observe_faults, resolve_port, start_endpoint
+from servicekit.rpc_server_telemetry import RpcObserver, ServerTelemetryInterceptor
 
 log = logging.getLogger("harag.server")
 
@@ -46,6 +49,14 @@ COMMON_SETTINGS: list[Setting] = [
         kind=float,
         minimum=0,
         maximum=300,
+    ),
+    Setting(
+        "metrics_port",
+        -1,
+        "Prometheus /metrics HTTP port; -1 = the gRPC port + 1000, 0 = no endpoint.",
+        kind=int,
+        minimum=-1,
+        maximum=65535,
     ),
     Setting(
         "max_concurrent_rpcs",
@@ -115,17 +126,23 @@ class ServerOptions:
     shutdown_grace_s: float = 5.0
     shutdown_drain_s: float = 0.0
     max_concurrent_rpcs: int = 512
+    metrics_port: int = -1  # see servicekit.metrics.resolve_port
+    rpc_observers: Sequence[RpcObserver] = field(default_factory=tuple)
     interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
     on_stop: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
 
 
 async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistration]) -> int:
     """Runs the server until SIGTERM/SIGINT; returns the process exit code."""
+    telemetry.setup(options.service_name)
     end_watches = _EndWatchesOnShutdown()
-    interceptors = [end_watches, *options.interceptors]
+    # Telemetry sits outside fault injection, so injected failures are traced and counted.
+    rpc_telemetry = ServerTelemetryInterceptor(options.host, options.port, options.rpc_observers)
+    interceptors = [end_watches, rpc_telemetry, *options.interceptors]
     faults = FaultState() if options.fault_injection else None
     if faults is not None:
         interceptors.append(FaultInterceptor(faults))
+        observe_faults(faults)
     server = grpc.aio.server(
         interceptors=interceptors,
         maximum_concurrent_rpcs=options.max_concurrent_rpcs,
@@ -175,6 +192,9 @@ async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistrat
         log.error("cannot listen", extra={"address": address, "error": str(exc)})
         return 1
     await server.start()
+    metrics_endpoint = start_endpoint(
+        options.host, resolve_port(options.metrics_port, options.port)
+    )
     for name in ["", *(r.name for r in registrations)]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
@@ -202,5 +222,9 @@ async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistrat
             await callback()
         except Exception:
             log.exception("shutdown callback failed")
+    if metrics_endpoint is not None:
+        metrics_endpoint.stop()
+    # Spans of the last calls are still in the batch processor's queue: export them now.
+    await asyncio.to_thread(telemetry.shutdown)
     log.info("stopped")
     return 0

@@ -13,10 +13,12 @@ from pathlib import Path
 import grpc
 from google.protobuf import duration_pb2, json_format
 
-from harag.cli import render
+from harag.cli import render, traces
 from harag.cli.corpus import CorpusError, read_documents, sample_corpus
 from harag.cli.supervisor import COMPONENT_PORTS, StartupError, Supervisor, mesh_specs
 from harag.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     common_pb2,
     fault_injection_pb2,
     fault_injection_pb2_grpc,
@@ -63,7 +65,10 @@ async def _ingest_documents(
 
 
 async def up(args: argparse.Namespace) -> int:
-    specs = mesh_specs(data_dir=Path(args.data_dir), fault_injection=args.fault_injection)
+    viewer, otel_env = await traces.start_viewer_for_mesh(not args.no_trace_viewer)
+    specs = mesh_specs(
+        data_dir=Path(args.data_dir), fault_injection=args.fault_injection, env=otel_env
+    )
     supervisor = Supervisor(specs)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -75,6 +80,8 @@ async def up(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"harag up: {exc}", file=sys.stderr)
         await supervisor.stop()
+        if viewer is not None:
+            await viewer.stop()
         return 1
     gateway = specs[-1].address
     if not args.no_ingest:
@@ -88,16 +95,24 @@ async def up(args: argparse.Namespace) -> int:
             print(
                 f"harag up: ingested the sample corpus ({ok} documents, {bad} failed)", flush=True
             )
+    tracing = (
+        f"  traces:  harag traces; harag trace <id>  (viewer OTLP in: {viewer.otlp_endpoint})\n"
+        if viewer is not None
+        else ""
+    )
     print(
         f"\nharag up: all {len(specs)} processes SERVING; gateway on {gateway}\n"
         f'  query:   harag query "How does a circuit breaker decide to open?"\n'
         f"  health:  harag health\n"
         f"  grpcurl: grpcurl -plaintext {gateway} list\n"
+        f"{tracing}"
         "Ctrl-C stops everything.\n",
         flush=True,
     )
     await stop.wait()
     codes = await supervisor.stop()
+    if viewer is not None:  # after the services, so their last spans still arrive
+        await viewer.stop()
     print(f"harag up: stopped ({', '.join(f'{n}={c}' for n, c in codes.items())})", flush=True)
     return 0
 
@@ -185,6 +200,40 @@ async def faults(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- harag breakers ----------------------------------------------------------------------
+
+BREAKER_ACTIONS = {
+    "force-open": admin_pb2.BREAKER_ACTION_FORCE_OPEN,
+    "disable": admin_pb2.BREAKER_ACTION_DISABLE,
+    "reset": admin_pb2.BREAKER_ACTION_RESET,
+}
+
+
+async def breakers(args: argparse.Namespace) -> int:
+    async with grpc.aio.insecure_channel(args.addr) as channel:
+        admin = admin_pb2_grpc.GatewayAdminServiceStub(channel)
+        if args.action:
+            if not args.upstream:
+                print("harag breakers: name the upstream, e.g. embedder-primary", file=sys.stderr)
+                return 2
+            await admin.TransitionBreaker(
+                admin_pb2.TransitionBreakerRequest(
+                    upstream=args.upstream, action=BREAKER_ACTIONS[args.action]
+                ),
+                timeout=5,
+            )
+        reply = await admin.ListBreakers(admin_pb2.ListBreakersRequest(), timeout=5)
+    print(render.breakers(list(reply.breakers)))
+    return 0
+
+
+async def config_reference(args: argparse.Namespace) -> int:
+    from harag.cli.configref import reference
+
+    print(reference())
+    return 0
+
+
 # -- argument parsing --------------------------------------------------------------------
 
 
@@ -201,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve FaultInjectionService on every component (demos only)",
     )
     p.add_argument("--start-timeout", type=float, default=60.0, help="seconds to reach SERVING")
+    p.add_argument(
+        "--no-trace-viewer",
+        action="store_true",
+        help="do not start the built-in OTLP trace receiver (also skipped when "
+        "OTEL_EXPORTER_OTLP_ENDPOINT is set)",
+    )
     p.set_defaults(func=up)
 
     p = sub.add_parser("query", help="ask a question")
@@ -231,8 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--addr", help="host:port of the service (default: its local port)")
     p.set_defaults(func=faults)
 
-    for name in ("query", "ingest", "health"):
+    p = sub.add_parser("breakers", help="list circuit breakers, or transition one by hand")
+    p.add_argument("action", nargs="?", choices=sorted(BREAKER_ACTIONS))
+    p.add_argument("upstream", nargs="?", help="e.g. embedder-primary")
+    p.set_defaults(func=breakers)
+
+    p = sub.add_parser("config-reference", help="print every setting as Markdown tables")
+    p.set_defaults(func=config_reference)
+
+    for name in ("query", "ingest", "health", "breakers"):
         sub.choices[name].add_argument("--addr", default=DEFAULT_GATEWAY, help="gateway host:port")
+    traces.add_parsers(sub)
     return parser
 
 

@@ -78,3 +78,26 @@ def health(reply: gateway_pb2.GetSystemHealthResponse) -> str:
             f"{u.last_outcome or '-':<18} {u.last_latency_ms:7.1f}"
         )
     return "\n".join(out)
+
+
+def breakers(entries: list) -> str:
+    """`harag breakers`: one line per upstream breaker."""
+    out = [
+        f"  {'upstream':<20} {'state':<12} {'fail %':>7} {'slow %':>7} {'calls':>6} "
+        f"{'in state':>10} {'trips':>6}  next probe"
+    ]
+    for entry in entries:
+        b = entry.breaker
+        rate = lambda v: "-" if v < 0 else f"{v:.1f}"  # noqa: E731 - tiny formatter
+        probe = (
+            b.next_probe_time.ToDatetime().strftime("%H:%M:%S.%f")[:-3]
+            if b.HasField("next_probe_time")
+            else "-"
+        )
+        out.append(
+            f"  {entry.upstream:<20} {circuit(b.state):<12} {rate(b.failure_rate):>7} "
+            f"{rate(b.slow_call_rate):>7} {b.calls_in_window:>6} "
+            f"{b.time_in_state.ToTimedelta().total_seconds():>9.1f}s "
+            f"{b.consecutive_trips:>6}  {probe}"
+        )
+    return "\n".join(out)

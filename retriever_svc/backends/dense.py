@@ -34,10 +34,12 @@ INITIAL_ROWS = 64
 
 
 def normalised(vector: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(vector))
+    # float64 so the norm of any finite float32 vector is finite (1e30**2 overflows float32).
+    wide = vector.astype(np.float64)
+    norm = float(np.linalg.norm(wide))
     if norm == 0.0 or not np.isfinite(norm):
         raise ValueError("vector must be finite and non-zero")
-    return (vector / norm).astype(np.float32, copy=False)
+    return (wide / norm).astype(np.float32)
 
 
 class ModelIndex:

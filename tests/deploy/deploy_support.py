@@ -21,7 +21,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
-GPU_OVERLAY = K8S / "overlays" / "gpu"
+GPU_OVERLAY = DEPLOY / "overlays" / "gpu"
 COMPOSE = DEPLOY / "compose.yaml"
 COMPOSE_CHAOS = DEPLOY / "compose.chaos.yaml"
 GATEWAY_CONFIG = K8S / "config" / "gateway.yaml"
@@ -202,20 +202,35 @@ _KUSTOMIZE_FIELDS = {
 }
 
 
-def build_kustomization(directory: Path) -> list[dict[str, Any]]:
+def _inside(path: Path, root: Path) -> Path:
+    """kustomize's load restrictor: files come from within the kustomization's own root."""
+    resolved = (root / path).resolve()
+    assert resolved.is_relative_to(root), f"{path} is not in or below {root}"
+    return resolved
+
+
+def build_kustomization(directory: Path, visited: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
     """Renders a kustomization the way `kubectl apply -k` would, for the features we use."""
+    directory = directory.resolve()
+    # kustomize refuses a base that contains a kustomization already being built (an overlay
+    # nested inside its own base): "cycle detected: candidate root ... contains visited root".
+    for root in visited:
+        assert not root.is_relative_to(directory), f"cycle: {directory} contains {root}"
     spec = yaml.safe_load((directory / "kustomization.yaml").read_text())
     unsupported = set(spec) - _KUSTOMIZE_FIELDS
     assert not unsupported, f"{directory}: the test renderer does not handle {unsupported}"
     resources: list[dict[str, Any]] = []
     for entry in spec.get("resources", []):
         target = (directory / entry).resolve()
-        resources += build_kustomization(target) if target.is_dir() else load_docs(target)
+        if target.is_dir():
+            resources += build_kustomization(target, (*visited, directory))
+        else:
+            resources += load_docs(_inside(Path(entry), directory))
     for generator in spec.get("configMapGenerator", []):
         data = {}
         for item in generator["files"]:
-            key, _, source = item.rpartition("=") if "=" in item else ("", "", item)
-            data[key or Path(source).name] = (directory / source).read_text()
+            key, _, source = item.partition("=") if "=" in item else ("", "", item)
+            data[key or Path(source).name] = _inside(Path(source), directory).read_text()
         labels = generator.get("options", {}).get("labels", {})
         resources.append(
             {
@@ -233,7 +248,7 @@ def build_kustomization(directory: Path) -> list[dict[str, Any]]:
             if r["kind"] == target["kind"] and r["metadata"]["name"] == target["name"]
         ]
         assert len(matches) == 1, f"patch target {target} matches {len(matches)} resources"
-        ops = yaml.safe_load((directory / patch["path"]).read_text())
+        ops = yaml.safe_load(_inside(Path(patch["path"]), directory).read_text())
         index = resources.index(matches[0])
         resources[index] = apply_json_patch(matches[0], ops)
     if "namespace" in spec:

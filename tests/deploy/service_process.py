@@ -101,18 +101,29 @@ class ServiceProcess:
         return self.proc.stdout.read()
 
     def wait_serving(self, timeout_s: float = 20.0) -> subprocess.CompletedProcess[str]:
+        """Polls with the image's own HEALTHCHECK command until it reports SERVING."""
+        from servicekit.healthcheck import check
+
         deadline = time.monotonic() + timeout_s
+        probe_disagrees = 0
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.argv} exited {self.proc.returncode}:\n{self.output()}")
             result = probe(self.service, self.env)
             if result.returncode == 0:
                 return result
-            if time.monotonic() > deadline:
+            # A server that is up while the image's probe keeps failing is a probe/port mismatch,
+            # not a slow start: say so instead of waiting out the timeout.
+            address = f"127.0.0.1:{self.port}"
+            status = check(address)
+            probe_disagrees = probe_disagrees + 1 if status == "SERVING" else 0
+            if probe_disagrees >= 3 or time.monotonic() > deadline:
                 self.proc.kill()
+                self.proc.wait(timeout=10)
                 raise AssertionError(
-                    f"{self.argv} not SERVING after {timeout_s}s (probe said "
-                    f"{result.stdout.strip()!r} {result.stderr.strip()!r}):\n{self.output()}"
+                    f"{self.argv}: the HEALTHCHECK probe said {result.stdout.strip()!r} "
+                    f"{result.stderr.strip()!r} while {address} (HARAG_PORT) reports "
+                    f"{status}:\n{self.output()}"
                 )
             time.sleep(0.2)
 

@@ -155,6 +155,7 @@ def test_dockerignore_keeps_the_context_small_but_complete():
         for instruction in parse_dockerfile(path)[0]:
             if instruction.keyword == "COPY" and not instruction.args.startswith("--from"):
                 for source in instruction.args.split()[:-1]:
+                    assert (REPO / source).exists(), f"{path}: COPY {source}: not in the repo"
                     assert included_by_dockerignore(source.rstrip("/")), source
     for needed in ("harag/v1/embedder_pb2.py", "servicekit/server.py", "gateway/config.py"):
         assert included_by_dockerignore(needed), needed

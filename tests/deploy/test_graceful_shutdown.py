@@ -55,7 +55,8 @@ def generate_request() -> generator_pb2.GenerateRequest:
 async def test_sigterm_flips_readiness_drains_and_exits_zero(tmp_path):
     args, env, grace_period = deployed()
     env = service_env(SERVICE, env, tmp_path)
-    env["HARAG_SHUTDOWN_DRAIN_S"] = str(DRAIN_S)
+    # The span flush at exit (bounded by the telemetry module) is not what is measured here.
+    env["OTEL_TRACES_EXPORTER"] = "none"
     with ServiceProcess(SERVICE, command_line(SERVICE, args), env) as process:
         process.wait_serving()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{process.port}") as channel:
@@ -88,7 +89,8 @@ async def test_sigterm_flips_readiness_drains_and_exits_zero(tmp_path):
 
             reply = await call
             assert reply.text and reply.finish_reason != generator_pb2.FINISH_REASON_UNSPECIFIED
-            assert time.monotonic() - started >= DRAIN_S - 0.3 or reply.text
+            # It outlived the drain: the server's stop() waited for it instead of cancelling it.
+            assert time.monotonic() - started > DRAIN_S
 
         code = await asyncio.to_thread(process.wait_exit, grace_period)
         elapsed = time.monotonic() - started

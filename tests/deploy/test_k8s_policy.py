@@ -251,3 +251,9 @@ def test_gpu_overlay_runs_generator_primary_next_to_a_model_server_on_a_gpu_node
     for name in NAMES:
         if name not in ("generator-primary", "gateway"):
             assert workload(GPU, name) == workload(BASE, name)
+
+
+def test_overlay_gateway_env_names_are_gateway_settings():
+    known = {setting.env_var for setting in GATEWAY.settings()} | {"HARAG_CONFIG"}
+    env = container_env(main_container(workload(GPU, "gateway")))
+    assert {name for name in env if name.startswith("HARAG_")} - known == set()

@@ -66,3 +66,13 @@ def test_manifests_name_their_namespace_even_without_kustomize():
         for doc in load_docs(path):
             if isinstance(doc, dict) and doc.get("kind") not in (None, "Namespace"):
                 assert doc["metadata"].get("namespace") == namespace, (path.name, doc["metadata"])
+
+
+def test_the_renderer_rejects_an_overlay_nested_in_its_base(tmp_path):
+    # kustomize refuses this layout ("cycle detected"), which is why the overlay is a sibling.
+    (tmp_path / "kustomization.yaml").write_text("resources: []\n")
+    nested = tmp_path / "overlays" / "x"
+    nested.mkdir(parents=True)
+    (nested / "kustomization.yaml").write_text("resources: ['../..']\n")
+    with pytest.raises(AssertionError, match="cycle"):
+        build_kustomization(nested)

@@ -192,6 +192,19 @@ async def test_dense_rejects_bad_requests_with_field_names(primary: str) -> None
         )
         assert bad_fields(error) == ["documents[1].embeddings[m]"]
 
+        # Many bad documents still give a deliverable error (details travel in trailers).
+        error = await expect_error(
+            stub.Upsert(retriever_pb2.UpsertRequest(documents=[indexed("")] * 500)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert len(bad_fields(error)) == 10 and bad_fields(error)[0] == "documents[0].document.id"
+        too_many = [indexed(f"d{i}", embeddings={"m": [1, 0]}) for i in range(1025)]
+        error = await expect_error(
+            stub.Upsert(retriever_pb2.UpsertRequest(documents=too_many)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert bad_fields(error) == ["documents"]
+
         error = await expect_error(
             stub.Search(retriever_pb2.SearchRequest(query_text="words", model="m", top_k=3)),
             grpc.StatusCode.FAILED_PRECONDITION,

@@ -56,6 +56,11 @@ def test_closest_vector_ranks_first_with_cosine_scores(backend: DenseBackend) ->
     assert search(backend, "m", vec(0, 1), 1) == [("north", 1.0)]
 
 
+def test_huge_and_tiny_components_still_normalise(backend: DenseBackend) -> None:
+    backend.upsert([doc("huge", m=vec(3e30, 4e30)), doc("tiny", m=vec(-1e-40, 0))])
+    assert search(backend, "m", vec(3, 4)) == [("huge", 1.0), ("tiny", -0.6)]
+
+
 def test_each_model_is_searched_in_its_own_space(backend: DenseBackend) -> None:
     # In model "a" doc1 matches the query direction; in model "b" (another dimension) doc2 does.
     backend.upsert([

@@ -73,12 +73,28 @@ def test_garbage_after_the_last_record_is_discarded(tmp_path: Path) -> None:
     store, sizes = write_three_records(tmp_path)
     expected = snapshot_of(store)
     store.close()
+    garbage = b"\x17\x00\x00\x00garbage that is not a frame"
     with open(tmp_path / WAL, "ab") as wal:
-        wal.write(b"\x17\x00\x00\x00garbage that is not a frame")
+        wal.write(garbage)
 
     loaded = DocumentStore(tmp_path)
     assert snapshot_of(loaded) == expected
     assert (tmp_path / WAL).stat().st_size == sizes[-1]  # the torn tail was cut off
+    [aside] = tmp_path.glob(f"{WAL}.discarded-*")
+    assert aside.read_bytes() == garbage
+
+
+def test_intact_but_unreadable_record_stops_the_load_instead_of_truncating(
+    tmp_path: Path,
+) -> None:
+    store, sizes = write_three_records(tmp_path)
+    store.close()
+    with open(tmp_path / WAL, "ab") as wal:
+        wal.write(records.frame(b"\x01\x05\x00\x00\x00{nope"))
+
+    with pytest.raises(StoreError, match="unreadable record"):
+        DocumentStore(tmp_path)
+    assert (tmp_path / WAL).stat().st_size > sizes[-1]  # nothing was thrown away
 
 
 @pytest.mark.parametrize("cut", [1, 4, 7, 9, 20, -1])

@@ -1,0 +1,1 @@
+"""Benchmarks: a load generator and the scenarios behind docs/performance.md."""

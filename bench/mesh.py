@@ -1,0 +1,176 @@
+"""Fresh local processes for one benchmark scenario: the mesh, extra gateways, faults.
+
+The same Supervisor and process specs as `harag up`, on free loopback ports and a
+throw-away data directory, with the sample corpus ingested. Every process logs at WARNING:
+at INFO the gateway writes a line per query, and reading those lines would cost the load
+generator (which runs the supervisor) CPU it needs to generate load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from harag.cli.corpus import sample_corpus
+from harag.cli.supervisor import ProcessSpec, Supervisor, mesh_specs
+from harag.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    fault_injection_pb2,
+    fault_injection_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
+
+COMPONENTS = (
+    "embedder-primary",
+    "embedder-fallback",
+    "retriever-primary",
+    "retriever-fallback",
+    "generator-primary",
+    "generator-fallback",
+)
+QUIET = {"HARAG_LOG_LEVEL": "WARNING", "HARAG_METRICS_PORT": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Tail:
+    """The last lines every process wrote, to explain a failure."""
+
+    def __init__(self, keep: int = 200) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=keep)
+
+    def __call__(self, name: str, line: str) -> None:
+        self.lines.append(f"{name:<18}| {line}")
+
+
+class BenchMesh:
+    """`async with BenchMesh(env=...) as mesh:` starts seven processes and ingests the corpus."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        gateway_env: Mapping[str, str] | None = None,
+        component_env: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="harag-bench-")
+        ports = {name: free_port() for name in ("gateway", *COMPONENTS)}
+        self.specs = mesh_specs(
+            ports=ports,
+            data_dir=Path(self._tmp.name),
+            fault_injection=True,
+            env={**QUIET, **(env or {})},
+        )
+        for spec in self.specs:
+            spec.env.update((component_env or {}).get(spec.name, {}))
+            if spec.name == "gateway":
+                spec.env.update(gateway_env or {})
+        self.tail = Tail()
+        self.supervisor = Supervisor(self.specs, sink=self.tail)
+        self.by_name = {s.name: s for s in self.specs}
+        self.gateway_address = self.by_name["gateway"].address
+        self._extra: list[Supervisor] = []
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def __aenter__(self) -> BenchMesh:
+        await self.supervisor.start()
+        try:
+            await self.supervisor.wait_serving(timeout_s=90)
+            reply = await self.gateway().Ingest(
+                gateway_pb2.IngestRequest(documents=sample_corpus()), timeout=120
+            )
+            if reply.failed:
+                raise RuntimeError(f"{reply.failed} corpus documents failed to ingest")
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        for supervisor in self._extra:
+            await supervisor.stop()
+        await self.supervisor.stop()
+        self._tmp.cleanup()
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        if address not in self._channels:
+            self._channels[address] = grpc.aio.insecure_channel(address)
+        return self._channels[address]
+
+    def gateway(self, address: str | None = None) -> gateway_pb2_grpc.RagGatewayServiceStub:
+        return gateway_pb2_grpc.RagGatewayServiceStub(self.channel(address or self.gateway_address))
+
+    def pid(self, name: str) -> int:
+        return self.supervisor.procs[name].pid
+
+    async def add_gateway(
+        self, name: str, env: Mapping[str, str], argv_extra: Sequence[str] = ()
+    ) -> str:
+        """Another gateway process over the same components; returns its address."""
+        base = self.by_name["gateway"]
+        port = free_port()
+        spec = ProcessSpec(
+            name, [*base.argv, *argv_extra], port, {**base.env, "HARAG_PORT": str(port), **env}
+        )
+        supervisor = Supervisor([spec], sink=self.tail, restart=False)
+        self._extra.append(supervisor)
+        await supervisor.start()
+        await supervisor.wait_serving(timeout_s=60)
+        return spec.address
+
+    def _faults(self, name: str) -> fault_injection_pb2_grpc.FaultInjectionServiceStub:
+        return fault_injection_pb2_grpc.FaultInjectionServiceStub(
+            self.channel(self.by_name[name].address)
+        )
+
+    async def set_fault(self, name: str, fault: fault_injection_pb2.Fault) -> None:
+        await self._faults(name).SetFault(
+            fault_injection_pb2.SetFaultRequest(fault=fault), timeout=5
+        )
+
+    async def clear_faults(self, *names: str) -> None:
+        await asyncio.gather(
+            *(
+                self._faults(n).ClearFaults(fault_injection_pb2.ClearFaultsRequest(), timeout=5)
+                for n in names or COMPONENTS
+            )
+        )
+
+    async def injected(self, name: str) -> int:
+        """Calls that met the active fault so far (every call, for a 100% fault)."""
+        reply = await self._faults(name).GetFaults(
+            fault_injection_pb2.GetFaultsRequest(), timeout=5
+        )
+        return reply.injected_total
+
+    async def breakers(self, address: str | None = None) -> dict[str, str]:
+        """Breaker state name per upstream of a gateway."""
+        admin = admin_pb2_grpc.GatewayAdminServiceStub(
+            self.channel(address or self.gateway_address)
+        )
+        reply = await admin.ListBreakers(admin_pb2.ListBreakersRequest(), timeout=5)
+        return {
+            b.upstream: gateway_pb2.CircuitState.Name(b.breaker.state).removeprefix(
+                "CIRCUIT_STATE_"
+            )
+            for b in reply.breakers
+        }

@@ -1,0 +1,135 @@
+"""Writes benchmark results: JSON for machines, Markdown tables for people."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# Columns of a load run's row, in order, with their headers.
+LOAD_COLUMNS = {
+    "run": "run",
+    "qps": "QPS",
+    "p50_ms": "p50 ms",
+    "p90_ms": "p90 ms",
+    "p99_ms": "p99 ms",
+    "max_ms": "max ms",
+    "degraded_share": "degraded",
+    "errors": "errors",
+}
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {fmt(v)}" for k, v in value.items()) or "none"
+    return str(value)
+
+
+def markdown_table(
+    rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str] | None = None
+) -> str:
+    columns = columns or LOAD_COLUMNS
+    head = "| " + " | ".join(columns.values()) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(fmt(row.get(key, "")) for key in columns) + " |" for row in rows]
+    return "\n".join([head, rule, *body])
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=_jsonable, allow_nan=True) + "\n")
+
+
+def write_markdown(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text if text.endswith("\n") else text + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = math.nan
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory_gb = round(pages / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gb": memory_gb,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": sys.version.split()[0],
+    }
+
+
+@dataclass
+class Target:
+    """One of the issue's targets, and whether this run met it."""
+
+    name: str
+    value: float
+    limit: str  # as written in the issue, e.g. "<= 1.10"
+    met: bool
+
+
+@dataclass
+class ScenarioResult:
+    name: str  # file stem in bench/results/
+    title: str
+    table: str  # Markdown
+    data: dict[str, Any]  # every number behind the table
+    targets: list[Target] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        parts = [f"## {self.title}", "", self.table]
+        if self.targets:
+            parts += ["", markdown_table([asdict(t) for t in self.targets], TARGET_COLUMNS)]
+        parts += ["", *(f"- {note}" for note in self.notes)] if self.notes else []
+        return "\n".join(parts) + "\n"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "data": self.data,
+            "targets": [asdict(t) for t in self.targets],
+            "notes": self.notes,
+        }
+
+
+TARGET_COLUMNS = {"name": "target", "value": "measured", "limit": "limit", "met": "met"}

@@ -1,0 +1,1 @@
+"""The benchmark scenarios; each starts its own fresh processes and returns a ScenarioResult."""

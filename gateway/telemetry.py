@@ -1,0 +1,265 @@
+"""The gateway's own spans and metrics: what explains a degraded answer, not just its latency.
+
+Spans (all children of the request's SERVER span, `harag.v1.RagGatewayService/Query`):
+
+    <stage>                 one per stage: embed | retrieve | generate
+      attempt <upstream>    one per attempt, including fast-failed ones (no RPC inside);
+        <rpc CLIENT span>   the actual call, parent of the upstream's SERVER span
+
+Attribute names (documented in docs/observability.md) are the `ATTR_*` constants below.
+Metrics are OpenTelemetry instruments exported like every other (see servicekit.metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from servicekit.metrics import LATENCY_BUCKETS_S
+from servicekit.rpc_server_telemetry import request_span
+
+log = logging.getLogger("harag.gateway")
+
+ATTR_STAGE = "harag.stage"
+ATTR_SERVED_BY = "harag.served_by"
+ATTR_TIER = "harag.tier"
+ATTR_DEGRADED = "harag.degraded"
+ATTR_CACHED = "harag.cached"
+ATTR_REQUEST_ID = "harag.request_id"
+ATTR_UPSTREAM = "harag.upstream"
+ATTR_ATTEMPT = "harag.attempt"
+ATTR_OUTCOME = "harag.outcome"
+ATTR_ERROR = "harag.error"
+ATTR_BREAKER_STATE = "harag.breaker.state"
+ATTR_RETRY = "harag.retry"
+ATTR_HEDGE = "harag.hedge"
+EVENT_BREAKER_TRANSITION = "harag.breaker.transition"
+
+OK = "OK"
+CANCELLED = "CANCELLED"
+BREAKER_STATES = ("CLOSED", "OPEN", "HALF_OPEN", "FORCED_OPEN", "DISABLED")
+GATEWAY_SERVICE = "harag.v1.RagGatewayService"
+
+_tracer = trace.get_tracer("harag.gateway")
+
+
+@contextmanager
+def stage_span(stage: str) -> Iterator[Span]:
+    """A span around one pipeline stage; a child of the current (request) span."""
+    with _tracer.start_as_current_span(
+        stage, attributes={ATTR_STAGE: stage}, record_exception=True
+    ) as span:
+        yield span
+
+
+def set_stage_result(span: Span, served_by: str, tier: int, degraded: bool) -> None:
+    span.set_attributes({ATTR_SERVED_BY: served_by, ATTR_TIER: tier, ATTR_DEGRADED: degraded})
+
+
+@contextmanager
+def attempt_span(
+    upstream: str, tier: int, attempt: int, *, retry: bool, hedge: bool, breaker_state: str
+) -> Iterator[Span]:
+    """A span for one attempt at an upstream; the RPC made inside it becomes its child.
+
+    Exceptions leaving the block set the outcome when `set_attempt_outcome` was not called;
+    a cancellation (a hedge that lost) is recorded as outcome CANCELLED, not as an error.
+    """
+    span = _tracer.start_span(
+        f"attempt {upstream}",
+        attributes={
+            ATTR_UPSTREAM: upstream,
+            ATTR_TIER: tier,
+            ATTR_ATTEMPT: attempt,
+            ATTR_RETRY: retry,
+            ATTR_HEDGE: hedge,
+            ATTR_BREAKER_STATE: breaker_state,
+        },
+    )
+    try:
+        with trace.use_span(span, end_on_exit=False, record_exception=False,
+                            set_status_on_exception=False):
+            yield span
+    except asyncio.CancelledError:
+        _default_outcome(span, CANCELLED)
+        raise
+    except BaseException as exc:
+        span.record_exception(exc)
+        code = getattr(exc, "code", None)
+        outcome = code().name if callable(code) else type(exc).__name__
+        _default_outcome(span, outcome, str(exc))
+        raise
+    finally:
+        span.end()
+
+
+def _default_outcome(span: Span, outcome: str, error: str = "") -> None:
+    attributes = getattr(span, "attributes", None) or {}
+    if ATTR_OUTCOME not in attributes:
+        set_attempt_outcome(span, outcome, error)
+
+
+def set_attempt_outcome(span: Span, outcome: str, error: str = "") -> None:
+    """Records `harag.outcome`; any outcome but OK (and a lost hedge) marks the span ERROR."""
+    span.set_attribute(ATTR_OUTCOME, outcome)
+    if error:
+        span.set_attribute(ATTR_ERROR, error)
+    if outcome not in (OK, CANCELLED, "HEDGE_LOST"):
+        span.set_status(Status(StatusCode.ERROR, f"{outcome}: {error}" if error else outcome))
+
+
+def annotate_request(request_id: str, degraded: bool, cached: bool) -> None:
+    """Marks the request's SERVER span (found even from inside stage/attempt spans)."""
+    span = request_span()
+    if not span.is_recording():
+        span = trace.get_current_span()
+    span.set_attributes(
+        {ATTR_REQUEST_ID: request_id, ATTR_DEGRADED: degraded, ATTR_CACHED: cached}
+    )
+
+
+def breaker_transition_event(upstream: str, from_state: str, to_state: str, reason: str) -> None:
+    """A span event on the current span (if any), plus the transition counter and gauge."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(
+            EVENT_BREAKER_TRANSITION,
+            {
+                ATTR_UPSTREAM: upstream,
+                "harag.breaker.from": from_state,
+                "harag.breaker.to": to_state,
+                "harag.breaker.reason": reason,
+            },
+        )
+    METRICS.breaker_transition(upstream, from_state, to_state)
+    METRICS.breaker_state(upstream, to_state)
+
+
+class AttemptTelemetry:
+    """gateway.resilience.guard.AttemptObserver: one span and the attempt metrics per attempt.
+
+    Counts attempts (by outcome), retries and hedges, so callers must not count them again.
+    """
+
+    def start(self, record: Any) -> AbstractContextManager[Span]:
+        return attempt_span(
+            record.upstream,
+            record.tier,
+            record.number,
+            retry=record.retry,
+            hedge=record.hedge,
+            breaker_state=record.breaker_state,
+        )
+
+    def finish(self, span: Span, record: Any) -> None:
+        if record.outcome:
+            set_attempt_outcome(span, record.outcome, record.error)
+        METRICS.attempt(record.upstream, record.outcome or "UNKNOWN", record.latency_s)
+        if record.retry:
+            METRICS.retry(record.upstream)
+        if record.hedge:
+            METRICS.hedge(record.upstream)
+
+
+class GatewayMetrics:
+    """Every gateway metric; Prometheus names are in docs/observability.md."""
+
+    def __init__(self) -> None:
+        meter = metrics.get_meter("harag.gateway")
+        self._requests = meter.create_counter(
+            "harag.gateway.requests", unit="{request}",
+            description="Public API requests by method and final gRPC status code.",
+        )
+        self._request_duration = meter.create_histogram(
+            "harag.gateway.request.duration", unit="s",
+            description="Public API request latency by method.",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+        )
+        self._stage_duration = meter.create_histogram(
+            "harag.gateway.stage.duration", unit="s",
+            description="Pipeline stage latency by stage and what served it.",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+        )
+        self._attempts = meter.create_counter(
+            "harag.gateway.attempts", unit="{attempt}",
+            description="Upstream attempts by upstream and outcome.",
+        )
+        self._attempt_duration = meter.create_histogram(
+            "harag.gateway.attempt.duration", unit="s",
+            description="Upstream attempt latency by upstream and outcome.",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+        )
+        self._breaker_state = meter.create_gauge(
+            "harag.gateway.breaker.state",
+            description="1 for the breaker's current state, 0 for the others, per upstream.",
+        )
+        self._transitions = meter.create_counter(
+            "harag.gateway.breaker.transitions", unit="{transition}",
+            description="Circuit breaker state transitions.",
+        )
+        self._fallbacks = meter.create_counter(
+            "harag.gateway.fallbacks", unit="{fallback}",
+            description="Stages served by a tier other than 0, by component and tier.",
+        )
+        self._retries = meter.create_counter(
+            "harag.gateway.retries", unit="{retry}", description="Retry attempts by upstream."
+        )
+        self._hedges = meter.create_counter(
+            "harag.gateway.hedges", unit="{hedge}", description="Hedge attempts by upstream."
+        )
+        self._cache = meter.create_counter(
+            "harag.gateway.cache.lookups", unit="{lookup}",
+            description="Answer cache lookups by result (hit or miss).",
+        )
+        self._shed = meter.create_counter(
+            "harag.gateway.shed", unit="{request}", description="Requests shed, by reason."
+        )
+
+    def request(self, method: str, code: str, seconds: float) -> None:
+        self._requests.add(1, {"method": method, "code": code})
+        self._request_duration.record(seconds, {"method": method})
+
+    def stage(self, stage: str, served_by: str, seconds: float) -> None:
+        self._stage_duration.record(seconds, {"stage": stage, "served_by": served_by})
+
+    def attempt(self, upstream: str, outcome: str, seconds: float) -> None:
+        self._attempts.add(1, {"upstream": upstream, "outcome": outcome})
+        self._attempt_duration.record(seconds, {"upstream": upstream, "outcome": outcome})
+
+    def breaker_state(self, upstream: str, state: str) -> None:
+        for known in {*BREAKER_STATES, state}:
+            self._breaker_state.set(1 if known == state else 0, {"upstream": upstream,
+                                                                  "state": known})
+
+    def breaker_transition(self, upstream: str, from_state: str, to_state: str) -> None:
+        self._transitions.add(1, {"upstream": upstream, "from": from_state, "to": to_state})
+
+    def fallback(self, component: str, tier: int) -> None:
+        self._fallbacks.add(1, {"component": component, "tier": str(tier)})
+
+    def retry(self, upstream: str) -> None:
+        self._retries.add(1, {"upstream": upstream})
+
+    def hedge(self, upstream: str) -> None:
+        self._hedges.add(1, {"upstream": upstream})
+
+    def cache(self, hit: bool) -> None:
+        self._cache.add(1, {"result": "hit" if hit else "miss"})
+
+    def shed(self, reason: str) -> None:
+        self._shed.add(1, {"reason": reason})
+
+    def observe_rpc(self, method: str, code: str, seconds: float) -> None:
+        """servicekit RpcObserver: counts public API requests (not health or reflection)."""
+        service, _, name = method.lstrip("/").rpartition("/")
+        if service == GATEWAY_SERVICE:
+            self.request(name, code, seconds)
+
+
+METRICS = GatewayMetrics()

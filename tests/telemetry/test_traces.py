@@ -1,0 +1,179 @@
+"""One query is one trace across every hop, and the trace explains degradation.
+
+Edges are checked parent -> child, as the OpenTelemetry Demo's trace tests do:
+gateway SERVER (root) -> stage -> attempt -> gateway CLIENT -> component SERVER -> work span.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from harag.cli.supervisor import probe
+from harag.traceview.receiver import TraceViewer
+from harag.traceview.store import SpanRecord
+from harag.v1 import fault_injection_pb2, gateway_pb2
+from telemetry.support import (
+    ancestors,
+    breaker_forced_open,
+    has_server_spans,
+    server_spans,
+    unique_question,
+    wait_for_trace,
+)
+
+QUERY = "harag.v1.RagGatewayService/Query"
+STAGES = {"embedder": "embed", "retriever": "retrieve", "generator": "generate"}
+WORK_SPANS = {"embedder": "embed batch", "retriever": "index search", "generator": "compose answer"}
+PRIMARIES = [f"{c}-primary" for c in STAGES]
+
+
+def only(spans: list[SpanRecord], what: str) -> SpanRecord:
+    assert len(spans) == 1, f"expected one {what}, got {[(s.service, s.name) for s in spans]}"
+    return spans[0]
+
+
+def attempt_spans(spans: list[SpanRecord], upstream: str) -> list[SpanRecord]:
+    return [s for s in spans if s.attributes.get("harag.upstream") == upstream]
+
+
+async def query(mesh) -> gateway_pb2.QueryResponse:
+    return await mesh.gateway.Query(gateway_pb2.QueryRequest(query=unique_question()), timeout=10)
+
+
+def check_served_by_chain(
+    spans: list[SpanRecord], root: SpanRecord, upstream: str, stage: str
+) -> SpanRecord:
+    """upstream's SERVER span <- gateway CLIENT <- attempt(upstream) <- stage <- root."""
+    server = only(server_spans(spans, upstream), f"{upstream} server span")
+    client, attempt, stage_span, *rest = ancestors(server, spans)
+    assert client.service == "gateway" and client.kind == "CLIENT"
+    assert client.name == server.name
+    assert attempt.name == f"attempt {upstream}"
+    assert attempt.attributes["harag.upstream"] == upstream
+    assert attempt.attributes["harag.outcome"] == "OK"
+    assert stage_span.name == stage and stage_span.attributes["harag.stage"] == stage
+    assert stage_span.attributes["harag.served_by"] == upstream
+    assert rest == [root]
+    return server
+
+
+async def test_one_query_is_one_trace_through_every_primary(
+    traced_mesh, viewer: TraceViewer
+) -> None:
+    reply = await query(traced_mesh)
+    assert len(reply.trace_id) == 32
+    spans = await wait_for_trace(
+        viewer.store, reply.trace_id, has_server_spans("gateway", *PRIMARIES)
+    )
+    root = only([s for s in spans if not s.parent_id], "root span")
+    assert (root.service, root.kind, root.name) == ("gateway", "SERVER", QUERY)
+    assert root.attributes["harag.request_id"] == reply.request_id
+    assert root.attributes["harag.degraded"] is False
+    assert root.attributes["harag.cached"] is False
+
+    for component, stage in STAGES.items():
+        upstream = f"{component}-primary"
+        server = check_served_by_chain(spans, root, upstream, stage)
+        # RPC semantic conventions on both ends of the hop.
+        client = ancestors(server, spans)[0]
+        for span in (client, server):
+            assert span.attributes["rpc.system"] == "grpc"
+            assert span.attributes["rpc.service"].startswith("harag.v1.")
+            assert span.attributes["rpc.grpc.status_code"] == 0
+        host, port = traced_mesh.address(upstream).rsplit(":", 1)
+        assert client.attributes["server.address"] == host
+        assert client.attributes["server.port"] == int(port)
+        assert server.attributes["server.port"] == int(port)
+        work = only(
+            [s for s in spans if s.parent_id == server.span_id and s.name == WORK_SPANS[component]],
+            f"{component} work span",
+        )
+        assert work.service == upstream and work.attributes["harag.model"]
+    by_name = {s.name: s for s in spans}
+    assert by_name["embed batch"].attributes["harag.batch_size"] == 1
+    assert by_name["index search"].attributes["harag.top_k"] > 0
+    assert by_name["index search"].attributes["harag.index_size"] > 0
+    assert by_name["compose answer"].attributes["harag.context_docs"] > 0
+
+    # Nothing from this query leaked into another trace (propagation broken would do that).
+    for other in viewer.store.recent(1000):
+        if other["trace_id"] == reply.trace_id:
+            continue
+        foreign = viewer.store.get(other["trace_id"]) or []
+        during = [s for s in foreign if root.start_ns <= s.start_ns <= root.end_ns]
+        assert not [s for s in during if s.kind == "SERVER" and s.service in PRIMARIES], (
+            f"a component span of this query landed in trace {other['trace_id']}"
+        )
+
+
+async def test_trace_shows_failed_primary_and_fallback(traced_mesh, viewer: TraceViewer) -> None:
+    await traced_mesh.set_fault("embedder-primary", fault_injection_pb2.Fault(down=True))
+    try:
+        reply = await query(traced_mesh)
+    finally:
+        await traced_mesh.clear_faults("embedder-primary")
+    assert reply.degraded
+    spans = await wait_for_trace(
+        viewer.store,
+        reply.trace_id,
+        has_server_spans("gateway", "embedder-primary", "embedder-fallback"),
+    )
+    root = only([s for s in spans if not s.parent_id], "root span")
+    assert root.attributes["harag.degraded"] is True
+
+    failed = only(attempt_spans(spans, "embedder-primary"), "embedder-primary attempt")
+    assert failed.attributes["harag.outcome"] == "UNAVAILABLE"
+    assert failed.attributes["harag.tier"] == 0
+    assert failed.status == "ERROR"
+    # The failed RPC is inside the failed attempt, down to the primary's own server span.
+    primary_server = only(server_spans(spans, "embedder-primary"), "embedder-primary server")
+    assert failed in ancestors(primary_server, spans)
+    assert primary_server.attributes["rpc.grpc.status_code"] == grpc.StatusCode.UNAVAILABLE.value[0]
+
+    fallback_server = check_served_by_chain(spans, root, "embedder-fallback", "embed")
+    fallback_attempt = ancestors(fallback_server, spans)[1]
+    assert fallback_attempt.attributes["harag.tier"] == 1
+    assert fallback_attempt.attributes["harag.attempt"] > failed.attributes["harag.attempt"]
+    stage = ancestors(fallback_server, spans)[2]
+    assert stage.attributes["harag.tier"] == 1 and stage.attributes["harag.degraded"] is True
+
+
+async def test_open_breaker_is_a_fast_failed_attempt_without_rpc(
+    traced_mesh, viewer: TraceViewer
+) -> None:
+    async with breaker_forced_open(traced_mesh, "embedder-primary"):
+        reply = await query(traced_mesh)
+    spans = await wait_for_trace(
+        viewer.store, reply.trace_id, has_server_spans("gateway", "embedder-fallback")
+    )
+    rejected = only(attempt_spans(spans, "embedder-primary"), "embedder-primary attempt")
+    assert rejected.attributes["harag.outcome"] == "BREAKER_OPEN"
+    assert rejected.attributes["harag.breaker.state"] in ("OPEN", "FORCED_OPEN")
+    assert rejected.status == "ERROR"
+    assert not [s for s in spans if s.parent_id == rejected.span_id], "an RPC was made"
+    assert not server_spans(spans, "embedder-primary")
+    assert rejected.duration_ns < 5_000_000  # microseconds, not a timeout
+    root = only([s for s in spans if not s.parent_id], "root span")
+    check_served_by_chain(spans, root, "embedder-fallback", "embed")
+
+
+async def test_health_checks_are_not_traced(traced_mesh, viewer: TraceViewer) -> None:
+    # The gateway watches every upstream's health all along; add explicit Checks too.
+    for name in traced_mesh.specs:
+        assert await probe(traced_mesh.address(name)) == "SERVING"
+    # Export is in order per process: once a later query's spans are in from every
+    # process, anything the health checks produced would be in too.
+    reply = await query(traced_mesh)
+    await wait_for_trace(viewer.store, reply.trace_id, has_server_spans("gateway", *PRIMARIES))
+    everything = [
+        span
+        for summary in viewer.store.recent(100_000)
+        for span in viewer.store.get(summary["trace_id"]) or []
+    ]
+    assert len(everything) > 20
+    services = {s.service for s in everything}
+    assert {"gateway", *PRIMARIES} <= services
+    health = [s for s in everything if "grpc.health" in s.name or "grpc.health" in str(
+        s.attributes.get("rpc.service", "")
+    )]
+    assert health == []

@@ -1,0 +1,105 @@
+"""The trace viewer on its own: OTLP in from a real SDK exporter, JSON out, waterfall text."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from harag.traceview import client
+from harag.traceview.receiver import TraceViewer
+from harag.traceview.store import SpanRecord, TraceStore
+from harag.traceview.waterfall import render_list, render_trace
+
+
+def _export_sample_trace(endpoint: str) -> str:
+    """Sends gateway -> attempt -> embedder spans through the real OTLP/gRPC exporter."""
+    exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+    gateway = TracerProvider(resource=Resource.create({"service.name": "gateway"}))
+    gateway.add_span_processor(SimpleSpanProcessor(exporter))
+    embedder = TracerProvider(resource=Resource.create({"service.name": "embedder-fallback"}))
+    embedder.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer, remote = gateway.get_tracer("t"), embedder.get_tracer("t")
+    with tracer.start_as_current_span(
+        "harag.v1.RagGatewayService/Query", kind=SpanKind.SERVER
+    ) as root:
+        root.set_attribute("harag.degraded", True)
+        with tracer.start_as_current_span("embed", attributes={"harag.stage": "embed"}):
+            with tracer.start_as_current_span(
+                "attempt embedder-primary",
+                attributes={"harag.outcome": "BREAKER_OPEN", "harag.tier": 0},
+            ) as failed:
+                failed.set_status(Status(StatusCode.ERROR, "BREAKER_OPEN"))
+                failed.add_event(
+                    "harag.breaker.transition", {"harag.breaker.to": "OPEN"}
+                )
+            with tracer.start_as_current_span("attempt embedder-fallback"):
+                with remote.start_as_current_span(
+                    "harag.v1.EmbedderService/Embed", kind=SpanKind.SERVER
+                ):
+                    pass
+    gateway.shutdown()
+    embedder.shutdown()
+    return format(root.get_span_context().trace_id, "032x")
+
+
+async def test_receiver_stores_otlp_spans_and_serves_them(viewer: TraceViewer) -> None:
+    trace_id = await asyncio.to_thread(_export_sample_trace, viewer.otlp_endpoint)
+    summaries = await asyncio.to_thread(client.recent, viewer.api_url, 1000)
+    mine = next(s for s in summaries if s["trace_id"] == trace_id)
+    assert mine["spans"] == 5 and mine["errors"] == 1 and mine["degraded"] is True
+    assert mine["services"] == ["embedder-fallback", "gateway"]
+    spans = await asyncio.to_thread(client.spans, trace_id[:12], viewer.api_url)
+    assert {s.trace_id for s in spans} == {trace_id}
+    failed = next(s for s in spans if s.name == "attempt embedder-primary")
+    assert failed.status == "ERROR" and failed.attributes["harag.tier"] == 0
+    assert failed.events[0].name == "harag.breaker.transition"
+    with pytest.raises(client.ViewerError, match="no trace"):
+        await asyncio.to_thread(client.spans, "0" * 32, viewer.api_url)
+
+
+def _span(
+    span_id: str, parent: str, name: str, start: int, end: int, **attrs: object
+) -> SpanRecord:
+    return SpanRecord(
+        "ab" * 16, span_id, parent, name, "gateway", "INTERNAL", start, end, "UNSET",
+        attributes=dict(attrs),
+    )
+
+
+def test_waterfall_draws_the_tree_on_one_time_scale() -> None:
+    spans = [
+        _span("1", "", "harag.v1.RagGatewayService/Query", 0, 10**7, **{"harag.degraded": True}),
+        _span("2", "1", "embed", 0, 5_000_000, **{"harag.served_by": "embedder-fallback"}),
+        _span("3", "2", "attempt embedder-primary", 0, 0, **{"harag.outcome": "BREAKER_OPEN"}),
+        _span("4", "2", "attempt embedder-fallback", 1_000_000, 5_000_000),
+        _span("5", "1", "generate", 5_000_000, 10_000_000),
+    ]
+    lines = render_trace(spans, width=120).splitlines()
+    assert lines[0].startswith(f"trace {'ab' * 16}  10.0 ms  5 spans")
+    body = lines[2:]
+    assert [line.split()[1] for line in body] == [
+        "harag.v1.RagGatewayService/Query", "├─", "│", "│", "└─",
+    ]
+    assert "degraded=true" in body[0]
+    assert "outcome=BREAKER_OPEN" in body[2] and "▏" in body[2]  # instant, but visible
+    assert "└─ attempt embedder-fallback" in body[3]
+    # Same scale: "generate" starts where "embed" ends, halfway across the root's bar.
+    root_start, root_end = body[0].index("█"), body[0].rindex("█")
+    assert body[1].index("█") == root_start
+    assert body[4].index("█") == root_start + (root_end - root_start + 1) // 2
+    assert body[4].rstrip().endswith("5.0 ms")
+
+
+def test_store_is_bounded_and_lists_newest_first() -> None:
+    store = TraceStore(max_traces=2)
+    for i in range(3):
+        store.add([SpanRecord(f"{i:032x}", "1", "", "q", "gateway", "SERVER", i, i + 1, "OK")])
+    assert [s["trace_id"] for s in store.recent()] == [f"{2:032x}", f"{1:032x}"]
+    assert store.get(f"{0:032x}") is None
+    assert "no traces yet" in render_list([])
