@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 
 from gateway.resilience.breaker import BreakerConfig, CircuitBreaker
+from gateway.resilience.breaker_types import BreakerTransition
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.guard import Guard
 from gateway.resilience.retry import RetryBudget, RetryBudgetConfig, RetryPolicy
+from gateway.telemetry import METRICS, breaker_transition_event
 from servicekit.config import Config
 
 
@@ -37,6 +39,9 @@ def build_guard(name: str, tier: int, cfg: Config) -> Guard:
         if cfg.breaker_enabled
         else None
     )
+    if breaker is not None:
+        breaker.add_listener(_publish_transition)
+        METRICS.breaker_state(name, breaker.state.name)
     retry = RetryPolicy(
         max_attempts=cfg.retry_max_attempts,
         initial_backoff_s=cfg.retry_initial_backoff_s,
@@ -56,4 +61,11 @@ def build_guard(name: str, tier: int, cfg: Config) -> Guard:
         bulkhead=Bulkhead(cfg.bulkhead_max_concurrent, name=name),
         budget=budget,
         retry=retry if cfg.retry_max_attempts > 1 else None,
+    )
+
+
+def _publish_transition(event: BreakerTransition) -> None:
+    """A transition is a span event on the request that caused it, and a counted metric."""
+    breaker_transition_event(
+        event.breaker, event.from_state.name, event.to_state.name, str(event.reason)
     )

@@ -29,6 +29,7 @@ from gateway.resilience.chain import ChainPolicy, ChainResult, call_chain
 from gateway.resilience.coalesce import Coalescer
 from gateway.resilience.deadline import Deadline
 from gateway.resilience.guard import AttemptObserver, AttemptRecord
+from gateway.telemetry import METRICS, set_stage_result, stage_span
 from gateway.upstreams import HEALTH_NOT_SERVING, Upstream, Upstreams
 from harag.v1 import (
     common_pb2,
@@ -172,6 +173,9 @@ class Pipeline:
     # -- stage 1: embed ----------------------------------------------------------------
 
     async def embed(self, query: QueryInput, deadline: Deadline) -> StageResult:
+        return await self._observed("embed", "embedder", self._embed(query, deadline))
+
+    async def _embed(self, query: QueryInput, deadline: Deadline) -> StageResult:
         async def call(upstream: Upstream, timeout_s: float) -> QueryVector:
             reply: embedder_pb2.EmbedResponse = await upstream.stub.Embed(
                 embedder_pb2.EmbedRequest(texts=[query.query]), timeout=timeout_s
@@ -195,6 +199,13 @@ class Pipeline:
     # -- stage 2: retrieve -------------------------------------------------------------
 
     async def retrieve(
+        self, query: QueryInput, vector: QueryVector | None, deadline: Deadline
+    ) -> StageResult:
+        return await self._observed(
+            "retrieve", "retriever", self._retrieve(query, vector, deadline)
+        )
+
+    async def _retrieve(
         self, query: QueryInput, vector: QueryVector | None, deadline: Deadline
     ) -> StageResult:
         request = retriever_pb2.SearchRequest(
@@ -238,6 +249,18 @@ class Pipeline:
         emit: Callable[[str], None] | None = None,
     ) -> StageResult:
         """Value: (answer text, model, retry_after_s or None, stale sources or None)."""
+        return await self._observed(
+            "generate", "generator", self._generate(query, context, deadline, key, emit)
+        )
+
+    async def _generate(
+        self,
+        query: QueryInput,
+        context: list[common_pb2.ScoredDocument],
+        deadline: Deadline,
+        key: str,
+        emit: Callable[[str], None] | None,
+    ) -> StageResult:
         emitted: list[str] = []
 
         def send(text: str) -> None:
@@ -313,6 +336,17 @@ class Pipeline:
         )
 
     # -- shared mechanics --------------------------------------------------------------
+
+    @staticmethod
+    async def _observed(name: str, component: str, stage: Awaitable[StageResult]) -> StageResult:
+        """Runs a stage inside its span (attempt spans nest below it) and counts fallbacks."""
+        with stage_span(name) as span:
+            result = await stage
+            set_stage_result(span, result.served_by, result.tier, result.degraded)
+        METRICS.stage(name, result.served_by, result.latency_s)
+        if result.degraded:
+            METRICS.fallback(component, result.tier)
+        return result
 
     async def _walk(
         self,

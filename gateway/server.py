@@ -15,6 +15,7 @@ from gateway.ingest import ingest
 from gateway.pipeline import Pipeline, QueryInput, QueryResult
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.deadline import Deadline
+from gateway.telemetry import METRICS, annotate_request
 from gateway.upstreams import Upstreams
 from gateway.validation import check_query
 from harag.v1 import gateway_pb2, gateway_pb2_grpc
@@ -54,6 +55,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> None:
         if not self.inflight.try_enter():
+            METRICS.shed("gateway_inflight_limit")
             log.warning("request shed", extra={"in_flight": self.inflight.in_flight})
             await abort(
                 context,
@@ -88,6 +90,8 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         return QueryInput(request.query.strip(), top_k, list(request.filters)), violations
 
     def _log_result(self, result: QueryResult, started: float) -> None:
+        annotate_request(request_id_var.get(), result.degraded, result.cached)
+        METRICS.cache(result.cached)
         fields = {
             "degraded": result.degraded,
             "cached": result.cached,

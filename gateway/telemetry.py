@@ -83,8 +83,9 @@ def attempt_span(
         },
     )
     try:
-        with trace.use_span(span, end_on_exit=False, record_exception=False,
-                            set_status_on_exception=False):
+        with trace.use_span(
+            span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        ):
             yield span
     except asyncio.CancelledError:
         _default_outcome(span, CANCELLED)
@@ -119,9 +120,7 @@ def annotate_request(request_id: str, degraded: bool, cached: bool) -> None:
     span = request_span()
     if not span.is_recording():
         span = trace.get_current_span()
-    span.set_attributes(
-        {ATTR_REQUEST_ID: request_id, ATTR_DEGRADED: degraded, ATTR_CACHED: cached}
-    )
+    span.set_attributes({ATTR_REQUEST_ID: request_id, ATTR_DEGRADED: degraded, ATTR_CACHED: cached})
 
 
 def breaker_transition_event(upstream: str, from_state: str, to_state: str, reason: str) -> None:
@@ -173,25 +172,30 @@ class GatewayMetrics:
     def __init__(self) -> None:
         meter = metrics.get_meter("harag.gateway")
         self._requests = meter.create_counter(
-            "harag.gateway.requests", unit="{request}",
+            "harag.gateway.requests",
+            unit="{request}",
             description="Public API requests by method and final gRPC status code.",
         )
         self._request_duration = meter.create_histogram(
-            "harag.gateway.request.duration", unit="s",
+            "harag.gateway.request.duration",
+            unit="s",
             description="Public API request latency by method.",
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
         )
         self._stage_duration = meter.create_histogram(
-            "harag.gateway.stage.duration", unit="s",
+            "harag.gateway.stage.duration",
+            unit="s",
             description="Pipeline stage latency by stage and what served it.",
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
         )
         self._attempts = meter.create_counter(
-            "harag.gateway.attempts", unit="{attempt}",
+            "harag.gateway.attempts",
+            unit="{attempt}",
             description="Upstream attempts by upstream and outcome.",
         )
         self._attempt_duration = meter.create_histogram(
-            "harag.gateway.attempt.duration", unit="s",
+            "harag.gateway.attempt.duration",
+            unit="s",
             description="Upstream attempt latency by upstream and outcome.",
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
         )
@@ -200,11 +204,13 @@ class GatewayMetrics:
             description="1 for the breaker's current state, 0 for the others, per upstream.",
         )
         self._transitions = meter.create_counter(
-            "harag.gateway.breaker.transitions", unit="{transition}",
+            "harag.gateway.breaker.transitions",
+            unit="{transition}",
             description="Circuit breaker state transitions.",
         )
         self._fallbacks = meter.create_counter(
-            "harag.gateway.fallbacks", unit="{fallback}",
+            "harag.gateway.fallbacks",
+            unit="{fallback}",
             description="Stages served by a tier other than 0, by component and tier.",
         )
         self._retries = meter.create_counter(
@@ -214,7 +220,8 @@ class GatewayMetrics:
             "harag.gateway.hedges", unit="{hedge}", description="Hedge attempts by upstream."
         )
         self._cache = meter.create_counter(
-            "harag.gateway.cache.lookups", unit="{lookup}",
+            "harag.gateway.cache.lookups",
+            unit="{lookup}",
             description="Answer cache lookups by result (hit or miss).",
         )
         self._shed = meter.create_counter(
@@ -234,8 +241,9 @@ class GatewayMetrics:
 
     def breaker_state(self, upstream: str, state: str) -> None:
         for known in {*BREAKER_STATES, state}:
-            self._breaker_state.set(1 if known == state else 0, {"upstream": upstream,
-                                                                  "state": known})
+            self._breaker_state.set(
+                1 if known == state else 0, {"upstream": upstream, "state": known}
+            )
 
     def breaker_transition(self, upstream: str, from_state: str, to_state: str) -> None:
         self._transitions.add(1, {"upstream": upstream, "from": from_state, "to": to_state})

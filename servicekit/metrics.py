@@ -32,7 +32,20 @@ log = logging.getLogger("harag.metrics")
 PORT_OFFSET = 1000
 # Seconds; from a cache hit (~100 us) to the longest generation timeout.
 LATENCY_BUCKETS_S = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 FAULT_KINDS = ("down", "hang", "error", "latency")
 
@@ -106,7 +119,7 @@ def observe_faults(state: Any) -> None:
         "harag.faults.injected",
         callbacks=[injected],
         unit="{fault}",
-        description="Calls failed, hung or delayed by fault injection.",
+        description="Calls failed or hung by fault injection (down, hang, error).",
     )
     _meter.create_observable_gauge(
         "harag.faults.active",

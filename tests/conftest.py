@@ -122,9 +122,15 @@ class Mesh:
         await self.supervisor.wait_serving(timeout_s, [name])
 
 
-# The shared mesh answers every query fresh, so each test sees the pipeline's real
-# behaviour; cache, stale and coalescing tests start their own gateway (`extra_gateway`).
-NO_CACHE = {"HARAG_CACHE_TTL_S": "0", "HARAG_STALE_TTL_S": "0", "HARAG_COALESCE_ENABLED": "false"}
+# The shared mesh answers every query fresh and never hedges, so which tier serves is
+# decided by the faults a test injects alone; cache, stale, coalescing and hedging tests
+# start their own gateway (`extra_gateway`).
+NO_CACHE = {
+    "HARAG_CACHE_TTL_S": "0",
+    "HARAG_STALE_TTL_S": "0",
+    "HARAG_COALESCE_ENABLED": "false",
+    "HARAG_HEDGE_ENABLED": "false",
+}
 
 
 async def start_mesh(tmp: Path, logs: LogBook, env: dict[str, str] | None = None) -> Mesh:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping
 
 from harag.traceview import client
-from harag.traceview.receiver import TraceViewer
+from harag.traceview.receiver import API_PORT, OTLP_PORT, TraceViewer
 from harag.traceview.waterfall import render_list, render_trace
 
 # Export spans every half second instead of every five, so `harag trace` right after
@@ -19,7 +19,10 @@ VIEWER_ENV_DEFAULTS = {"OTEL_BSP_SCHEDULE_DELAY": "500"}
 
 
 async def start_viewer_for_mesh(
-    enabled: bool, environ: Mapping[str, str] = os.environ
+    enabled: bool,
+    environ: Mapping[str, str] = os.environ,
+    otlp_port: int = OTLP_PORT,
+    api_port: int = API_PORT,
 ) -> tuple[TraceViewer | None, dict[str, str]]:
     """Starts the viewer unless disabled or OTLP already goes elsewhere.
 
@@ -32,7 +35,7 @@ async def start_viewer_for_mesh(
     ):
         print("harag up: OTEL_EXPORTER_OTLP_ENDPOINT is set; not starting the trace viewer")
         return None, {}
-    viewer = TraceViewer()
+    viewer = TraceViewer(otlp_port=otlp_port, api_port=api_port)
     try:
         await viewer.start()
     except OSError as exc:

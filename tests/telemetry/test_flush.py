@@ -28,8 +28,14 @@ async def test_sigterm_flushes_pending_spans(viewer: TraceViewer, unused_tcp_por
         "HARAG_METRICS_PORT": "0",
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "embedder_svc", "--impl", "primary",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "embedder_svc",
+        "--impl",
+        "primary",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     address = f"127.0.0.1:{unused_tcp_port}"
     try:

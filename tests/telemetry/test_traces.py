@@ -173,7 +173,31 @@ async def test_health_checks_are_not_traced(traced_mesh, viewer: TraceViewer) ->
     assert len(everything) > 20
     services = {s.service for s in everything}
     assert {"gateway", *PRIMARIES} <= services
-    health = [s for s in everything if "grpc.health" in s.name or "grpc.health" in str(
-        s.attributes.get("rpc.service", "")
-    )]
+    health = [
+        s
+        for s in everything
+        if "grpc.health" in s.name or "grpc.health" in str(s.attributes.get("rpc.service", ""))
+    ]
     assert health == []
+
+
+async def test_streaming_query_is_one_trace_with_streaming_hops(
+    traced_mesh, viewer: TraceViewer
+) -> None:
+    request = gateway_pb2.StreamQueryRequest(query=unique_question())
+    events = [event async for event in traced_mesh.gateway.StreamQuery(request, timeout=10)]
+    final = events[-1].final
+    assert final.trace_id
+    spans = await wait_for_trace(
+        viewer.store, final.trace_id, has_server_spans("gateway", *PRIMARIES)
+    )
+    root = only([s for s in spans if not s.parent_id], "root span")
+    assert root.name == "harag.v1.RagGatewayService/StreamQuery"
+    assert root.attributes["rpc.grpc.status_code"] == 0
+    server = check_served_by_chain(spans, root, "generator-primary", "generate")
+    client = ancestors(server, spans)[0]
+    assert server.name == client.name == "harag.v1.GeneratorService/StreamGenerate"
+    assert (
+        client.attributes["rpc.grpc.status_code"] == server.attributes["rpc.grpc.status_code"] == 0
+    )
+    assert [s.name for s in spans if s.parent_id == server.span_id] == ["compose answer"]

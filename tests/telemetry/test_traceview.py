@@ -35,9 +35,7 @@ def _export_sample_trace(endpoint: str) -> str:
                 attributes={"harag.outcome": "BREAKER_OPEN", "harag.tier": 0},
             ) as failed:
                 failed.set_status(Status(StatusCode.ERROR, "BREAKER_OPEN"))
-                failed.add_event(
-                    "harag.breaker.transition", {"harag.breaker.to": "OPEN"}
-                )
+                failed.add_event("harag.breaker.transition", {"harag.breaker.to": "OPEN"})
             with tracer.start_as_current_span("attempt embedder-fallback"):
                 with remote.start_as_current_span(
                     "harag.v1.EmbedderService/Embed", kind=SpanKind.SERVER
@@ -67,7 +65,15 @@ def _span(
     span_id: str, parent: str, name: str, start: int, end: int, **attrs: object
 ) -> SpanRecord:
     return SpanRecord(
-        "ab" * 16, span_id, parent, name, "gateway", "INTERNAL", start, end, "UNSET",
+        "ab" * 16,
+        span_id,
+        parent,
+        name,
+        "gateway",
+        "INTERNAL",
+        start,
+        end,
+        "UNSET",
         attributes=dict(attrs),
     )
 
@@ -84,7 +90,11 @@ def test_waterfall_draws_the_tree_on_one_time_scale() -> None:
     assert lines[0].startswith(f"trace {'ab' * 16}  10.0 ms  5 spans")
     body = lines[2:]
     assert [line.split()[1] for line in body] == [
-        "harag.v1.RagGatewayService/Query", "├─", "│", "│", "└─",
+        "harag.v1.RagGatewayService/Query",
+        "├─",
+        "│",
+        "│",
+        "└─",
     ]
     assert "degraded=true" in body[0]
     assert "outcome=BREAKER_OPEN" in body[2] and "▏" in body[2]  # instant, but visible
