@@ -74,8 +74,14 @@ class MetricsEndpoint:
     _thread: Thread
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        """Stops serving without waiting: `shutdown()` blocks up to the server's 0.5 s poll
+        interval, which every process exit would pay, and the thread is a daemon anyway."""
+
+        def close() -> None:
+            self._server.shutdown()
+            self._server.server_close()
+
+        Thread(target=close, name="metrics-endpoint-stop", daemon=True).start()
 
 
 def start_endpoint(host: str, port: int) -> MetricsEndpoint | None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from processes import free_port
 
 from harag.cli.corpus import SAMPLE_CORPUS, sample_corpus
 from harag.cli.supervisor import ProcessSpec, Supervisor, mesh_specs, probe
@@ -33,12 +33,6 @@ MESH_NAMES = (
     "generator-primary",
     "generator-fallback",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LogBook:

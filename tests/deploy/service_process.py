@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,15 +25,10 @@ from deploy_support import (
     image_entrypoint,
     parse_dockerfile,
 )
+from processes import free_port
 
 # The image's interpreter is /opt/venv/bin/python on PATH; here it is this venv's python.
 IMAGE_PYTHON = "python"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def localize(argv: list[str]) -> list[str]:

@@ -2,72 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
+from processes import service_process
 
 from harag.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from servicekit.errors import details_of
-from servicekit.healthcheck import check
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_DOCS = 3
 MODELS = {"primary": "extractive-v1", "fallback": "template-v1"}
 DOCS = [
-    "Bulkheads give each dependency its own pool, so one slow dependency cannot starve "
-    "the others.",
+    "Bulkheads give each dependency its own pool, so one slow dependency cannot starve the others.",
     "A retry budget caps retries at a small fraction of all requests, for example ten "
     "percent. Once the budget is spent, failed calls are not retried.",
     "Jaeger stores traces as trees of spans with parents and children.",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def service_process(
-    module: str, impl: str, **settings: str
-) -> Iterator[tuple[subprocess.Popen, str]]:
-    """Starts `python -m module --impl impl` on a free port and waits until it is SERVING."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HARAG_")}
-    env |= {"HARAG_PORT": str(port), **{f"HARAG_{k.upper()}": v for k, v in settings.items()}}
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--impl", impl], cwd=REPO, env=env, stderr=log
-        )
-        address = f"127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 20
-            while check(address, timeout_s=0.5) != "SERVING":
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"{module} did not become SERVING:\n{log.read().decode()}")
-                time.sleep(0.05)
-            yield proc, address
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
 
 
 @pytest.fixture(scope="module", params=["primary", "fallback"])

@@ -38,8 +38,11 @@ FAST_BREAKER = {
 }
 
 
-LONG_OPEN = {**FAST_BREAKER, "HARAG_BREAKER_WAIT_IN_OPEN_S": "30",
-             "HARAG_BREAKER_MAX_WAIT_IN_OPEN_S": "60"}
+LONG_OPEN = {
+    **FAST_BREAKER,
+    "HARAG_BREAKER_WAIT_IN_OPEN_S": "30",
+    "HARAG_BREAKER_MAX_WAIT_IN_OPEN_S": "60",
+}
 
 
 def ms(seconds: float) -> duration_pb2.Duration:
@@ -228,8 +231,11 @@ async def test_inbound_overload_is_shed_with_retry_info(clean_faults, extra_gate
 
 async def test_identical_concurrent_queries_share_one_run(clean_faults, extra_gateway):
     mesh = clean_faults
-    env = {"HARAG_CACHE_TTL_S": "0", "HARAG_RETRY_MAX_ATTEMPTS": "1",
-           "HARAG_COALESCE_ENABLED": "true"}
+    env = {
+        "HARAG_CACHE_TTL_S": "0",
+        "HARAG_RETRY_MAX_ATTEMPTS": "1",
+        "HARAG_COALESCE_ENABLED": "true",
+    }
     async with extra_gateway(**env) as gw:
         # Every generator-primary call is counted (and fails over), and takes long enough
         # for all 20 queries to overlap.

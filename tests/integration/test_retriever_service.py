@@ -5,64 +5,31 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from google.rpc import error_details_pb2
+from processes import free_port, service_process
 
 from harag.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 from servicekit.errors import details_of
-from servicekit.healthcheck import check
+
+
+def retriever_process(impl: str, data_dir: Path, **settings: str):
+    """A retriever on `data_dir`, killed with SIGKILL on exit (crash-safety is the point)."""
+    return service_process(
+        "retriever_svc", impl, stop_signal=signal.SIGKILL, data_dir=str(data_dir), **settings
+    )
+
 
 REPO = Path(__file__).resolve().parents[2]
 DIM = 24
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def retriever_process(
-    impl: str, data_dir: Path, **settings: str
-) -> Iterator[tuple[subprocess.Popen, str]]:
-    """Starts `python -m retriever_svc --impl impl` on a free port; waits until SERVING."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HARAG_")}
-    env |= {
-        "HARAG_PORT": str(port),
-        "HARAG_DATA_DIR": str(data_dir),
-        **{f"HARAG_{k.upper()}": v for k, v in settings.items()},
-    }
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "retriever_svc", "--impl", impl], cwd=REPO, env=env, stderr=log
-        )
-        address = f"127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while check(address, timeout_s=0.5) != "SERVING":
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"retriever did not become SERVING:\n{log.read().decode()}")
-                time.sleep(0.05)
-            yield proc, address
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
 
 def vector_for(doc_id: str) -> list[float]:
@@ -134,7 +101,9 @@ async def test_dense_upsert_search_delete_stats(primary: str) -> None:
 
         english = await stub.Search(
             retriever_pb2.SearchRequest(
-                query_embedding=common_pb2.Embedding(values=[0, 1, 0]), model="big", top_k=5,
+                query_embedding=common_pb2.Embedding(values=[0, 1, 0]),
+                model="big",
+                top_k=5,
                 filters=[common_pb2.MetadataFilter(key="lang", values=["en"])],
             ),
             timeout=10,
@@ -162,32 +131,50 @@ async def test_dense_rejects_bad_requests_with_field_names(primary: str) -> None
         query = common_pb2.Embedding(values=[1, 0])
 
         error = await expect_error(
-            stub.Search(retriever_pb2.SearchRequest(
-                query_embedding=query, model="m", top_k=51,
-                filters=[common_pb2.MetadataFilter(key="", values=["x"]),
-                         common_pb2.MetadataFilter(key="k")],
-            )),
+            stub.Search(
+                retriever_pb2.SearchRequest(
+                    query_embedding=query,
+                    model="m",
+                    top_k=51,
+                    filters=[
+                        common_pb2.MetadataFilter(key="", values=["x"]),
+                        common_pb2.MetadataFilter(key="k"),
+                    ],
+                )
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
         assert bad_fields(error) == ["top_k", "filters[0]", "filters[1]"]
 
         error = await expect_error(
-            stub.Upsert(retriever_pb2.UpsertRequest(documents=[
-                retriever_pb2.IndexedDocument(document=common_pb2.Document(id="", text=" ")),
-                indexed("no-vectors"),
-                indexed("wrong-dim", embeddings={"m": [1, 0, 0]}),
-            ])),
+            stub.Upsert(
+                retriever_pb2.UpsertRequest(
+                    documents=[
+                        retriever_pb2.IndexedDocument(
+                            document=common_pb2.Document(id="", text=" ")
+                        ),
+                        indexed("no-vectors"),
+                        indexed("wrong-dim", embeddings={"m": [1, 0, 0]}),
+                    ]
+                )
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
         assert bad_fields(error) == [
-            "documents[0].document.id", "documents[0].document.text", "documents[0].embeddings",
+            "documents[0].document.id",
+            "documents[0].document.text",
+            "documents[0].embeddings",
             "documents[1].embeddings",
         ]
         error = await expect_error(
-            stub.Upsert(retriever_pb2.UpsertRequest(documents=[
-                indexed("ok", embeddings={"m": [0, 1]}),
-                indexed("wrong-dim", embeddings={"m": [1, 0, 0]}),
-            ])),
+            stub.Upsert(
+                retriever_pb2.UpsertRequest(
+                    documents=[
+                        indexed("ok", embeddings={"m": [0, 1]}),
+                        indexed("wrong-dim", embeddings={"m": [1, 0, 0]}),
+                    ]
+                )
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
         assert bad_fields(error) == ["documents[1].embeddings[m]"]
@@ -218,9 +205,11 @@ async def test_dense_rejects_bad_requests_with_field_names(primary: str) -> None
         assert reason(error) == "UNKNOWN_MODEL" and "models held: m" in error.details()
 
         error = await expect_error(
-            stub.Search(retriever_pb2.SearchRequest(
-                query_embedding=common_pb2.Embedding(values=[1, 0, 0]), model="m", top_k=3
-            )),
+            stub.Search(
+                retriever_pb2.SearchRequest(
+                    query_embedding=common_pb2.Embedding(values=[1, 0, 0]), model="m", top_k=3
+                )
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
         assert bad_fields(error) == ["query_embedding"]
@@ -247,7 +236,8 @@ async def test_lexical_ranks_by_bm25_and_ignores_embeddings(fallback: str) -> No
 
         filtered = await stub.Search(
             retriever_pb2.SearchRequest(
-                query_text="breaker", top_k=5,
+                query_text="breaker",
+                top_k=5,
                 filters=[common_pb2.MetadataFilter(key="kind", values=["faq"])],
             ),
             timeout=10,
@@ -277,9 +267,11 @@ async def write_until_killed(address: str, proc: subprocess.Popen) -> list[str]:
         async def writer(w: int) -> None:
             for n in range(100_000):
                 doc_id = f"w{w}n{n}"
-                request = retriever_pb2.UpsertRequest(documents=[
-                    indexed(doc_id, f"document unique{doc_id}", {"m": vector_for(doc_id)})
-                ])
+                request = retriever_pb2.UpsertRequest(
+                    documents=[
+                        indexed(doc_id, f"document unique{doc_id}", {"m": vector_for(doc_id)})
+                    ]
+                )
                 await stub.Upsert(request, timeout=10)
                 acknowledged.append(doc_id)
                 if len(acknowledged) >= 120:
@@ -311,7 +303,8 @@ async def test_acknowledged_upserts_survive_sigkill(tmp_path: Path, impl: str) -
                 if impl == "primary":
                     request = retriever_pb2.SearchRequest(
                         query_embedding=common_pb2.Embedding(values=vector_for(doc_id)),
-                        model="m", top_k=1,
+                        model="m",
+                        top_k=1,
                     )
                 else:
                     request = retriever_pb2.SearchRequest(query_text=f"unique{doc_id}", top_k=1)
@@ -328,7 +321,10 @@ def test_sigterm_exits_zero_and_a_second_process_cannot_share_the_directory(
         env |= {"HARAG_PORT": str(port), "HARAG_DATA_DIR": str(tmp_path / "shared")}
         second = subprocess.run(
             [sys.executable, "-m", "retriever_svc", "--impl", "fallback"],
-            cwd=REPO, env=env, capture_output=True, timeout=30,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=30,
         )
         assert second.returncode == 1
         assert b"in use by another retriever" in second.stderr + second.stdout

@@ -30,7 +30,12 @@ def _vector_in_subprocess(impl: str, text: str, hash_seed: str) -> bytes:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     out = subprocess.run(
         [sys.executable, "-c", _PRINT_VECTOR, impl, text],
-        cwd=REPO, env=env, capture_output=True, text=True, check=True, timeout=60,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     return bytes.fromhex(out.stdout.strip())
 
@@ -71,18 +76,18 @@ def test_text_without_features_gives_zero_vector_not_nan(impl: str, text: str) -
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_similar_texts_are_closer_than_unrelated_texts(impl: str) -> None:
-    anchor, similar, unrelated = create(impl).embed([
-        "The circuit breaker opens when the failure rate crosses the threshold.",
-        "When failures cross the threshold rate, the circuit breaker trips open.",
-        "Bananas and mangoes ripen quickly in warm kitchens during summer.",
-    ])
+    anchor, similar, unrelated = create(impl).embed(
+        [
+            "The circuit breaker opens when the failure rate crosses the threshold.",
+            "When failures cross the threshold rate, the circuit breaker trips open.",
+            "Bananas and mangoes ripen quickly in warm kitchens during summer.",
+        ]
+    )
     assert float(anchor @ similar) > float(anchor @ unrelated) + 0.2
 
 
 def test_primary_matches_related_word_forms_through_character_ngrams() -> None:
-    query, related, other = create("primary").embed(
-        ["retriever", "retrieval", "breakfast"]
-    )
+    query, related, other = create("primary").embed(["retriever", "retrieval", "breakfast"])
     assert float(query @ related) > float(query @ other) + 0.2
 
 

@@ -32,8 +32,10 @@ def test_deltas_end_after_whole_words() -> None:
 
 
 def _request(query: str, docs: int, max_chars: int) -> generator_pb2.GenerateRequest:
-    context = [common_pb2.ScoredDocument(document=common_pb2.Document(id=str(i), text="t"))
-               for i in range(docs)]
+    context = [
+        common_pb2.ScoredDocument(document=common_pb2.Document(id=str(i), text="t"))
+        for i in range(docs)
+    ]
     return generator_pb2.GenerateRequest(query=query, context=context, max_answer_chars=max_chars)
 
 

@@ -43,11 +43,13 @@ def search(
 
 
 def test_closest_vector_ranks_first_with_cosine_scores(backend: DenseBackend) -> None:
-    backend.upsert([
-        doc("east", m=vec(1, 0)),
-        doc("north", m=vec(0, 5)),  # length must not matter: cosine, not dot product
-        doc("north-east", m=vec(3, 3)),
-    ])
+    backend.upsert(
+        [
+            doc("east", m=vec(1, 0)),
+            doc("north", m=vec(0, 5)),  # length must not matter: cosine, not dot product
+            doc("north-east", m=vec(3, 3)),
+        ]
+    )
     assert search(backend, "m", vec(2, 0.2)) == [
         ("east", round(2 / np.hypot(2, 0.2), 5)),
         ("north-east", round((2 + 0.2) / np.hypot(2, 0.2) / np.sqrt(2), 5)),
@@ -63,11 +65,13 @@ def test_huge_and_tiny_components_still_normalise(backend: DenseBackend) -> None
 
 def test_each_model_is_searched_in_its_own_space(backend: DenseBackend) -> None:
     # In model "a" doc1 matches the query direction; in model "b" (another dimension) doc2 does.
-    backend.upsert([
-        doc("doc1", a=vec(1, 0), b=vec(0, 1, 0)),
-        doc("doc2", a=vec(0, 1), b=vec(1, 0, 0)),
-        doc("only-a", a=vec(1, 0)),
-    ])
+    backend.upsert(
+        [
+            doc("doc1", a=vec(1, 0), b=vec(0, 1, 0)),
+            doc("doc2", a=vec(0, 1), b=vec(1, 0, 0)),
+            doc("only-a", a=vec(1, 0)),
+        ]
+    )
     assert search(backend, "b", vec(1, 0, 0)) == [("doc2", 1.0), ("doc1", 0.0)]
     assert search(backend, "a", vec(1, 0)) == [("doc1", 1.0), ("only-a", 1.0), ("doc2", 0.0)]
     assert backend.search(Query("", vec(1, 0, 0), "b", 10)).index_size == 2
@@ -101,7 +105,10 @@ def test_upsert_with_a_dimension_other_than_the_models_index_is_refused(
         backend.upsert([doc("ok", a=vec(0, 1)), doc("bad", a=vec(1, 0, 0))])
     [conflict] = caught.value.conflicts
     assert (conflict.document_index, conflict.model, conflict.expected, conflict.got) == (
-        1, "a", 2, 3,
+        1,
+        "a",
+        2,
+        3,
     )
     assert sorted(backend._store.documents) == ["d"]  # the whole batch was refused
 
@@ -112,13 +119,15 @@ def test_upsert_with_a_dimension_other_than_the_models_index_is_refused(
 
 
 def test_filters_are_an_and_of_key_in_values(backend: DenseBackend) -> None:
-    backend.upsert([
-        doc("en-x", {"lang": "en", "topic": "x"}, m=vec(1, 0)),
-        doc("fr-x", {"lang": "fr", "topic": "x"}, m=vec(1, 0.1)),
-        doc("de-x", {"lang": "de", "topic": "x"}, m=vec(1, 0.2)),
-        doc("en-y", {"lang": "en", "topic": "y"}, m=vec(1, 0.3)),
-        doc("no-meta", m=vec(1, 0)),
-    ])
+    backend.upsert(
+        [
+            doc("en-x", {"lang": "en", "topic": "x"}, m=vec(1, 0)),
+            doc("fr-x", {"lang": "fr", "topic": "x"}, m=vec(1, 0.1)),
+            doc("de-x", {"lang": "de", "topic": "x"}, m=vec(1, 0.2)),
+            doc("en-y", {"lang": "en", "topic": "y"}, m=vec(1, 0.3)),
+            doc("no-meta", m=vec(1, 0)),
+        ]
+    )
     langs = Filter("lang", frozenset({"en", "fr"}))
     topic = Filter("topic", frozenset({"x"}))
     assert [i for i, _ in search(backend, "m", vec(1, 0), 10, langs)] == ["en-x", "fr-x", "en-y"]

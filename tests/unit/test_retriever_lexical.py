@@ -34,37 +34,46 @@ def scores(backend: LexicalBackend, text: str) -> dict[str, float]:
 
 def test_tokenizer_lowercases_and_drops_stopwords() -> None:
     assert tokenize("The Circuit-Breaker is OPEN and a retry") == [
-        "circuit", "breaker", "open", "retry",
+        "circuit",
+        "breaker",
+        "open",
+        "retry",
     ]
 
 
 def test_document_with_the_rare_query_term_ranks_first(backend: LexicalBackend) -> None:
-    backend.upsert([
-        doc("common-1", "the service returns an answer from the service cache"),
-        doc("common-2", "a service answers every request with an answer"),
-        doc("rare", "the service trips its circuit breaker"),
-        doc("unrelated", "bananas are yellow"),
-    ])
+    backend.upsert(
+        [
+            doc("common-1", "the service returns an answer from the service cache"),
+            doc("common-2", "a service answers every request with an answer"),
+            doc("rare", "the service trips its circuit breaker"),
+            doc("unrelated", "bananas are yellow"),
+        ]
+    )
     assert search(backend, "service breaker")[0] == "rare"
     assert "unrelated" not in search(backend, "service breaker")  # shares no term: not returned
 
 
 def test_more_occurrences_score_higher_at_equal_length(backend: LexicalBackend) -> None:
-    backend.upsert([
-        doc("once", "breaker alpha beta gamma"),
-        doc("twice", "breaker breaker beta gamma"),
-        doc("filler", "delta epsilon zeta theta"),
-    ])
+    backend.upsert(
+        [
+            doc("once", "breaker alpha beta gamma"),
+            doc("twice", "breaker breaker beta gamma"),
+            doc("filler", "delta epsilon zeta theta"),
+        ]
+    )
     found = scores(backend, "breaker")
     assert found["twice"] > found["once"] > 0
 
 
 def test_shorter_document_wins_at_equal_term_frequency(backend: LexicalBackend) -> None:
-    backend.upsert([
-        doc("short", "breaker opens"),
-        doc("long", "breaker opens after many failures within the sliding window of calls"),
-        doc("filler", "delta epsilon"),
-    ])
+    backend.upsert(
+        [
+            doc("short", "breaker opens"),
+            doc("long", "breaker opens after many failures within the sliding window of calls"),
+            doc("filler", "delta epsilon"),
+        ]
+    )
     found = scores(backend, "breaker")
     assert found["short"] > found["long"] > 0
 
@@ -101,12 +110,14 @@ def test_single_document_corpus_and_degenerate_texts(backend: LexicalBackend) ->
 
 
 def test_filters_restrict_before_the_top_k_cut(backend: LexicalBackend) -> None:
-    backend.upsert([
-        doc("en-1", "retry budget retry budget", lang="en", kind="guide"),
-        doc("en-2", "retry budget", lang="en", kind="faq"),
-        doc("fr-1", "retry budget retry", lang="fr", kind="guide"),
-        doc("none", "retry budget retry budget retry"),
-    ])
+    backend.upsert(
+        [
+            doc("en-1", "retry budget retry budget", lang="en", kind="guide"),
+            doc("en-2", "retry budget", lang="en", kind="faq"),
+            doc("fr-1", "retry budget retry", lang="fr", kind="guide"),
+            doc("none", "retry budget retry budget retry"),
+        ]
+    )
     assert search(backend, "retry", 1, Filter("lang", frozenset({"fr"}))) == ["fr-1"]
     both = (Filter("lang", frozenset({"en", "fr"})), Filter("kind", frozenset({"guide"})))
     assert sorted(search(backend, "retry", 10, *both)) == ["en-1", "fr-1"]
