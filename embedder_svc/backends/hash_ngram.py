@@ -8,13 +8,13 @@ model gives, without a model download.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import lru_cache
 from itertools import pairwise
 
 import numpy as np
 
 from embedder_svc.backends.hashing import (
+    HashedEmbedder,
     content_words,
     hash_all,
     l2_normalised,
@@ -39,11 +39,7 @@ _CHAR_SALT = b"hash-ngram/c1"
 def char_ngrams(word: str) -> list[str]:
     """Character n-grams of `<word>`; the angle brackets mark the word's start and end."""
     padded = f"<{word}>"
-    return [
-        padded[i : i + n]
-        for n in CHAR_NGRAM_SIZES
-        for i in range(len(padded) - n + 1)
-    ]
+    return [padded[i : i + n] for n in CHAR_NGRAM_SIZES for i in range(len(padded) - n + 1)]
 
 
 # Word frequencies are Zipfian, so caching per distinct word removes most hashing work.
@@ -64,27 +60,11 @@ def _bigram_hash(bigram: str) -> int:
     return stable_hash(bigram, _BIGRAM_SALT)
 
 
-class HashNgramEmbedder:
-    """Deterministic across processes, runs and machines; thread-safe (no mutable state)."""
+class HashNgramEmbedder(HashedEmbedder):
+    family = "hash-ngram"
 
     def __init__(self, dimension: int = DEFAULT_DIMENSION) -> None:
-        if dimension < 1:
-            raise ValueError(f"dimension must be positive, got {dimension}")
-        self._dimension = dimension
-
-    @property
-    def model(self) -> str:
-        return f"hash-ngram-{self._dimension}"
-
-    @property
-    def dimension(self) -> int:
-        return self._dimension
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.empty((len(texts), self._dimension), dtype=np.float32)
-        for row, text in enumerate(texts):
-            out[row] = self._embed_one(text)
-        return out
+        super().__init__(dimension)
 
     def _embed_one(self, text: str) -> np.ndarray:
         tokens = content_words(words(text))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -71,3 +71,34 @@ def l2_normalised(vector: np.ndarray) -> np.ndarray:
     """Unit-length copy; an all-zero vector stays zero rather than becoming NaN."""
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm > 0.0 else vector
+
+
+class HashedEmbedder:
+    """Shared shell of the hashing embedders: a model id naming the dimension, batch loop.
+
+    Deterministic across processes, runs and machines; thread-safe (no mutable state).
+    """
+
+    family = ""  # model id prefix, e.g. "hash-ngram"
+
+    def __init__(self, dimension: int) -> None:
+        if dimension < 1:
+            raise ValueError(f"dimension must be positive, got {dimension}")
+        self._dimension = dimension
+
+    @property
+    def model(self) -> str:
+        return f"{self.family}-{self._dimension}"
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.empty((len(texts), self._dimension), dtype=np.float32)
+        for row, text in enumerate(texts):
+            out[row] = self._embed_one(text)
+        return out
+
+    def _embed_one(self, text: str) -> np.ndarray:
+        raise NotImplementedError
