@@ -61,11 +61,14 @@ class LoadResult:
         return [s for s in self.samples if s.due_s >= self.spec.warmup_s]
 
 
-def sample_of(reply: gateway_pb2.QueryResponse, due_s: float, latency_s: float) -> Sample:
+def sample_of(
+    reply: gateway_pb2.QueryResponse, due_s: float, latency_s: float, lag_s: float = 0.0
+) -> Sample:
     stages = reply.stages
     return Sample(
         due_s=due_s,
         latency_s=latency_s,
+        lag_s=lag_s,
         code="OK",
         degraded=reply.degraded,
         tiers=tuple(s.tier for s in stages),
@@ -95,13 +98,14 @@ async def _one(
     origin: float,
     deadline_s: float,
 ) -> Sample:
+    lag = time.perf_counter() - due
     try:
         reply = await stub.Query(gateway_pb2.QueryRequest(query=query), timeout=deadline_s)
     except grpc.aio.AioRpcError as exc:
-        return Sample(due - origin, time.perf_counter() - due, exc.code().name)
+        return Sample(due - origin, time.perf_counter() - due, exc.code().name, lag_s=lag)
     except Exception:  # a client-side bug must show in the results, not kill the run
-        return Sample(due - origin, time.perf_counter() - due, CLIENT_ERROR)
-    return sample_of(reply, due - origin, time.perf_counter() - due)
+        return Sample(due - origin, time.perf_counter() - due, CLIENT_ERROR, lag_s=lag)
+    return sample_of(reply, due - origin, time.perf_counter() - due, lag)
 
 
 async def run_load(

@@ -33,9 +33,7 @@ def fmt(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
-        if abs(value) >= 100:
-            return f"{value:.0f}"
-        return f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
     if isinstance(value, Mapping):
         return ", ".join(f"{k} {fmt(v)}" for k, v in value.items()) or "none"
     return str(value)

@@ -23,6 +23,7 @@ class Sample:
     tiers: tuple[int, ...] = ()  # tier that served each stage (embed, retrieve, generate)
     local: tuple[bool, ...] = ()  # stage served by a last resort, not an upstream
     attempts: int = 0  # attempts made across the stages (retries and hedges included)
+    lag_s: float = 0.0  # open loop: how late the client sent it (it was CPU-starved)
 
     @property
     def ok(self) -> bool:

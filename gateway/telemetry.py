@@ -6,7 +6,7 @@ Spans (all children of the request's SERVER span, `harag.v1.RagGatewayService/Qu
       attempt <upstream>    one per attempt, including fast-failed ones (no RPC inside);
         <rpc CLIENT span>   the actual call, parent of the upstream's SERVER span
 
-Attribute names (documented in docs/observability.md) are the `ATTR_*` constants below.
+Attribute names (documented in the README (Observability)) are the `ATTR_*` constants below.
 Metrics are OpenTelemetry instruments exported like every other (see servicekit.metrics).
 """
 
@@ -167,7 +167,7 @@ class AttemptTelemetry:
 
 
 class GatewayMetrics:
-    """Every gateway metric; Prometheus names are in docs/observability.md."""
+    """Every gateway metric; Prometheus names are in the README (Observability)."""
 
     def __init__(self) -> None:
         meter = metrics.get_meter("harag.gateway")

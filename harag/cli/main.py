@@ -67,7 +67,10 @@ async def _ingest_documents(
 async def up(args: argparse.Namespace) -> int:
     viewer, otel_env = await traces.start_viewer_for_mesh(not args.no_trace_viewer)
     specs = mesh_specs(
-        data_dir=Path(args.data_dir), fault_injection=args.fault_injection, env=otel_env
+        port_offset=args.port_offset,
+        data_dir=Path(args.data_dir),
+        fault_injection=args.fault_injection,
+        env=otel_env,
     )
     supervisor = Supervisor(specs)
     stop = asyncio.Event()
@@ -76,7 +79,7 @@ async def up(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     await supervisor.start()
     try:
-        await supervisor.wait_serving(timeout_s=args.start_timeout)
+        await supervisor.wait_serving(timeout_s=args.start_timeout, fail_on_exit=True)
     except StartupError as exc:
         print(f"harag up: {exc}", file=sys.stderr)
         await supervisor.stop()
@@ -251,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--start-timeout", type=float, default=60.0, help="seconds to reach SERVING")
     p.add_argument(
+        "--port-offset",
+        type=int,
+        default=0,
+        help="add this to every default port (run a second mesh beside the first)",
+    )
+    p.add_argument(
         "--no-trace-viewer",
         action="store_true",
         help="do not start the built-in OTLP trace receiver (also skipped when "
@@ -314,3 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

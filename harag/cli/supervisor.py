@@ -50,6 +50,7 @@ class ProcessSpec:
 
 def mesh_specs(
     ports: dict[str, int] | None = None,
+    port_offset: int = 0,
     data_dir: Path = Path("var/data"),
     fault_injection: bool = False,
     env: dict[str, str] | None = None,
@@ -61,7 +62,7 @@ def mesh_specs(
     for component, by_impl in COMPONENT_PORTS.items():
         for impl, default_port in by_impl.items():
             name = f"{component}-{impl}"
-            port = ports.get(name, default_port)
+            port = ports.get(name, default_port + port_offset)
             proc_env = {
                 **(env or {}),
                 "HARAG_IMPL": impl,
@@ -74,7 +75,7 @@ def mesh_specs(
             argv = [sys.executable, "-m", f"{component}_svc", "--impl", impl]
             specs.append(ProcessSpec(name, argv, port, proc_env))
             chains.setdefault(component, []).append(f"{name}=127.0.0.1:{port}")
-    gateway_port = ports.get("gateway", GATEWAY_PORT)
+    gateway_port = ports.get("gateway", GATEWAY_PORT + port_offset)
     gateway_env = {
         **(env or {}),
         "HARAG_PORT": str(gateway_port),
@@ -103,6 +104,7 @@ class Supervisor:
         self.restart = restart
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.restarts: dict[str, int] = dict.fromkeys(self.specs, 0)
+        self.last_exit: dict[str, int | None] = dict.fromkeys(self.specs)
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -133,6 +135,7 @@ class Supervisor:
         while True:
             proc = self.procs[name]
             code = await proc.wait()
+            self.last_exit[name] = code
             if self._stopping or not self.restart:
                 return
             delay = RESTART_BACKOFF_S[min(self.restarts[name], len(RESTART_BACKOFF_S) - 1)]
@@ -146,14 +149,23 @@ class Supervisor:
                 return
             await self._spawn(self.specs[name])
 
-    async def wait_serving(self, timeout_s: float = 60.0, names: list[str] | None = None) -> None:
-        """Waits until every process reports SERVING; names the first that cannot."""
+    async def wait_serving(
+        self, timeout_s: float = 60.0, names: list[str] | None = None, fail_on_exit: bool = False
+    ) -> None:
+        """Waits until every process reports SERVING; names the first that cannot.
+
+        With `fail_on_exit` (start-up), a process that exits before SERVING fails at once
+        instead of being restarted until the timeout.
+        """
         deadline = time.monotonic() + timeout_s
+        restarts_before = dict(self.restarts)
         for name in names or list(self.specs):
             while True:
                 proc = self.procs[name]
-                if proc.returncode is not None and not self.restart:
-                    raise StartupError(f"{name} exited with code {proc.returncode} during start-up")
+                died = proc.returncode is not None or self.restarts[name] > restarts_before[name]
+                if died and (fail_on_exit or not self.restart):
+                    code = proc.returncode if proc.returncode is not None else self.last_exit[name]
+                    raise StartupError(f"{name} exited with code {code} during start-up")
                 if await probe(self.specs[name].address) == "SERVING":
                     break
                 if time.monotonic() > deadline:
