@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.cache import AnswerCache, cache_key
+from gateway.query import QueryInput, QueryResult, QueryVector, StageResult, StreamEvent
 from gateway.resilience.chain import ChainPolicy, ChainResult, call_chain
 from gateway.resilience.coalesce import Coalescer
 from gateway.resilience.deadline import Deadline
@@ -49,59 +50,6 @@ STATIC_ANSWER = (
     "The sources below are what the search found. Please retry after {retry_after:g} seconds."
 )
 STREAM_SEPARATOR = "\n\n"
-
-
-@dataclass(frozen=True)
-class QueryInput:
-    query: str
-    top_k: int
-    filters: Sequence[common_pb2.MetadataFilter] = ()
-
-
-@dataclass
-class StageResult:
-    """How one stage was served; `value` is the stage's output (vector, documents, answer)."""
-
-    stage: int  # gateway_pb2.Stage value
-    served_by: str
-    tier: int
-    latency_s: float
-    attempts: list[AttemptRecord]
-    detail: str = ""
-    value: Any = None
-
-    @property
-    def degraded(self) -> bool:
-        return self.tier > 0
-
-
-@dataclass
-class QueryResult:
-    answer: str
-    model: str
-    sources: list[common_pb2.ScoredDocument]
-    stages: list[StageResult]
-    retry_after_s: float | None = None
-    cached: bool = False
-
-    @property
-    def degraded(self) -> bool:
-        return any(stage.degraded for stage in self.stages)
-
-
-@dataclass
-class QueryVector:
-    values: Sequence[float]
-    model: str
-
-
-@dataclass
-class StreamEvent:
-    """One StreamQuery event: sources (once), chunk (zero or more), final (once)."""
-
-    sources: list[common_pb2.ScoredDocument] | None = None
-    chunk: str | None = None
-    final: QueryResult | None = None
 
 
 @dataclass

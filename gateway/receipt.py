@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import duration_pb2
 
-from gateway.pipeline import QueryResult, StageResult
+from gateway.query import QueryResult, StageResult
 from gateway.resilience.chain import AttemptRecord
 from harag.v1 import common_pb2, gateway_pb2
 

@@ -12,7 +12,8 @@ import grpc
 from gateway import receipt
 from gateway.health import system_health
 from gateway.ingest import ingest
-from gateway.pipeline import Pipeline, QueryInput, QueryResult
+from gateway.pipeline import Pipeline
+from gateway.query import QueryInput, QueryResult
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.deadline import Deadline
 from gateway.telemetry import METRICS, annotate_request

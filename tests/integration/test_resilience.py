@@ -156,17 +156,22 @@ async def test_hung_primary_answers_before_500ms_deadline_then_at_fallback_speed
     mesh = clean_faults
     async with extra_gateway(**LONG_OPEN) as gw:
         await mesh.set_fault("embedder-primary", fault_injection_pb2.Fault(hang=True))
-        latencies, served = [], []
+        latencies, served, first_outcomes = [], [], []
         for i in range(20):
             started = time.perf_counter()
             reply = await query(gw.stub, f"hung primary {i}", deadline_s=0.5)
             latencies.append(time.perf_counter() - started)
-            served.append(stage(reply, gateway_pb2.STAGE_EMBED).served_by)
+            embed = stage(reply, gateway_pb2.STAGE_EMBED)
+            served.append(embed.served_by)
+            first_outcomes.append(embed.attempts[0].outcome)
         assert max(latencies) < 0.5
         assert set(served) == {"embedder-fallback"}
+        assert first_outcomes[0] == "DEADLINE_EXCEEDED"
         assert latencies[0] > 0.2, "the first attempts wait for the hung primary"
-        # Once the breaker opened (5 calls), queries no longer wait for the primary.
-        assert max(latencies[-10:]) < 0.1, latencies[-10:]
+        # Once the breaker opened (5 calls), queries no longer wait for the primary: they
+        # cost fallback time (milliseconds), far below the 0.2 s+ a hung attempt costs.
+        assert set(first_outcomes[-10:]) == {"BREAKER_OPEN"}
+        assert max(latencies[-10:]) < 0.15, latencies[-10:]
         assert state((await breakers(gw.address))["embedder-primary"]) == "OPEN"
 
 
@@ -308,7 +313,7 @@ async def test_recovery_closes_breaker_and_returns_traffic_to_primary(clean_faul
             await asyncio.sleep(0.05)
         took = time.monotonic() - cleared
         assert state((await breakers(gw.address))["embedder-primary"]) == "CLOSED"
-        assert took < 0.5 + 1.0, took  # open wait + a few probe round trips
+        assert took < 0.5 + 2.0, took  # open wait + a few probe round trips (loaded box)
         reply = await query(gw.stub, "after recovery")
         assert stage(reply, gateway_pb2.STAGE_EMBED).served_by == "embedder-primary"
         assert served

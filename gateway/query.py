@@ -1,0 +1,63 @@
+"""What a query is and what running it produces: the pipeline's vocabulary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.resilience.guard import AttemptRecord
+from harag.v1 import common_pb2
+
+
+@dataclass(frozen=True)
+class QueryInput:
+    query: str
+    top_k: int
+    filters: Sequence[common_pb2.MetadataFilter] = ()
+
+
+@dataclass
+class StageResult:
+    """How one stage was served; `value` is the stage's output (vector, documents, answer)."""
+
+    stage: int  # gateway_pb2.Stage value
+    served_by: str
+    tier: int
+    latency_s: float
+    attempts: list[AttemptRecord]
+    detail: str = ""
+    value: Any = None
+
+    @property
+    def degraded(self) -> bool:
+        return self.tier > 0
+
+
+@dataclass
+class QueryResult:
+    answer: str
+    model: str
+    sources: list[common_pb2.ScoredDocument]
+    stages: list[StageResult]
+    retry_after_s: float | None = None
+    cached: bool = False
+
+    @property
+    def degraded(self) -> bool:
+        return any(stage.degraded for stage in self.stages)
+
+
+@dataclass
+class QueryVector:
+    values: Sequence[float]
+    model: str
+
+
+@dataclass
+class StreamEvent:
+    """One StreamQuery event: sources (once), chunk (zero or more), final (once)."""
+
+    sources: list[common_pb2.ScoredDocument] | None = None
+    chunk: str | None = None
+    final: QueryResult | None = None

@@ -1,0 +1,220 @@
+"""Drives the chaos suite: query traffic, the fault schedule, and the checks afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from dataclasses import dataclass, field
+
+import grpc
+
+from chaos.schedule import Action, Episode
+from harag.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,
+    embedder_pb2,
+    embedder_pb2_grpc,
+    fault_injection_pb2,
+    fault_injection_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    retriever_pb2,
+    retriever_pb2_grpc,
+)
+
+
+@dataclass(frozen=True)
+class Answer:
+    at_s: float  # when it was sent, since the chaos began
+    latency_s: float
+    code: str  # OK or a gRPC status code name
+    degraded: bool = False
+    stream: bool = False
+    detail: str = ""
+
+
+@dataclass
+class Traffic:
+    """Workers sending a mix of repeated and unique questions, some of them streamed."""
+
+    stub: gateway_pb2_grpc.RagGatewayServiceStub
+    questions: list[str]
+    deadline_s: float
+    origin: float
+    answers: list[Answer] = field(default_factory=list)
+    _counter: itertools.count = field(default_factory=itertools.count)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _enough: asyncio.Event = field(default_factory=asyncio.Event)
+    minimum: int = 0
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def _query(self, text: str, stream: bool) -> Answer:
+        sent = time.monotonic()
+        at = sent - self.origin
+        degraded, detail = False, ""
+        try:
+            if stream:
+                final = None
+                async for event in self.stub.StreamQuery(
+                    gateway_pb2.StreamQueryRequest(query=text), timeout=self.deadline_s
+                ):
+                    if event.HasField("final"):
+                        final = event.final
+                if final is None:
+                    return Answer(at, time.monotonic() - sent, "NO_FINAL_EVENT", stream=True)
+                degraded = final.degraded
+            else:
+                reply = await self.stub.Query(
+                    gateway_pb2.QueryRequest(query=text), timeout=self.deadline_s
+                )
+                degraded = reply.degraded
+                if not reply.answer:
+                    return Answer(at, time.monotonic() - sent, "EMPTY_ANSWER")
+        except grpc.aio.AioRpcError as exc:
+            code, detail = exc.code().name, exc.details() or ""
+            return Answer(at, time.monotonic() - sent, code, stream=stream, detail=detail)
+        return Answer(at, time.monotonic() - sent, "OK", degraded, stream)
+
+    async def _worker(self, seed: int) -> None:
+        rng = random.Random(seed)
+        while not self._stop.is_set():
+            n = next(self._counter)
+            text = rng.choice(self.questions)
+            if rng.random() < 0.5:  # the rest repeat, so the cache and coalescing take part
+                text = f"{text} (chaos {n})"
+            self.answers.append(await self._query(text, stream=rng.random() < 0.2))
+            if len(self.answers) >= self.minimum:
+                self._enough.set()
+
+    def start(self, workers: int, seed: int) -> None:
+        self._tasks = [asyncio.create_task(self._worker(seed + i)) for i in range(workers)]
+
+    async def wait_for(self, minimum: int) -> None:
+        """Returns once at least `minimum` answers are in."""
+        self.minimum = minimum
+        if len(self.answers) < minimum:
+            self._enough.clear()
+            await self._enough.wait()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+
+class Chaos:
+    """Applies a schedule to a conftest Mesh; remembers what it did and when."""
+
+    def __init__(self, mesh, origin: float) -> None:
+        self.mesh = mesh
+        self.origin = origin
+        self.log: list[str] = []
+        self.kills = 0
+
+    async def _call(self, name: str, method: str, request) -> None:
+        """A fault RPC, waiting out a restart in progress (a killed process comes back)."""
+        for _ in range(3):
+            async with grpc.aio.insecure_channel(self.mesh.address(name)) as channel:
+                stub = fault_injection_pb2_grpc.FaultInjectionServiceStub(channel)
+                try:
+                    await getattr(stub, method)(request, timeout=5)
+                    return
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                        raise
+            await self.mesh.wait_serving(name, timeout_s=30)
+        raise AssertionError(f"{name} never took {method}")
+
+    async def _apply(self, action: Action) -> None:
+        self.log.append(f"{time.monotonic() - self.origin:6.2f}s {action.describe()}")
+        if action.fault is None:
+            self.mesh.supervisor.kill(action.upstream)
+            self.kills += 1
+        else:
+            await self._call(
+                action.upstream,
+                "SetFault",
+                fault_injection_pb2.SetFaultRequest(fault=action.fault),
+            )
+
+    async def run(self, episodes: list[Episode]) -> None:
+        for episode in episodes:
+            await asyncio.sleep(max(0.0, self.origin + episode.start_s - time.monotonic()))
+            await asyncio.gather(*(self._apply(a) for a in episode.actions))
+            await asyncio.sleep(episode.hold_s)
+            for action in episode.actions:
+                if action.fault is not None:
+                    await self._call(
+                        action.upstream, "ClearFaults", fault_injection_pb2.ClearFaultsRequest()
+                    )
+
+    async def clear_everything(self, names: list[str]) -> float:
+        """Clears every fault and waits for every process to serve; returns that moment."""
+        for name in names:
+            await self.mesh.wait_serving(name, timeout_s=30)
+            await self._call(name, "ClearFaults", fault_injection_pb2.ClearFaultsRequest())
+        return time.monotonic()
+
+
+async def breaker_states(address: str) -> dict[str, str]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await admin_pb2_grpc.GatewayAdminServiceStub(channel).ListBreakers(
+            admin_pb2.ListBreakersRequest(), timeout=5
+        )
+    return {
+        b.upstream: gateway_pb2.CircuitState.Name(b.breaker.state).removeprefix("CIRCUIT_STATE_")
+        for b in reply.breakers
+    }
+
+
+async def wait_all_closed(address: str, limit_s: float) -> tuple[float | None, dict[str, str]]:
+    """Seconds until every breaker reads CLOSED (None if not within `limit_s`)."""
+    started = time.monotonic()
+    states: dict[str, str] = {}
+    while time.monotonic() - started < limit_s:
+        states = await breaker_states(address)
+        if all(s == "CLOSED" for s in states.values()):
+            return time.monotonic() - started, states
+        await asyncio.sleep(0.1)
+    return None, states
+
+
+async def missing_documents(mesh, documents: list[common_pb2.Document]) -> list[str]:
+    """Ids (per retriever and model) that a filtered search for their own text cannot find."""
+    missing: list[str] = []
+    texts = [d.text[:500] for d in documents]
+    vectors: dict[str, list] = {}
+    models: dict[str, str] = {}
+    for name in ("embedder-primary", "embedder-fallback"):
+        async with grpc.aio.insecure_channel(mesh.address(name)) as channel:
+            stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+            vecs: list = []
+            for start in range(0, len(texts), 64):
+                reply = await stub.Embed(
+                    embedder_pb2.EmbedRequest(texts=texts[start : start + 64]), timeout=30
+                )
+                vecs.extend(reply.embeddings)
+                models[name] = reply.model
+            vectors[name] = vecs
+    for retriever in ("retriever-primary", "retriever-fallback"):
+        async with grpc.aio.insecure_channel(mesh.address(retriever)) as channel:
+            stub = retriever_pb2_grpc.RetrieverServiceStub(channel)
+            spaces = list(vectors) if retriever == "retriever-primary" else [None]
+            for space in spaces:
+                for i, doc in enumerate(documents):
+                    request = retriever_pb2.SearchRequest(
+                        query_text=texts[i],
+                        top_k=1,
+                        filters=[
+                            common_pb2.MetadataFilter(key="source", values=[doc.metadata["source"]])
+                        ],
+                    )
+                    if space is not None:
+                        request.query_embedding.values.extend(vectors[space][i].values)
+                        request.model = models[space]
+                    reply = await stub.Search(request, timeout=10)
+                    if [d.document.id for d in reply.documents] != [doc.id]:
+                        missing.append(f"{retriever}/{space or 'lexical'}/{doc.id}")
+    return missing
