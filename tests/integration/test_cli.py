@@ -1,0 +1,98 @@
+"""The `harag` CLI against the running mesh: ingest files, query, inject and clear faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+from processes import REPO
+
+HARAG = [sys.executable, "-m", "harag.cli.main"]
+
+
+async def harag(*argv: str) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HARAG_", "OTEL_"))}
+    proc = await asyncio.create_subprocess_exec(
+        *HARAG,
+        *argv,
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_ingest_txt_md_jsonl_then_query(clean_faults, tmp_path):
+    mesh = clean_faults
+    (tmp_path / "okapi.txt").write_text(
+        "Okapis are forest giraffes that live in the Ituri rainforest."
+    )
+    (tmp_path / "narwhal.md").write_text(
+        "# Narwhals\n\nNarwhals grow a spiral tusk up to three metres long."
+    )
+    (tmp_path / "more.jsonl").write_text(
+        json.dumps(
+            {
+                "id": "cli-pangolin",
+                "text": "Pangolins are covered in keratin scales.",
+                "metadata": {"animal": "pangolin"},
+            }
+        )
+        + "\n"
+    )
+    code, out, err = await harag("ingest", str(tmp_path), "--addr", mesh.gateway_address)
+    assert code == 0, err
+    assert "ingested 3 documents, 0 failed" in out
+    code, out, _ = await harag(
+        "query", "What covers a pangolin?", "--json", "--addr", mesh.gateway_address
+    )
+    reply = json.loads(out)
+    assert reply["sources"][0]["id"] == "cli-pangolin"
+    assert reply["sources"][0]["metadata"] == {"animal": "pangolin"}
+    code, out, _ = await harag(
+        "query", "How long is a narwhal tusk?", "--addr", mesh.gateway_address
+    )
+    assert code == 0 and "[1] narwhal" in out and "Stages:" in out
+
+
+async def test_ingest_rejects_a_bad_jsonl_line_naming_it(mesh, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"no_text": 1}\n')
+    code, _, err = await harag("ingest", str(bad), "--addr", mesh.gateway_address)
+    assert code == 2 and f"{bad}:2" in err
+
+
+async def test_faults_set_show_clear_through_the_cli(clean_faults):
+    mesh = clean_faults
+    address = mesh.address("generator-primary")
+    code, out, err = await harag(
+        "faults",
+        "generator-primary",
+        "set",
+        "--error-rate",
+        "1",
+        "--code",
+        "INTERNAL",
+        "--addr",
+        address,
+    )
+    assert code == 0, err
+    assert "'errorRate': 1.0" in out and "'errorCode': 13" in out
+    reply = json.loads(
+        (await harag("query", "What is idempotency?", "--json", "--addr", mesh.gateway_address))[1]
+    )
+    generate = reply["stages"][2]
+    assert generate["served_by"] == "generator-fallback"
+    assert generate["attempts"][0]["outcome"] == "INTERNAL"
+    code, out, _ = await harag("faults", "generator-primary", "clear", "--addr", address)
+    assert code == 0 and "faults cleared" in out
+
+
+async def test_bad_query_prints_the_field_violation(mesh):
+    code, _, err = await harag("query", "x", "--top-k", "0", "--addr", mesh.gateway_address)
+    assert code == 1
+    assert "INVALID_ARGUMENT" in err and '"field": "top_k"' in err
