@@ -41,6 +41,20 @@ run: install
 test: install lint
 	$(BIN)/python -m pytest -q
 
+## demo: watch the mesh take failures, degrade and recover (starts a mesh if none is running).
+demo: install
+	$(BIN)/harag demo
+
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+## bench: every benchmark scenario (about 8 minutes); results and plots in bench/results/.
+bench: install $(BENCH_STAMP)
+	$(BIN)/python -m bench
+
 ## lint: ruff and buf lint.
 lint: install
 	$(BIN)/ruff check .

@@ -3,8 +3,9 @@
 Each scenario starts fresh local processes and stops them when done. Writes, per
 scenario, `<name>.json` and `<name>.md`; for the whole run `summary.md` (machine, command,
 every table, every target), `results.json`, and the plots `latency_vs_concurrency.png` and
-`hung_primary_timeline.png`. `--quick` shortens every run for a smoke test; its numbers are
-not the ones to publish.
+`hung_primary_timeline.png`. `--only` runs some scenarios and writes `summary-partial.md`
+and `results-partial.json` instead. `--quick` shortens every run for a smoke test; its
+numbers are not the ones to publish.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import micro_breaker
-from bench.report import RESULTS, ScenarioResult, machine, write_json, write_markdown
+from bench.report import (
+    RESULTS,
+    CpuAudit,
+    ScenarioResult,
+    machine,
+    write_json,
+    write_markdown,
+)
 from bench.scenarios import (
     hung_primary,
     overload,
@@ -28,6 +36,7 @@ from bench.scenarios import (
     saturation,
 )
 
+BUSY_SHARE = 0.05  # share of the CPUs used by other work that makes a scenario's note
 ORDER = (
     "breaker_overhead",
     "saturation",
@@ -117,10 +126,19 @@ def _summary(
     if targets:
         lines += ["## Targets", "", "| target | measured | limit | met |", "|---|---|---|---|"]
         lines += [
-            f"| {t.name} | {t.value} | {t.limit} | {'yes' if t.met else '**no**'} |"
+            f"| {t.name} | {t.value:.3f} | {t.limit} | {'yes' if t.met else '**no**'} |"
             for t in targets
         ]
         lines.append("")
+    lines.append(
+        "Share of the CPUs used by other work on the machine during each scenario (noise): "
+        + ", ".join(
+            f"{n} {r.data.get('other_cpu', {}).get('foreign_share', 0):.0%}"
+            for n, r in results.items()
+        )
+        + "."
+    )
+    lines.append("")
     lines += [r.markdown() for r in results.values()]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines)
@@ -133,7 +151,14 @@ async def _run(names: list[str], quick: bool, out: Path) -> dict[str, ScenarioRe
     for name in names:
         started = time.perf_counter()
         print(f"bench: {name} ...", flush=True)
+        audit = CpuAudit()
         result = await scenarios[name]()
+        result.data["other_cpu"] = other = audit.result()
+        if other["foreign_share"] > BUSY_SHARE:
+            result.notes.append(
+                f"Other work on the machine used {other['foreign_share']:.0%} of its CPU "
+                "during this scenario: these numbers are noisier than usual."
+            )
         results[name] = result
         write_json(out / f"{name}.json", result.as_dict())
         write_markdown(out / f"{name}.md", result.markdown())
@@ -157,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     made = _plots(results, args.out)
     command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
     took = time.perf_counter() - started
-    write_markdown(args.out / "summary.md", _summary(results, command.strip(), took, made))
+    # A partial run must not overwrite the full run's summary that the docs quote.
+    suffix = "-partial" if args.only else ""
+    write_markdown(args.out / f"summary{suffix}.md", _summary(results, command.strip(), took, made))
     write_json(
-        args.out / "results.json",
+        args.out / f"results{suffix}.json",
         {
             "machine": machine(),
             "took_s": took,

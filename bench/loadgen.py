@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import json
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,8 +78,14 @@ def sample_of(
     )
 
 
+_UNIQUE = itertools.count()  # shared by every run, so no two runs send the same query
+
+
 class QuerySource:
-    """Round-robin over questions; unique ones get a counter so their cache keys differ."""
+    """Round-robin over questions; unique ones get a counter and a per-process nonce so their
+    cache keys differ from every query sent before, in this run or an earlier one."""
+
+    _nonce = uuid.uuid4().hex[:8]
 
     def __init__(self, questions: Sequence[str], unique: bool) -> None:
         self._questions = list(questions) or ["What is retrieval-augmented generation?"]
@@ -86,9 +93,10 @@ class QuerySource:
         self._counter = itertools.count()
 
     def next(self) -> str:
-        n = next(self._counter)
-        question = self._questions[n % len(self._questions)]
-        return f"{question} (load query {n})" if self._unique else question
+        question = self._questions[next(self._counter) % len(self._questions)]
+        if not self._unique:
+            return question
+        return f"{question} (load query {self._nonce}-{next(_UNIQUE)})"
 
 
 async def _one(

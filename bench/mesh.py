@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import resource
 import socket
 import tempfile
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +47,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cpu_seconds_of(pid: int) -> float:
+    try:
+        # Fields after the command name (which may contain spaces): utime is 14th, stime 15th.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class Tail:
@@ -119,6 +136,14 @@ class BenchMesh:
     def gateway(self, address: str | None = None) -> gateway_pb2_grpc.RagGatewayServiceStub:
         return gateway_pb2_grpc.RagGatewayServiceStub(self.channel(address or self.gateway_address))
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each mesh process and by this (load generator) process."""
+        out = {"load generator": _own_cpu_seconds()}
+        for supervisor in (self.supervisor, *self._extra):
+            for name, proc in supervisor.procs.items():
+                out[name] = cpu_seconds_of(proc.pid)
+        return out
+
     def pid(self, name: str) -> int:
         return self.supervisor.procs[name].pid
 
@@ -161,6 +186,18 @@ class BenchMesh:
             fault_injection_pb2.GetFaultsRequest(), timeout=5
         )
         return reply.injected_total
+
+    async def gateway_metric(self, port: int, name: str, method: str = "Query") -> float:
+        """One Prometheus sample of a gateway started with HARAG_METRICS_PORT=`port`."""
+
+        def scrape() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+                return reply.read().decode()
+
+        for line in (await asyncio.to_thread(scrape)).splitlines():
+            if line.startswith(name + "{") and f'method="{method}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
     async def breakers(self, address: str | None = None) -> dict[str, str]:
         """Breaker state name per upstream of a gateway."""

@@ -71,6 +71,10 @@ class OtlpSink:
     ) -> None:
         await self._supervisor.stop()
 
+    @property
+    def pid(self) -> int:
+        return self._supervisor.procs["otlp-sink"].pid
+
     async def spans(self, settle_s: float = 1.5) -> int:
         """Spans received so far, after waiting for the exporters' next batch."""
         await asyncio.sleep(settle_s)

@@ -6,7 +6,9 @@ import json
 import math
 import os
 import platform
+import resource
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -116,7 +118,8 @@ class ScenarioResult:
     def markdown(self) -> str:
         parts = [f"## {self.title}", "", self.table]
         if self.targets:
-            parts += ["", markdown_table([asdict(t) for t in self.targets], TARGET_COLUMNS)]
+            rows = [{**asdict(t), "value": f"{t.value:.3f}"} for t in self.targets]
+            parts += ["", markdown_table(rows, TARGET_COLUMNS)]
         parts += ["", *(f"- {note}" for note in self.notes)] if self.notes else []
         return "\n".join(parts) + "\n"
 
@@ -131,3 +134,40 @@ class ScenarioResult:
 
 
 TARGET_COLUMNS = {"name": "target", "value": "measured", "limit": "limit", "met": "met"}
+
+
+class CpuAudit:
+    """How much CPU *other* work on the machine used while a scenario ran.
+
+    Busy CPU time from /proc/stat minus what this process and its (reaped) children used:
+    every process a scenario starts is stopped and reaped before it returns, so the rest
+    belongs to someone else and is noise in the numbers.
+    """
+
+    def __init__(self) -> None:
+        self._start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float]:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except OSError:
+            fields = [0] * 8
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        own = sum(
+            getattr(resource.getrusage(who), f)
+            for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+            for f in ("ru_utime", "ru_stime")
+        )
+        return time.monotonic(), busy, own
+
+    def result(self) -> dict[str, float]:
+        now, busy, own = self._sample()
+        wall = now - self._start[0]
+        foreign = max(0.0, (busy - self._start[1]) - (own - self._start[2]))
+        capacity = wall * (os.cpu_count() or 1)
+        return {
+            "foreign_cpu_s": round(foreign, 1),
+            "foreign_share": round(foreign / capacity, 3) if capacity else 0.0,
+        }

@@ -22,6 +22,21 @@ SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["RagGatewayService"].full
 ADMIN_NAME = admin_pb2.DESCRIPTOR.services_by_name["GatewayAdminService"].full_name
 
 
+# Room above max_inflight_requests for health checks, GetSystemHealth and admin calls.
+CONTROL_HEADROOM = 32
+
+
+def core_rpc_limit(cfg: Config) -> int:
+    """gRPC core's own concurrency cap for the gateway.
+
+    Under overload, requests queue inside gRPC and the event loop before any handler runs,
+    so the handler's admission check alone cannot bound latency. Capping concurrency in the
+    core as well rejects the excess at arrival, in C, before it costs Python any work; the
+    handler's limit (with RetryInfo) sheds first, the core's catches what gets past it.
+    """
+    return min(cfg.max_concurrent_rpcs, cfg.max_inflight_requests + CONTROL_HEADROOM)
+
+
 async def run(cfg: Config) -> int:
     upstreams = Upstreams.from_config(cfg)
     upstreams.start_health_watch()
@@ -45,7 +60,7 @@ async def run(cfg: Config) -> int:
         port=cfg.port,
         shutdown_grace_s=cfg.shutdown_grace_s,
         shutdown_drain_s=cfg.shutdown_drain_s,
-        max_concurrent_rpcs=cfg.max_concurrent_rpcs,
+        max_concurrent_rpcs=core_rpc_limit(cfg),
         metrics_port=cfg.metrics_port,
         rpc_observers=(METRICS.observe_rpc,),
         on_stop=(upstreams.close,),

@@ -5,6 +5,8 @@ hangs (calls never reply), then the fault clears and the breaker recovers. A pol
 the gateway's breaker state every 50 ms. Reported: the p99 while healthy, from the fault
 until the breaker opens, and from the breaker opening until the fault clears, as ratios
 to healthy; per-second p99 and the embed stage's tier share feed the timeline plot.
+Default gateway settings throughout: the open wait doubles on each failed probe (5 s,
+10 s, 20 s, ...), so the recovery part is long enough for the third wait to end.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def timeline(samples: list[Sample], seconds: int) -> list[dict]:
 
 
 async def run(
-    healthy_s: float = 12.0, hung_s: float = 25.0, recover_s: float = 12.0
+    healthy_s: float = 12.0, hung_s: float = 20.0, recover_s: float = 25.0
 ) -> ScenarioResult:
     warmup_s = 2.0
     total = healthy_s + hung_s + recover_s

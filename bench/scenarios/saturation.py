@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from bench.loadgen import LoadSpec, run_load
@@ -28,17 +29,27 @@ async def run(
     async with BenchMesh() as mesh:
         for concurrency in levels:
             spec = LoadSpec(concurrency=concurrency, duration_s=duration_s, warmup_s=warmup_s)
+            before, started = mesh.cpu_seconds(), time.perf_counter()
             result = await run_load(mesh.gateway(), spec)
-            rows.append({"concurrency": concurrency, **result.summary.as_dict()})
+            wall = time.perf_counter() - started
+            used = {k: (v - before.get(k, 0.0)) / wall for k, v in mesh.cpu_seconds().items()}
+            rows.append({"concurrency": concurrency, **result.summary.as_dict(), "cpu": used})
     best = max(rows, key=lambda r: r["qps"])
+    cpu_rows = [
+        {"process": name, **{str(r["concurrency"]): r["cpu"][name] for r in rows}}
+        for name in rows[0]["cpu"]
+    ]
+    cpu_columns = {"process": "CPU cores used by", **{str(c): f"c={c}" for c in levels}}
     return ScenarioResult(
         name="saturation",
         title="1. Healthy mesh at rising concurrency",
-        table=markdown_table(rows, COLUMNS),
+        table=markdown_table(rows, COLUMNS) + "\n\n" + markdown_table(cpu_rows, cpu_columns),
         data={"rows": rows, "saturation_qps": best["qps"], "at_concurrency": best["concurrency"]},
         notes=[
             f"Saturation: {best['qps']:.0f} QPS (highest throughput, at concurrency "
             f"{best['concurrency']}). Past it, more concurrency only adds queueing latency.",
+            "CPU cores used by each process while the load ran (1.0 = one core busy the whole "
+            "time); the machine has only so many, and every process shares them.",
             "'degraded' answers at healthy load are hedges won by a fallback tier: the "
             "primary was slower than its own p95 and the fallback answered first.",
         ],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import socket
 import sys
 import tempfile
@@ -51,11 +52,16 @@ DEMO_GATEWAY_ENV = {
 }
 QUERY_DEADLINE_S = 3.0
 RECOVERY_LIMIT_S = 90.0  # longest wait for every breaker to close in the last phase
+OPEN_LIMIT_S = 30.0  # longest a phase keeps asking while waiting for a breaker to open
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="inject failures phase by phase and watch the mesh degrade")
-    p.add_argument("--addr", default="127.0.0.1:50051", help="gateway host:port")
+    p.add_argument(
+        "--addr",
+        default=os.environ.get("HARAG_GATEWAY", "127.0.0.1:50051"),
+        help="gateway host:port",
+    )
     p.add_argument("--interactive", action="store_true", help="wait for Enter between phases")
     p.add_argument("--queries", type=int, default=4, help="printed queries per phase")
     p.add_argument("--pause", type=float, default=0.8, help="seconds between printed queries")
@@ -201,6 +207,35 @@ class Demo:
                 self.style.paint(f"  breakers still not all CLOSED after {waited:.0f} s", "red")
             )
 
+    async def until_open(self, phase: Phase, asked: int) -> None:
+        """Keeps asking until the breaker opens, then twice more to show the fast failure."""
+        upstream = phase.until_open
+        assert upstream is not None
+        fault_at = self.active[upstream].set_at
+        pool = questions()
+        while (
+            self.watch.states.get(upstream) not in OPEN_STATES
+            and time.monotonic() - fault_at < OPEN_LIMIT_S
+        ):
+            asked += 1
+            await asyncio.sleep(self.args.pause)
+            await self.ask(f"Q{phase.number}.{asked}", pool[(7 * asked) % len(pool)])
+        opened = self.watch.first(upstream, OPEN_STATES, fault_at)
+        if opened is None:
+            self.say(self.style.paint(f"  {upstream}'s breaker did not open", "red"))
+            return
+        self.say(
+            self.style.paint(
+                f"  {upstream}'s breaker opened {opened - fault_at:.1f} s after "
+                "the fault: calls to it now fail fast",
+                "bold",
+            )
+        )
+        for _ in range(2):
+            asked += 1
+            await asyncio.sleep(self.args.pause)
+            await self.ask(f"Q{phase.number}.{asked}", pool[(7 * asked) % len(pool)])
+
     async def run_phase(self, phase: Phase) -> None:
         self.recorder.phase = phase.number
         self.say(view.phase_header(self.style, phase.number, phase.title, phase.explain))
@@ -208,8 +243,11 @@ class Demo:
         for i, question in enumerate(phase.questions, start=1):
             await asyncio.sleep(self.args.pause)
             await self.ask(f"Q{phase.number}.{i}", question)
+        if phase.until_open is not None:
+            await self.until_open(phase, len(phase.questions))
         if phase.wait_for_recovery:
             await self.wait_for_recovery()
+        self.say(view.attempt_tally(self.style, self.recorder.of_phase(phase.number)))
         health = await self.gateway.GetSystemHealth(gateway_pb2.GetSystemHealthRequest(), timeout=5)
         self.say(view.health_block(self.style, health))
 
@@ -245,7 +283,7 @@ class Demo:
             await self.watch.stop()
             await self.clear_all()
         self.settle_episodes()
-        titles = {p.number: p.title for p in script}
+        titles = {p.number: p.short or p.title for p in script}
         self.say(view.summary(self.style, titles, self.recorder.records, self.episodes))
         failed = sum(not r.ok for r in self.recorder.records)
         self.say(

@@ -23,6 +23,8 @@ class Phase:
     faults: Mapping[str, fault_injection_pb2.Fault] = field(default_factory=dict)
     questions: tuple[str, ...] = ()
     wait_for_recovery: bool = False  # stay until every breaker is CLOSED again
+    until_open: str | None = None  # keep asking until this upstream's breaker opens
+    short: str = ""  # title in the summary table
 
 
 def describe(fault: fault_injection_pb2.Fault) -> str:
@@ -63,6 +65,7 @@ def phases(per_phase: int) -> list[Phase]:
             "Healthy",
             "Every primary serves its stage (tier 0); every breaker is CLOSED.",
             questions=first,
+            short="healthy",
         ),
         Phase(
             2,
@@ -71,6 +74,7 @@ def phases(per_phase: int) -> list[Phase]:
             "retry budget. Most queries still embed on the primary; a few fall back.",
             {"embedder-primary": Fault(error_rate=0.5, error_code=UNAVAILABLE)},
             take(per_phase),
+            short="embedder-primary 50% errors",
         ),
         Phase(
             3,
@@ -80,15 +84,20 @@ def phases(per_phase: int) -> list[Phase]:
             "searches that space.",
             {"embedder-primary": Fault(down=True)},
             take(2 * per_phase),
+            short="embedder-primary down",
         ),
         Phase(
             4,
             "retriever-primary hanging",
             "Searches never return. Hedging sends a second search to retriever-fallback once "
-            "the primary is slower than usual; calls that wait out their time slice fail "
-            "DEADLINE_EXCEEDED, the breaker opens, and then it rejects in microseconds.",
+            "the primary is slower than usual, until the retry budget (shared by retries and "
+            "hedges) runs dry; then calls wait out their time slice and fail "
+            "DEADLINE_EXCEEDED, the breaker opens, and it rejects calls in microseconds. The "
+            "phase runs until the breaker opens.",
             {"retriever-primary": Fault(hang=True)},
             take(3 * per_phase),
+            until_open="retriever-primary",
+            short="retriever-primary hangs",
         ),
         Phase(
             5,
@@ -101,6 +110,7 @@ def phases(per_phase: int) -> list[Phase]:
                 "generator-fallback": Fault(down=True),
             },
             (first[0], *take(4 * per_phase)[: per_phase - 1]),
+            short="both generators down",
         ),
         Phase(
             6,
@@ -109,5 +119,6 @@ def phases(per_phase: int) -> list[Phase]:
             "(HALF_OPEN), and close when the probes succeed; traffic returns to the primaries.",
             questions=take(5 * per_phase),
             wait_for_recovery=True,
+            short="faults cleared",
         ),
     ]

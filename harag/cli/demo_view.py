@@ -55,9 +55,13 @@ def phase_header(style: Style, number: int, title: str, explain: str) -> str:
 
 
 def breaker_line(style: Style, states: Mapping[str, str]) -> str:
-    if states and all(s == "CLOSED" for s in states.values()):
+    closed = sum(s == "CLOSED" for s in states.values())
+    if states and closed == len(states):
         return f"breakers: all {len(states)} {style.state('CLOSED')}"
-    return "breakers: " + ", ".join(f"{name} {style.state(s)}" for name, s in states.items())
+    others = [f"{name} {style.state(s)}" for name, s in states.items() if s != "CLOSED"]
+    if closed:
+        others.append(f"{closed} other{'s' if closed > 1 else ''} {style.state('CLOSED')}")
+    return "breakers: " + ", ".join(others)
 
 
 def query_block(
@@ -108,6 +112,22 @@ def failed_block(
         f"{style.paint(label, 'bold')} {question}  {latency_s * 1000:.0f} ms\n"
         f"    {style.paint(f'FAILED {code}', 'red')}: {detail}"
     )
+
+
+def attempt_tally(style: Style, records: Sequence[QueryRecord]) -> str:
+    """Every attempt of the phase's queries that did not succeed, by upstream and outcome."""
+    counts: dict[tuple[str, str], int] = {}
+    for record in records:
+        for upstream, outcome in record.attempts:
+            if outcome != "OK":
+                counts[(upstream, outcome)] = counts.get((upstream, outcome), 0) + 1
+    if not counts:
+        return f"  attempts that did not succeed, over {len(records)} queries: none"
+    listed = ", ".join(
+        f"{upstream} {style.state(outcome)} x{n}"
+        for (upstream, outcome), n in sorted(counts.items(), key=lambda kv: -kv[1])
+    )
+    return f"  attempts that did not succeed, over {len(records)} queries: {listed}"
 
 
 def health_block(style: Style, reply: gateway_pb2.GetSystemHealthResponse) -> str:
@@ -166,7 +186,7 @@ def table(
             paint(i, cell) + " " * (w - len(cell))
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
-        out.append("  " + "  ".join(cells))
+        out.append(("  " + "  ".join(cells)).rstrip())
     return "\n".join(out)
 
 

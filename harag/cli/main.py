@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import duration_pb2, json_format
 
-from harag.cli import render, traces
+from harag.cli import demo, render, traces
 from harag.cli.corpus import CorpusError, read_documents, sample_corpus
 from harag.cli.supervisor import COMPONENT_PORTS, StartupError, Supervisor, mesh_specs
 from harag.v1 import (
@@ -306,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("query", "ingest", "health", "breakers"):
         sub.choices[name].add_argument("--addr", default=DEFAULT_GATEWAY, help="gateway host:port")
     traces.add_parsers(sub)
+    demo.add_parser(sub)
     return parser
 
 

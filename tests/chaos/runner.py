@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import time
@@ -169,16 +170,69 @@ async def breaker_states(address: str) -> dict[str, str]:
     }
 
 
-async def wait_all_closed(address: str, limit_s: float) -> tuple[float | None, dict[str, str]]:
-    """Seconds until every breaker reads CLOSED (None if not within `limit_s`)."""
+class BreakerTrips:
+    """Polls the breakers while the chaos runs and counts how often each was seen opening."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.opened: dict[str, int] = {}
+        self._last: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                for name, state in (await breaker_states(self.address)).items():
+                    if state == "OPEN" and self._last.get(name) != "OPEN":
+                        self.opened[name] = self.opened.get(name, 0) + 1
+                    self._last[name] = state
+            await asyncio.sleep(0.1)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def wait_closed(
+    address: str, names: list[str], limit_s: float
+) -> tuple[float | None, dict[str, str]]:
+    """Seconds until every breaker in `names` reads CLOSED (None if not within `limit_s`)."""
     started = time.monotonic()
     states: dict[str, str] = {}
     while time.monotonic() - started < limit_s:
         states = await breaker_states(address)
-        if all(s == "CLOSED" for s in states.values()):
+        if all(states[n] == "CLOSED" for n in names):
             return time.monotonic() - started, states
         await asyncio.sleep(0.1)
     return None, states
+
+
+async def _transition(address: str, upstream: str, action: int) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        await admin_pb2_grpc.GatewayAdminServiceStub(channel).TransitionBreaker(
+            admin_pb2.TransitionBreakerRequest(upstream=upstream, action=action), timeout=5
+        )
+
+
+async def route_through(address: str, fallback: str, limit_s: float) -> float | None:
+    """Seconds until `fallback`'s breaker closes once it gets traffic.
+
+    A breaker closes only on calls, and a healthy primary leaves its fallback none (only
+    the odd hedge, whose losing calls say nothing). So the primary is drained for a moment
+    by hand (FORCED_OPEN, an operator action, not a fault), then reset.
+    """
+    primary = fallback.replace("-fallback", "-primary")
+    await _transition(address, primary, admin_pb2.BREAKER_ACTION_FORCE_OPEN)
+    try:
+        took, _ = await wait_closed(address, [fallback], limit_s)
+    finally:
+        await _transition(address, primary, admin_pb2.BREAKER_ACTION_RESET)
+    return took
 
 
 async def missing_documents(mesh, documents: list[common_pb2.Document]) -> list[str]:

@@ -15,7 +15,15 @@ import time
 from conftest import LogBook, start_mesh
 
 from chaos import conftest as chaos_conftest
-from chaos.runner import Chaos, Traffic, missing_documents, wait_all_closed
+from chaos.runner import (
+    BreakerTrips,
+    Chaos,
+    Traffic,
+    breaker_states,
+    missing_documents,
+    route_through,
+    wait_closed,
+)
 from chaos.schedule import UPSTREAMS, build
 from harag.cli.corpus import SAMPLE_CORPUS, sample_corpus
 from harag.v1 import common_pb2, gateway_pb2
@@ -24,6 +32,8 @@ SEED = int(os.environ.get("HARAG_CHAOS_SEED", "20240607"))
 MIN_QUERIES = 1000
 DEADLINE_S = 2.0
 WORKERS = 6
+PRIMARIES = [u for u in UPSTREAMS if u.endswith("-primary")]
+FALLBACKS = [u for u in UPSTREAMS if u.endswith("-fallback")]
 RECOVERY_BOUND_S = 10.0  # the breakers' longest open wait (2 s + 20%) plus probes and reconnects
 CHAOS_ENV = {
     "HARAG_BREAKER_MINIMUM_CALLS": "5",
@@ -33,6 +43,7 @@ CHAOS_ENV = {
     "HARAG_CACHE_TTL_S": "2",
     "HARAG_STALE_TTL_S": "3600",
     "HARAG_COALESCE_ENABLED": "true",
+    "HARAG_HEDGE_ENABLED": "true",  # the shared test mesh turns these four off; chaos wants them
 }
 
 
@@ -75,13 +86,20 @@ async def run_chaos(mesh) -> None:
     origin = time.monotonic()
     traffic = Traffic(mesh.gateway, questions, DEADLINE_S, origin)
     chaos = Chaos(mesh, origin)
+    trips = BreakerTrips(mesh.gateway_address)
     traffic.start(WORKERS, SEED)
+    trips.start()
     try:
         await chaos.run(episodes)
+        await trips.stop()
         cleared = await chaos.clear_everything(list(UPSTREAMS))
-        recovered_s, states = await wait_all_closed(mesh.gateway_address, RECOVERY_BOUND_S)
+        recovered_s, states = await wait_closed(mesh.gateway_address, PRIMARIES, RECOVERY_BOUND_S)
+        idle = [n for n in FALLBACKS if states.get(n) != "CLOSED"]
+        routed = {n: await route_through(mesh.gateway_address, n, RECOVERY_BOUND_S) for n in idle}
+        final = await breaker_states(mesh.gateway_address)
         await traffic.wait_for(MIN_QUERIES)
     finally:
+        await trips.stop()
         await traffic.stop()
     answers = traffic.answers
     took = time.monotonic() - origin
@@ -93,11 +111,13 @@ async def run_chaos(mesh) -> None:
         f"{len(ok) / len(answers):.1%} answered, "
         f"{sum(a.degraded for a in ok) / max(len(ok), 1):.1%} degraded, "
         f"p99 {p99([a.latency_s for a in ok]) * 1000:.0f} ms (deadline {DEADLINE_S * 1000:.0f}); "
-        f"{len(episodes)} fault episodes, {chaos.kills} kills; breakers all CLOSED "
-        + (
-            f"{recovered_s:.1f} s after the last fault cleared"
-            if recovered_s is not None
-            else "NEVER"
+        f"{len(episodes)} fault episodes, {chaos.kills} kills, "
+        f"{sum(trips.opened.values())} breaker trips; primaries' breakers CLOSED "
+        + (f"{recovered_s:.1f} s" if recovered_s is not None else "NEVER")
+        + " after the last fault cleared"
+        + "".join(
+            f", {name} {'NEVER' if t is None else f'{t:.1f} s'} after it got traffic"
+            for name, t in routed.items()
         )
     )
     print(summary)
@@ -105,6 +125,7 @@ async def run_chaos(mesh) -> None:
     context = "\n".join(chaos.log)
 
     assert len(answers) >= MIN_QUERIES
+    assert sum(a.degraded for a in ok) > 0 and trips.opened, "the faults had an effect"
     gateway = mesh.supervisor.procs["gateway"]
     assert gateway.returncode is None and mesh.supervisor.restarts["gateway"] == 0, (
         "the gateway crashed"
@@ -113,9 +134,14 @@ async def run_chaos(mesh) -> None:
     assert not failed, f"{len(failed)} queries failed, e.g. {failed[:5]}\nschedule:\n{context}"
     assert not late, f"{len(late)} answers at or after the deadline, e.g. {late[:5]}"
     assert recovered_s is not None, (
-        f"breakers not all CLOSED {RECOVERY_BOUND_S:g} s after the last fault cleared "
-        f"(at {cleared - origin:.1f} s): {states}\nschedule:\n{context}"
+        f"primaries' breakers not all CLOSED {RECOVERY_BOUND_S:g} s after the last fault "
+        f"cleared (at {cleared - origin:.1f} s): {states}\nschedule:\n{context}"
     )
+    assert all(t is not None for t in routed.values()), (
+        f"fallback breakers still not CLOSED {RECOVERY_BOUND_S:g} s after getting traffic: "
+        f"{routed}\nschedule:\n{context}"
+    )
+    assert set(final.values()) == {"CLOSED"}, final
     assert sum(mesh.supervisor.restarts.values()) == chaos.kills
     missing = await missing_documents(mesh, documents)
     assert not missing, f"documents lost in the chaos: {missing[:20]}"

@@ -9,7 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
-from conftest import free_port
+from processes import free_port
 
 HARAG = str(Path(sys.executable).parent / "harag")
 PHASES = (
@@ -36,7 +36,8 @@ def summary_rows(out: str) -> dict[int, list[str]]:
     table = out.split("\nSummary\n", 1)[1].split("\nBreakers\n", 1)[0]
     rows = {}
     for line in table.splitlines():
-        match = re.match(r"\s+(\d) .*?\s{2,}(\d+/\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", line)
+        cells = r"\s+(\S+)" * 5
+        match = re.match(r"\s+(\d) .*?\s{2,}(\d+/\d+)" + cells + "$", line)
         if match:
             rows[int(match.group(1))] = list(match.groups()[1:])
     return rows
@@ -66,7 +67,7 @@ async def test_demo_runs_every_phase_and_summarises(tmp_path):
     assert all(p >= 0 for p in positions) and positions == sorted(positions), positions
 
     phase = {n: out[positions[n - 1] : positions[n] if n < 6 else None] for n in range(1, 7)}
-    assert "embedder-primary UNAVAILABLE" in phase[2], "phase 2 shows the failed attempts"
+    assert re.search(r"did not succeed.*embedder-primary UNAVAILABLE x\d+", phase[2])
     assert re.search(r"embed\s+embedder-fallback", phase[3])
     assert "NOT_SERVING" in phase[3]
     assert re.search(r"retrieve\s+retriever-fallback", phase[4])
@@ -78,10 +79,10 @@ async def test_demo_runs_every_phase_and_summarises(tmp_path):
 
     rows = summary_rows(out)
     assert sorted(rows) == [1, 2, 3, 4, 5, 6], out[-2500:]
-    for n, (answered, primary, *_rest) in rows.items():
+    for n, (answered, *_shares) in rows.items():
         done, total = answered.split("/")
         assert done == total and int(total) >= 2, (n, answered)
-    assert rows[1][1] == "100%", "healthy: every stage on its primary"
+    assert int(rows[1][1].rstrip("%")) >= 90, "healthy: (nearly) every stage on its primary"
     assert rows[5][3] != "0%", "generators down: the gateway's last resort answers"
 
     breakers = out.split("\nBreakers\n", 1)[1]
