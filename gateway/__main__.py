@@ -9,6 +9,7 @@ import sys
 from gateway.admin import GatewayAdmin
 from gateway.config import SETTINGS
 from gateway.pipeline import Pipeline
+from gateway.prober import BreakerProber
 from gateway.server import RagGateway
 from gateway.telemetry import METRICS, AttemptTelemetry
 from gateway.upstreams import Upstreams
@@ -40,6 +41,10 @@ def core_rpc_limit(cfg: Config) -> int:
 async def run(cfg: Config) -> int:
     upstreams = Upstreams.from_config(cfg)
     upstreams.start_health_watch()
+    prober = BreakerProber(
+        upstreams.all(), cfg.breaker_probe_interval_s, timeout_s=max(cfg.embed_timeout_s, 1.0)
+    )
+    prober.start()
     servicer = RagGateway(Pipeline(upstreams, cfg, observer=AttemptTelemetry()), upstreams, cfg)
     admin = GatewayAdmin(upstreams)
     registrations = [
@@ -63,7 +68,7 @@ async def run(cfg: Config) -> int:
         max_concurrent_rpcs=core_rpc_limit(cfg),
         metrics_port=cfg.metrics_port,
         rpc_observers=(METRICS.observe_rpc,),
-        on_stop=(upstreams.close,),
+        on_stop=(prober.stop, upstreams.close),
     )
     return await serve(options, registrations)
 

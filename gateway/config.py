@@ -243,6 +243,15 @@ SETTINGS: list[Setting] = [
         kind=float,
         minimum=0.001,
     ),
+    Setting(
+        "breaker_probe_interval_s",
+        0.5,
+        "How often an open breaker with no traffic gets a probe call (the upstream's most "
+        "recent request, replayed); 0 = probe only with live traffic.",
+        kind=float,
+        minimum=0,
+        maximum=600,
+    ),
     # -- retries and hedging --
     Setting(
         "retry_max_attempts",

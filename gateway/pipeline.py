@@ -248,6 +248,7 @@ class Pipeline:
             deadline,
             later_stages=0,
             idempotent=False,
+            repeatable=not streaming,
         )
         if result.ok:
             return self._stage(
@@ -303,6 +304,7 @@ class Pipeline:
         deadline: Deadline,
         later_stages: int,
         idempotent: bool = True,
+        repeatable: bool = True,
     ) -> tuple[ChainResult[Upstream, Any], float]:
         cfg = self.cfg
         policy = ChainPolicy(
@@ -311,6 +313,7 @@ class Pipeline:
             tier_reserve_s=float(cfg.tier_reserve_s),
             reserve_after_s=later_stages * float(cfg.tier_reserve_s),
             hedge=idempotent and cfg.hedge_enabled and not cfg.bare,
+            repeatable=repeatable,
             hedge_delay_s=cfg.hedge_delay_s or None,
             hedge_min_delay_s=cfg.hedge_min_delay_s,
         )

@@ -59,6 +59,7 @@ class ChainPolicy:
     tier_reserve_s: float  # time left for each later tier
     reserve_after_s: float = 0.0  # time kept for work after this chain (later stages)
     hedge: bool = False  # only for idempotent calls
+    repeatable: bool = False  # safe to replay as a breaker probe
     hedge_delay_s: float | None = None  # None: the slow tier's observed p95
     hedge_min_delay_s: float = 0.005
 
@@ -93,6 +94,7 @@ async def call_chain(
             timing(position),
             attempts,
             hedge=hedge,
+            repeatable=policy.repeatable,
             rng=rng,
             clock=clock,
         )

@@ -60,6 +60,9 @@ class Guard:
     budget: RetryBudget | None = None
     retry: RetryPolicy | None = None
     latency: LatencyTracker = field(default_factory=LatencyTracker)
+    # The most recent request sent, replayed by the prober when an open breaker gets no
+    # traffic (only set for requests that are safe to repeat).
+    last_call: Callable[[float], Awaitable[Any]] | None = None
 
     @property
     def breaker_state(self) -> str:
@@ -138,6 +141,9 @@ class Timing:
 AttemptFn = Callable[[float], Awaitable[T]]  # called with the attempt's timeout in seconds
 
 
+_RNG = random.Random()
+
+
 async def guarded_call(
     guard: Guard,
     attempt_fn: AttemptFn[T],
@@ -145,11 +151,17 @@ async def guarded_call(
     attempts: Attempts,
     *,
     hedge: bool = False,
+    repeatable: bool = False,
     rng: random.Random | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> T:
-    """Runs one logical call; returns its value or raises CallFailed (or CancelledError)."""
-    rng = rng or random.Random()
+    """Runs one logical call; returns its value or raises CallFailed (or CancelledError).
+
+    `repeatable` requests (reads) are remembered for probing an idle open breaker.
+    """
+    rng = rng or _RNG
+    if repeatable:
+        guard.last_call = attempt_fn
     permit = guard.breaker.try_acquire() if guard.breaker is not None else None
     if guard.breaker is not None and permit is None:
         attempts.decided(
@@ -223,7 +235,9 @@ async def guarded_call(
                 raise CallFailed(code.name) from failure
             await clock.sleep(decision.delay_s)
     except asyncio.CancelledError:
-        code = grpc.StatusCode.CANCELLED  # a cancelled hedge loser says nothing about health
+        # Abandoned unanswered (a hedge won, or the caller left): slower than its rival.
+        if permit is not None:
+            permit.on_outpaced(clock.monotonic() - started)
         raise
     finally:
         if permit is not None:

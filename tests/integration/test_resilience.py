@@ -354,3 +354,47 @@ async def test_deadline_too_short_for_anything_is_deadline_exceeded(mesh):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await mesh.gateway.Query(gateway_pb2.QueryRequest(query="quick?"), timeout=0.001)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_idle_fallback_breaker_is_probed_closed_after_recovery(clean_faults, extra_gateway):
+    mesh = clean_faults
+    env = {
+        **FAST_BREAKER,
+        "HARAG_BREAKER_WAIT_JITTER": "0",
+        "HARAG_BREAKER_PROBE_INTERVAL_S": "0.2",
+    }
+    async with extra_gateway(**env) as gw:
+        # Traffic reaches embedder-fallback only while the primary is down; trip it there.
+        await mesh.set_fault("embedder-primary", fault_injection_pb2.Fault(down=True))
+        await trip(gw, mesh, "embedder-fallback")
+        await mesh.clear_faults("embedder-primary", "embedder-fallback")
+        reply = await query(gw.stub, "back on the primary")
+        assert stage(reply, gateway_pb2.STAGE_EMBED).served_by == "embedder-primary"
+        # No query reaches the fallback now; the prober's replayed requests close it.
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 5.0
+        while state((await breakers(gw.address))["embedder-fallback"]) != "CLOSED":
+            assert loop.time() < end, "idle fallback breaker never closed"
+            await asyncio.sleep(0.1)
+        assert any(
+            '"breaker probe"' in line and "embedder-fallback" in line
+            for line in mesh.logs.of("gateway-extra")
+        )
+
+
+async def test_hung_primary_trips_on_slow_calls_even_while_hedges_win(clean_faults, extra_gateway):
+    mesh = clean_faults
+    env = {**LONG_OPEN, "HARAG_HEDGE_ENABLED": "true", "HARAG_HEDGE_DELAY_S": "0.03"}
+    async with extra_gateway(**env) as gw:
+        await mesh.set_fault("embedder-primary", fault_injection_pb2.Fault(hang=True))
+        outcomes = []
+        for i in range(12):
+            reply = await query(gw.stub, f"hung while hedging {i}", deadline_s=2.0)
+            embed = stage(reply, gateway_pb2.STAGE_EMBED)
+            assert embed.served_by == "embedder-fallback"
+            outcomes.append(embed.attempts[0].outcome)
+        assert outcomes[0] == "HEDGE_LOST", outcomes
+        # Every race lost: the slow-call rate (100%) opens the breaker; no more hung calls.
+        assert outcomes[-1] == "BREAKER_OPEN", outcomes
+        status = (await breakers(gw.address))["embedder-primary"]
+        assert state(status) == "OPEN" and status.slow_call_rate == 100.0
