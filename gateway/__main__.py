@@ -28,12 +28,11 @@ CONTROL_HEADROOM = 32
 
 
 def core_rpc_limit(cfg: Config) -> int:
-    """gRPC core's own concurrency cap for the gateway.
+    """gRPC's own concurrency cap for the gateway, just above the handler's admission limit.
 
-    Under overload, requests queue inside gRPC and the event loop before any handler runs,
-    so the handler's admission check alone cannot bound latency. Capping concurrency in the
-    core as well rejects the excess at arrival, in C, before it costs Python any work; the
-    handler's limit (with RetryInfo) sheds first, the core's catches what gets past it.
+    The handler's limit sheds first, with RetryInfo; this cap is a backstop so a flood of
+    RPCs cannot pile up in the server beyond it. (On the shared 2-core benchmark box the 2x
+    overload queue forms outside the gateway and neither limit sees it; see Performance.)
     """
     return min(cfg.max_concurrent_rpcs, cfg.max_inflight_requests + CONTROL_HEADROOM)
 
