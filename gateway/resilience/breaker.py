@@ -68,18 +68,6 @@ class Permit:
         self._settled = True
         self._breaker._on_result(self, code, duration_s)
 
-    def on_outpaced(self, duration_s: float) -> None:
-        """The call was abandoned unanswered because a parallel attempt answered first.
-
-        It was slower than its rival, so it counts as a slow call, never as a failure: an
-        upstream that loses every race (e.g. hangs) opens on the slow-call rate, while one
-        that is only sometimes slow does not.
-        """
-        if self._settled:
-            return
-        self._settled = True
-        self._breaker._on_result(self, None, duration_s, slow=True)
-
     def on_exception(self, exc: BaseException | None, duration_s: float) -> None:
         """`on_result(status_of(exc), duration_s)`."""
         self.on_result(status_of(exc), duration_s)
@@ -157,13 +145,7 @@ class CircuitBreaker:
         self._probes_issued += 1
         return Permit(self, self._generation, True)
 
-    def _on_result(
-        self,
-        permit: Permit,
-        code: grpc.StatusCode | None,
-        duration_s: float,
-        slow: bool | None = None,
-    ) -> None:
+    def _on_result(self, permit: Permit, code: grpc.StatusCode | None, duration_s: float) -> None:
         if permit.generation != self._generation:
             self._late += 1
             return
@@ -178,7 +160,7 @@ class CircuitBreaker:
             if state is CircuitState.HALF_OPEN:
                 self._probes_issued -= 1
             return
-        slow = duration_s > self._slow_s if slow is None else slow
+        slow = duration_s > self._slow_s
         if state is CircuitState.CLOSED:
             window = self._window
             window.record(failure=failure, slow=slow)

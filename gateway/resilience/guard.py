@@ -235,9 +235,11 @@ async def guarded_call(
                 raise CallFailed(code.name) from failure
             await clock.sleep(decision.delay_s)
     except asyncio.CancelledError:
-        # Abandoned unanswered (a hedge won, or the caller left): slower than its rival.
-        if permit is not None:
-            permit.on_outpaced(clock.monotonic() - started)
+        # Abandoned unanswered (a hedge won, or the caller left). Losing a race says little
+        # about health: under load a busy primary loses many, and counting them would open
+        # healthy breakers. A hung primary still trips once the retry budget stops paying
+        # for hedges and its attempts time out.
+        code = grpc.StatusCode.CANCELLED
         raise
     finally:
         if permit is not None:

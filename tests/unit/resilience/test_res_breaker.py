@@ -464,31 +464,3 @@ def test_config_validation() -> None:
         BreakerConfig(wait_jitter=1.0)
     with pytest.raises(ValueError):
         BreakerConfig(recorded_failure_codes=frozenset({OK}))
-
-
-# -- calls abandoned because a parallel attempt answered first (hedge losers) -------------
-
-
-def test_outpaced_calls_are_slow_not_failures_and_open_on_slow_rate():
-    clock = FakeClock()
-    breaker = make(clock, minimum_calls=5, window_size=5, slow_call_rate_threshold=100.0)
-    for _ in range(5):
-        permit = breaker.try_acquire()
-        assert permit is not None
-        permit.on_outpaced(0.01)
-    snap = breaker.snapshot()
-    assert snap.state is CircuitState.OPEN
-    assert snap.failure_rate == 0.0 and snap.slow_rate == 100.0
-
-
-def test_sometimes_outpaced_upstream_stays_closed():
-    clock = FakeClock()
-    breaker = make(clock, minimum_calls=5, window_size=10, slow_call_rate_threshold=100.0)
-    for i in range(10):
-        permit = breaker.try_acquire()
-        assert permit is not None
-        if i % 3 == 0:
-            permit.on_outpaced(0.01)
-        else:
-            permit.on_result(grpc.StatusCode.OK, 0.01)
-    assert breaker.state is CircuitState.CLOSED
