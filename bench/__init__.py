@@ -1,1 +1,1 @@
-"""Benchmarks: a load generator and the scenarios behind docs/performance.md."""
+"""Benchmarks: a load generator and the scenarios behind the README's Performance section."""
