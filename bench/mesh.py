@@ -22,7 +22,7 @@ from types import TracebackType
 import grpc
 
 from harag.cli.corpus import sample_corpus
-from harag.cli.supervisor import ProcessSpec, Supervisor, mesh_specs
+from harag.cli.supervisor import COMPONENT_NAMES, ProcessSpec, Supervisor, mesh_specs
 from harag.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -32,14 +32,7 @@ from harag.v1 import (
     gateway_pb2_grpc,
 )
 
-COMPONENTS = (
-    "embedder-primary",
-    "embedder-fallback",
-    "retriever-primary",
-    "retriever-fallback",
-    "generator-primary",
-    "generator-fallback",
-)
+COMPONENTS = COMPONENT_NAMES
 QUIET = {"HARAG_LOG_LEVEL": "WARNING", "HARAG_METRICS_PORT": "0"}
 
 

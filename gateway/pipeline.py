@@ -254,33 +254,37 @@ class Pipeline:
             return self._stage(
                 gateway_pb2.STAGE_GENERATE, result, started, result.value, result.value[1]
             )
-        tier = len(self._chains["generator"])
-        if (stale := self.cache.get_stale(key)) is not None:
+
+        def last_resort(answer: str) -> str:
+            """Sends a last-resort answer after any partial text; returns the whole answer."""
             if emitted:
                 send(STREAM_SEPARATOR)
-            send(stale.answer)
-            text = "".join(emitted) if streaming else stale.answer
-            return StageResult(
+            send(answer)
+            return "".join(emitted) if streaming else answer
+
+        if (stale := self.cache.get_stale(key)) is not None:
+            return self._local(
                 gateway_pb2.STAGE_GENERATE,
+                "generator",
                 STALE_CACHE,
-                tier,
-                time.perf_counter() - started,
-                result.attempts,
+                result,
+                started,
+                (last_resort(stale.answer), stale.model, None, stale.sources),
                 "every generator failed: last good answer (stale)",
-                (text, stale.model, None, stale.sources),
             )
         retry_after = float(self.cfg.retry_after_s)
-        if emitted:
-            send(STREAM_SEPARATOR)
-        send(STATIC_ANSWER.format(retry_after=retry_after))
-        text = "".join(emitted) if streaming else STATIC_ANSWER.format(retry_after=retry_after)
         return self._local(
             gateway_pb2.STAGE_GENERATE,
             "generator",
             LOCAL_STATIC_ANSWER,
             result,
             started,
-            (text, "static", retry_after, None),
+            (
+                last_resort(STATIC_ANSWER.format(retry_after=retry_after)),
+                "static",
+                retry_after,
+                None,
+            ),
             "every generator failed",
         )
 

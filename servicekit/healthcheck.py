@@ -27,6 +27,19 @@ def check(address: str, service: str = "", timeout_s: float = 2.0) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
+async def check_async(address: str, service: str = "", timeout_s: float = 1.0) -> str:
+    """`check` for asyncio callers."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError:
+            return "UNREACHABLE"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
 def default_address(env: Mapping[str, str] = os.environ) -> str:
     """127.0.0.1:$HARAG_PORT when it names a port, else the gateway's 127.0.0.1:50051."""
     port = env.get("HARAG_PORT", "").strip()

@@ -13,7 +13,7 @@ import pytest
 from processes import free_port
 
 from harag.cli.corpus import SAMPLE_CORPUS, sample_corpus
-from harag.cli.supervisor import ProcessSpec, Supervisor, mesh_specs, probe
+from harag.cli.supervisor import COMPONENT_NAMES, ProcessSpec, Supervisor, mesh_specs, probe
 from harag.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -24,15 +24,7 @@ from harag.v1 import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-MESH_NAMES = (
-    "gateway",
-    "embedder-primary",
-    "embedder-fallback",
-    "retriever-primary",
-    "retriever-fallback",
-    "generator-primary",
-    "generator-fallback",
-)
+MESH_NAMES = ("gateway", *COMPONENT_NAMES)
 
 
 class LogBook:

@@ -18,8 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from servicekit.healthcheck import check_async as probe
 
 log = logging.getLogger("harag.supervisor")
 
@@ -28,6 +27,9 @@ COMPONENT_PORTS = {
     "retriever": {"primary": 50071, "fallback": 50072},
     "generator": {"primary": 50081, "fallback": 50082},
 }
+COMPONENT_NAMES = tuple(
+    f"{component}-{impl}" for component, impls in COMPONENT_PORTS.items() for impl in impls
+)
 GATEWAY_PORT = 50051
 RESTART_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -199,15 +201,3 @@ class Supervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         return codes
-
-
-async def probe(address: str, timeout_s: float = 1.0) -> str:
-    """grpc.health.v1 Check of the whole server: SERVING, NOT_SERVING, ... or UNREACHABLE."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout_s
-            )
-        except grpc.aio.AioRpcError:
-            return "UNREACHABLE"
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

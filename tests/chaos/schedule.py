@@ -15,16 +15,10 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import duration_pb2
 
+from harag.cli.supervisor import COMPONENT_NAMES
 from harag.v1 import fault_injection_pb2
 
-UPSTREAMS = (
-    "embedder-primary",
-    "embedder-fallback",
-    "retriever-primary",
-    "retriever-fallback",
-    "generator-primary",
-    "generator-fallback",
-)
+UPSTREAMS = COMPONENT_NAMES
 KINDS = ("error", "latency", "hang", "down", "kill")
 ERROR_CODES = (
     grpc.StatusCode.UNAVAILABLE,
