@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from gateway.admin import GatewayAdmin
+from gateway.admission import AdmissionInterceptor, QueueDelayProbe, SheddingController, ShedLog
 from gateway.config import SETTINGS
 from gateway.pipeline import Pipeline
 from gateway.prober import BreakerProber
@@ -44,7 +45,10 @@ async def run(cfg: Config) -> int:
         upstreams.all(), cfg.breaker_probe_interval_s, timeout_s=max(cfg.embed_timeout_s, 1.0)
     )
     prober.start()
-    servicer = RagGateway(Pipeline(upstreams, cfg, observer=AttemptTelemetry()), upstreams, cfg)
+    shed_log = ShedLog()
+    probe, admission = admission_control(cfg, shed_log)
+    pipeline = Pipeline(upstreams, cfg, observer=AttemptTelemetry())
+    servicer = RagGateway(pipeline, upstreams, cfg, probe, shed_log)
     admin = GatewayAdmin(upstreams)
     registrations = [
         ServiceRegistration(
@@ -67,9 +71,42 @@ async def run(cfg: Config) -> int:
         max_concurrent_rpcs=core_rpc_limit(cfg),
         metrics_port=cfg.metrics_port,
         rpc_observers=(METRICS.observe_rpc,),
+        front_interceptors=admission,
+        on_started=(probe.start,) if probe else (),
+        before_stop=(probe.stop,) if probe else (),
         on_stop=(prober.stop, upstreams.close),
     )
     return await serve(options, registrations)
+
+
+def admission_control(
+    cfg: Config, shed_log: ShedLog
+) -> tuple[QueueDelayProbe | None, tuple[AdmissionInterceptor, ...]]:
+    """The self-probe and the interceptor that sheds by its measurements (off when bare)."""
+    if cfg.admission_queue_target_s <= 0 or cfg.bare:
+        return None, ()
+    controller = SheddingController(cfg.admission_queue_target_s)
+    probe = QueueDelayProbe(
+        loopback_address(cfg.host, cfg.port), cfg.admission_probe_interval_s, controller
+    )
+
+    def count_shed(method: str) -> None:
+        METRICS.shed("queue_delay")
+        METRICS.observe_rpc(method, "RESOURCE_EXHAUSTED", 0.0)
+
+    interceptor = AdmissionInterceptor(
+        controller, probe, cfg.shed_retry_after_s, count_shed, shed_log
+    )
+    return probe, (interceptor,)
+
+
+def loopback_address(host: str, port: int) -> str:
+    """Where this process reaches its own server (a wildcard listen address is not dialable)."""
+    if host in ("0.0.0.0", ""):
+        return f"127.0.0.1:{port}"
+    if host in ("::", "[::]"):
+        return f"[::1]:{port}"
+    return f"{host}:{port}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -319,6 +319,21 @@ SETTINGS: list[Setting] = [
         maximum=100000,
     ),
     Setting(
+        "admission_queue_target_s",
+        0.05,
+        "Shed new queries while calls wait longer than this inside the gateway before it "
+        "starts on them (measured by self-probes); 0 disables.",
+        kind=float,
+        minimum=0,
+    ),
+    Setting(
+        "admission_probe_interval_s",
+        0.02,
+        "Pause between the gateway's self-probes while it is taking queries.",
+        kind=float,
+        minimum=0.001,
+    ),
+    Setting(
         "shed_retry_after_s",
         0.5,
         "RetryInfo delay sent with shed requests.",

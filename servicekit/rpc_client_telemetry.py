@@ -129,6 +129,12 @@ def client_interceptors(target: str) -> Sequence[grpc.aio.ClientInterceptor]:
 
 
 _instrumented = False
+_plain_insecure_channel = grpc.aio.insecure_channel  # captured before any instrumenting
+
+
+def plain_insecure_channel(target: str, options: Any = None) -> grpc.aio.Channel:
+    """A channel without the telemetry interceptors, for a process's calls to itself."""
+    return _plain_insecure_channel(target, options)
 
 
 def instrument_aio_channels() -> None:

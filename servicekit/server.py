@@ -129,7 +129,22 @@ class ServerOptions:
     metrics_port: int = -1  # see servicekit.metrics.resolve_port
     rpc_observers: Sequence[RpcObserver] = field(default_factory=tuple)
     interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
+    # Run before everything else, telemetry included: for turning calls away at the least
+    # cost. Whoever turns a call away there counts it; it is not traced.
+    front_interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
+    on_started: Sequence[Callable[[], None]] = field(default_factory=tuple)  # once listening
+    # After the drain, before in-flight calls get their grace: for a process's calls to
+    # itself, which must end first so the server is the one that gets closed on.
+    before_stop: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
     on_stop: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
+
+
+async def _run_callbacks(callbacks: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:
+            log.exception("shutdown callback failed")
 
 
 async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistration]) -> int:
@@ -138,7 +153,7 @@ async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistrat
     end_watches = _EndWatchesOnShutdown()
     # Telemetry sits outside fault injection, so injected failures are traced and counted.
     rpc_telemetry = ServerTelemetryInterceptor(options.host, options.port, options.rpc_observers)
-    interceptors = [end_watches, rpc_telemetry, *options.interceptors]
+    interceptors = [*options.front_interceptors, end_watches, rpc_telemetry, *options.interceptors]
     faults = FaultState() if options.fault_injection else None
     if faults is not None:
         interceptors.append(FaultInterceptor(faults))
@@ -192,6 +207,8 @@ async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistrat
         log.error("cannot listen", extra={"address": address, "error": str(exc)})
         return 1
     await server.start()
+    for started in options.on_started:
+        started()
     metrics_endpoint = start_endpoint(
         options.host, resolve_port(options.metrics_port, options.port)
     )
@@ -216,12 +233,9 @@ async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistrat
     # Let watchers receive NOT_SERVING (and, with a drain time, let balancers react).
     await asyncio.sleep(max(options.shutdown_drain_s, 0.05))
     end_watches.stopping.set()
+    await _run_callbacks(options.before_stop)
     await server.stop(options.shutdown_grace_s)
-    for callback in options.on_stop:
-        try:
-            await callback()
-        except Exception:
-            log.exception("shutdown callback failed")
+    await _run_callbacks(options.on_stop)
     if metrics_endpoint is not None:
         metrics_endpoint.stop()
     # Spans of the last calls are still in the batch processor's queue: export them now.

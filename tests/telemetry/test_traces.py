@@ -6,6 +6,8 @@ gateway SERVER (root) -> stage -> attempt -> gateway CLIENT -> component SERVER 
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from harag.cli.supervisor import probe
@@ -179,6 +181,29 @@ async def test_health_checks_are_not_traced(traced_mesh, viewer: TraceViewer) ->
         if "grpc.health" in s.name or "grpc.health" in str(s.attributes.get("rpc.service", ""))
     ]
     assert health == []
+
+
+async def test_queue_probes_are_not_traced(traced_mesh, viewer: TraceViewer) -> None:
+    # While queries arrive the gateway probes itself with marked Queries; a probe's span
+    # would be a gateway Query with nothing under it. Every real one has its stages.
+    for _ in range(5):
+        await query(traced_mesh)  # keeps the probe going for a while
+        await asyncio.sleep(0.1)
+    reply = await query(traced_mesh)
+    await wait_for_trace(viewer.store, reply.trace_id, has_server_spans("gateway", *PRIMARIES))
+    gateway_queries = [
+        (summary["trace_id"], span)
+        for summary in viewer.store.recent(100_000)
+        for span in viewer.store.get(summary["trace_id"]) or []
+        if span.service == "gateway"
+        and span.kind == "SERVER"
+        and span.name.endswith("/Query")
+        and span.attributes.get("rpc.grpc.status_code") == 0  # bad input has no stages
+    ]
+    assert len(gateway_queries) >= 6
+    for trace_id, span in gateway_queries:
+        children = [s for s in viewer.store.get(trace_id) or [] if s.parent_id == span.span_id]
+        assert children, f"a gateway Query span with no work under it: {span.attributes}"
 
 
 async def test_streaming_query_is_one_trace_with_streaming_hops(
