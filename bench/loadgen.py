@@ -1,9 +1,11 @@
 """Async gRPC load generator for the gateway's Query RPC.
 
 Closed loop (default): `concurrency` workers, each sending its next query as soon as the
-previous one returns. Open loop (`rate`): queries are due at a fixed rate whatever the
-replies do; latency counts from when a query was *due*, not when it was sent, so a client
-that falls behind cannot hide the server's queueing (no coordinated omission).
+previous one returns (after the RetryInfo delay when it was shed, as a well-behaved client
+does; a worker that ignored it would only spin on rejections). Open loop (`rate`): queries
+are due at a fixed rate whatever the replies do; latency counts from when a query was *due*,
+not when it was sent, so a client that falls behind cannot hide the server's queueing (no
+coordinated omission).
 
 Queries come from the sample corpus's questions, made unique with a counter by default so
 that the answer cache and coalescing never help: every query runs the whole pipeline.
@@ -25,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from google.rpc import error_details_pb2
 
 from bench.report import RESULTS, markdown_table, write_json, write_markdown
 from bench.stats import Sample, Summary, summarise
 from harag.cli.corpus import SAMPLE_CORPUS
 from harag.v1 import gateway_pb2, gateway_pb2_grpc
+from servicekit.errors import details_of
 
 CLIENT_OVERLOAD = "CLIENT_OVERLOAD"  # open loop: too many queries outstanding to send more
 CLIENT_ERROR = "CLIENT_ERROR"  # anything that is not a gRPC status (a bug in the client)
@@ -99,6 +103,13 @@ class QuerySource:
         return f"{question} (load query {self._nonce}-{next(_UNIQUE)})"
 
 
+def _retry(error: grpc.aio.AioRpcError) -> float:
+    for detail in details_of(error):
+        if isinstance(detail, error_details_pb2.RetryInfo):
+            return detail.retry_delay.ToTimedelta().total_seconds()
+    return 0.0
+
+
 async def _one(
     stub: gateway_pb2_grpc.RagGatewayServiceStub,
     query: str,
@@ -110,7 +121,8 @@ async def _one(
     try:
         reply = await stub.Query(gateway_pb2.QueryRequest(query=query), timeout=deadline_s)
     except grpc.aio.AioRpcError as exc:
-        return Sample(due - origin, time.perf_counter() - due, exc.code().name, lag_s=lag)
+        latency = time.perf_counter() - due
+        return Sample(due - origin, latency, exc.code().name, lag_s=lag, retry_after_s=_retry(exc))
     except Exception:  # a client-side bug must show in the results, not kill the run
         return Sample(due - origin, time.perf_counter() - due, CLIENT_ERROR, lag_s=lag)
     return sample_of(reply, due - origin, time.perf_counter() - due, lag)
@@ -137,7 +149,10 @@ async def run_load(
 
         async def worker() -> None:
             while (now := time.perf_counter()) < end:
-                keep(await _one(stub, source.next(), now, origin, spec.deadline_s))
+                sample = await _one(stub, source.next(), now, origin, spec.deadline_s)
+                keep(sample)
+                if sample.retry_after_s:
+                    await asyncio.sleep(min(sample.retry_after_s, end - time.perf_counter()))
 
         await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
     else:

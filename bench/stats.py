@@ -24,6 +24,7 @@ class Sample:
     local: tuple[bool, ...] = ()  # stage served by a last resort, not an upstream
     attempts: int = 0  # attempts made across the stages (retries and hedges included)
     lag_s: float = 0.0  # open loop: how late the client sent it (it was CPU-starved)
+    retry_after_s: float = 0.0  # shed: the RetryInfo delay the gateway asked for
 
     @property
     def ok(self) -> bool:

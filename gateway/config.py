@@ -320,7 +320,7 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         "admission_queue_target_s",
-        0.05,
+        0.1,
         "Shed new queries while calls wait longer than this inside the gateway before it "
         "starts on them (measured by self-probes); 0 disables.",
         kind=float,
