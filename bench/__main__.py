@@ -24,6 +24,7 @@ from bench.report import (
     CpuAudit,
     ScenarioResult,
     machine,
+    target_value,
     write_json,
     write_markdown,
 )
@@ -126,7 +127,7 @@ def _summary(
     if targets:
         lines += ["## Targets", "", "| target | measured | limit | met |", "|---|---|---|---|"]
         lines += [
-            f"| {t.name} | {t.value:.3f} | {t.limit} | {'yes' if t.met else '**no**'} |"
+            f"| {t.name} | {target_value(t.value)} | {t.limit} | {'yes' if t.met else '**no**'} |"
             for t in targets
         ]
         lines.append("")

@@ -106,6 +106,11 @@ class Target:
     met: bool
 
 
+def target_value(value: float) -> str:
+    """Ratios to three decimals; milliseconds and other large values whole."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3f}"
+
+
 @dataclass
 class ScenarioResult:
     name: str  # file stem in bench/results/
@@ -118,7 +123,7 @@ class ScenarioResult:
     def markdown(self) -> str:
         parts = [f"## {self.title}", "", self.table]
         if self.targets:
-            rows = [{**asdict(t), "value": f"{t.value:.3f}"} for t in self.targets]
+            rows = [{**asdict(t), "value": target_value(t.value)} for t in self.targets]
             parts += ["", markdown_table(rows, TARGET_COLUMNS)]
         parts += ["", *(f"- {note}" for note in self.notes)] if self.notes else []
         return "\n".join(parts) + "\n"
