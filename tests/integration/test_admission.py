@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from processes import free_port
-from prometheus_client.parser import text_string_to_metric_families
+from telemetry.support import scrape, value
 
 from harag.v1 import gateway_pb2
 from servicekit.errors import details_of
@@ -28,21 +27,6 @@ UNMEETABLE = {
     "HARAG_CACHE_TTL_S": "0",
     "HARAG_COALESCE_ENABLED": "false",
 }
-
-
-def scrape(port: int) -> dict[tuple[str, frozenset], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def metric(samples: dict, name: str, **labels: str) -> float:
-    wanted = set(labels.items())
-    return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
 
 
 async def test_queued_queries_are_shed_with_retry_info_and_counted(clean_faults, extra_gateway):
@@ -87,12 +71,12 @@ async def test_queued_queries_are_shed_with_retry_info_and_counted(clean_faults,
 
         # Operators see the sheds by reason, and requests by code; the gateway's own probes
         # (dozens a second while queries arrive) are measurements and are not counted.
-        samples = scrape(port)
+        samples = scrape(f"http://127.0.0.1:{port}/metrics")
         assert (
-            metric(samples, "harag_gateway_shed_total", reason="queue_delay")
+            value(samples, "harag_gateway_shed_total", reason="queue_delay")
             == codes["RESOURCE_EXHAUSTED"]
         )
-        requests = metric(samples, "harag_gateway_requests_total", method="Query")
+        requests = value(samples, "harag_gateway_requests_total", method="Query")
         assert requests == sent, (requests, sent, codes)
 
 
