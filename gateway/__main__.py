@@ -32,8 +32,8 @@ def core_rpc_limit(cfg: Config) -> int:
     """gRPC's own concurrency cap for the gateway, just above the handler's admission limit.
 
     The handler's limit sheds first, with RetryInfo; this cap is a backstop so a flood of
-    RPCs cannot pile up in the server beyond it. (On the shared 2-core benchmark box the 2x
-    overload queue forms outside the gateway and neither limit sees it; see Performance.)
+    RPCs cannot pile up in the server beyond it. Neither sees calls that gRPC has not yet
+    handed to the server: admission control (gateway/admission.py) measures that queue.
     """
     return min(cfg.max_concurrent_rpcs, cfg.max_inflight_requests + CONTROL_HEADROOM)
 

@@ -106,6 +106,10 @@ class _HeldGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         await self.gate.wait()
         return gateway_pb2.QueryResponse(answer="held")
 
+    async def StreamQuery(self, request, context):
+        self.calls += 1
+        yield gateway_pb2.StreamQueryResponse(chunk="held")
+
 
 class _Recorder(SheddingController):
     def __init__(self) -> None:
@@ -190,6 +194,12 @@ async def test_interceptor_sheds_queries_with_retry_info_and_lets_the_rest_throu
             assert retry and retry[0].retry_delay.ToMilliseconds() == 250
             assert any(getattr(d, "reason", "") == "GATEWAY_OVERLOADED" for d in details)
             assert shed and shed[0].endswith("/Query")
+            with pytest.raises(grpc.aio.AioRpcError) as streamed:
+                for _ in range(50):
+                    async for _event in stub.StreamQuery(gateway_pb2.StreamQueryRequest()):
+                        pass
+            assert streamed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert shed[-1].endswith("/StreamQuery")
             # The probe's own Queries are never shed: they must measure the queue.
             calls = servicer.calls
             metadata = ((SELF_PROBE_HEADER, probe.token),)
