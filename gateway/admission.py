@@ -53,20 +53,36 @@ class SheddingController:
     gets there. As in the RFC, both are scaled down while p is small, so that noise in the
     measurements cannot creep p up from zero (it takes a sustained queue: about half a
     second of 0.5 s delays to reach 10%), a rise is capped at 2 points per update once p
-    is past 10%, and p decays while the queue stays empty.
+    is past 10%, and p decays while the queue stays empty. Also as in the RFC, nothing is
+    shed during the first `max_burst_s` of a queue that follows an empty one: a burst that
+    drains within it is absorbed.
     """
 
     def __init__(
-        self, target_s: float, alpha: float = 0.125, beta: float = 1.25, max_p: float = 0.99
+        self,
+        target_s: float,
+        alpha: float = 0.125,
+        beta: float = 1.25,
+        max_p: float = 0.99,
+        max_burst_s: float = 0.15,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.target_s = target_s
         self.alpha = alpha
         self.beta = beta
         self.max_p = max_p
+        self.max_burst_s = max_burst_s
+        self.clock = clock
         self.probability = 0.0
         self.delay_s: float | None = None  # the latest measurement; None after a pause
+        self.burst_allowance_s = max_burst_s
+        self._updated_at: float | None = None
 
     def update(self, delay_s: float) -> None:
+        now = self.clock()
+        if self._updated_at is not None:
+            self.burst_allowance_s = max(0.0, self.burst_allowance_s - (now - self._updated_at))
+        self._updated_at = now
         previous = delay_s if self.delay_s is None else self.delay_s
         change = self.alpha * (delay_s - self.target_s) + self.beta * (delay_s - previous)
         change *= _pie_scale(self.probability)
@@ -75,19 +91,19 @@ class SheddingController:
         self.probability = min(self.max_p, max(0.0, self.probability + change))
         if delay_s < self.target_s / 2 and previous < self.target_s / 2:
             self.probability *= 0.98
+            if self.probability < 1e-6:
+                self.burst_allowance_s = self.max_burst_s  # the queue is empty again
         self.delay_s = delay_s
-        import os
-
-        if os.environ.get("EXP_PROBE_LOG"):
-            with open(os.environ["EXP_PROBE_LOG"], "a") as f:
-                f.write(f"{time.monotonic():.3f} {delay_s:.4f} {self.probability:.6f}\n")
 
     def pause(self) -> None:
         """No measurements for a while (no queries): the next one starts afresh."""
         self.delay_s = None
+        self._updated_at = None
 
     def shed(self) -> bool:
-        return self.probability > 0.0 and random.random() < self.probability
+        if self.burst_allowance_s > 0 or self.probability <= 0.0:
+            return False
+        return random.random() < self.probability
 
 
 def _pie_scale(probability: float) -> float:

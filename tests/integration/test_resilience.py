@@ -38,6 +38,12 @@ FAST_BREAKER = {
 }
 
 
+# For tests that fire a burst at once to exercise something else: on this shared box such a
+# burst can queue past admission control's target, and a shed would change what they count.
+# Admission control has its own tests (test_admission.py, tests/unit/test_admission_control).
+NO_ADMISSION = {"HARAG_ADMISSION_QUEUE_TARGET_S": "0"}
+
+
 LONG_OPEN = {
     **FAST_BREAKER,
     "HARAG_BREAKER_WAIT_IN_OPEN_S": "30",
@@ -108,6 +114,7 @@ async def test_half_open_admits_bounded_probes_under_50_concurrent(clean_faults,
         "HARAG_BREAKER_PERMITTED_CALLS_IN_HALF_OPEN": "3",
         "HARAG_BREAKER_WAIT_JITTER": "0",
         "HARAG_MAX_INFLIGHT_REQUESTS": "500",
+        **NO_ADMISSION,
     }
     async with extra_gateway(**env) as gw:
         await trip(gw, mesh, "embedder-primary")
@@ -222,6 +229,7 @@ async def test_inbound_overload_is_shed_with_retry_info(clean_faults, extra_gate
         "HARAG_MAX_INFLIGHT_REQUESTS": "3",
         "HARAG_CACHE_TTL_S": "0",
         "HARAG_COALESCE_ENABLED": "false",
+        **NO_ADMISSION,
     }
     async with extra_gateway(**env) as gw:
         await mesh.set_fault("generator-primary", fault_injection_pb2.Fault(latency=ms(0.3)))
@@ -240,6 +248,7 @@ async def test_identical_concurrent_queries_share_one_run(clean_faults, extra_ga
         "HARAG_CACHE_TTL_S": "0",
         "HARAG_RETRY_MAX_ATTEMPTS": "1",
         "HARAG_COALESCE_ENABLED": "true",
+        **NO_ADMISSION,
     }
     async with extra_gateway(**env) as gw:
         # Every generator-primary call is counted (and fails over), and takes long enough

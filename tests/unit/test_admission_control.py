@@ -79,6 +79,25 @@ def test_the_first_measurement_after_a_pause_has_no_trend() -> None:
     assert controller.probability == pytest.approx(0.05 + 0.5 * 0.125 * (0.3 - 0.1))
 
 
+def test_a_burst_that_drains_within_the_allowance_sheds_nothing() -> None:
+    now = [0.0]
+    controller = SheddingController(target_s=0.1, clock=lambda: now[0])
+    controller.update(0.01)
+    for _ in range(7):  # 140 ms of a 0.6 s queue: p rises, but the burst allowance holds
+        now[0] += 0.02
+        controller.update(0.6)
+    assert controller.probability > 0.01
+    assert not any(controller.shed() for _ in range(1000))
+    for _ in range(20):  # the queue persists past the 150 ms allowance: shedding starts
+        now[0] += 0.02
+        controller.update(0.6)
+    assert sum(controller.shed() for _ in range(1000)) > 100
+    for _ in range(200):  # drained: p back to zero, and the next burst is allowed again
+        now[0] += 0.02
+        controller.update(0.01)
+    assert controller.probability == 0.0 and controller.burst_allowance_s == 0.15
+
+
 def test_shed_log_writes_at_most_a_line_a_second_with_the_count(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -185,6 +204,7 @@ async def test_interceptor_sheds_queries_with_retry_info_and_lets_the_rest_throu
             stub = gateway_pb2_grpc.RagGatewayServiceStub(channel)
             assert (await stub.Query(gateway_pb2.QueryRequest(), timeout=5)).answer == "held"
             controller.probability = 0.99
+            controller.burst_allowance_s = 0.0
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 for _ in range(50):  # 0.99 each: shed within a few
                     await stub.Query(gateway_pb2.QueryRequest(), timeout=5)
