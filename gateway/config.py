@@ -328,7 +328,7 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         "admission_probe_interval_s",
-        0.05,
+        0.02,
         "Pause between the gateway's self-probes while it is taking queries.",
         kind=float,
         minimum=0.001,
