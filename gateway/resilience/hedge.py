@@ -7,6 +7,7 @@ the hedge delay, the hedge is not started and the failure is returned.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -114,11 +115,7 @@ async def hedged(
 
     try:
         if delay_s is not None:
-            timer = asyncio.create_task(clk.sleep(max(0.0, delay_s)))
-            try:
-                await asyncio.wait({tasks[0], timer}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                timer.cancel()
+            await _first_or_delay(tasks[0], max(0.0, delay_s), clk)
             if not tasks[0].done():
                 if may_hedge():
                     tasks.append(asyncio.create_task(_invoke(second)))
@@ -153,6 +150,22 @@ async def hedged(
     )
 
 
+async def _first_or_delay(task: asyncio.Task[T], delay_s: float, clk: Clock) -> None:
+    """Returns when `task` is done or `delay_s` has passed, whichever is first.
+
+    Every hedgeable call waits here, hedge or not, so on the real clock it is one loop
+    timer (asyncio.wait's timeout); a clock that can be driven by tests needs its sleep.
+    """
+    if clk is SYSTEM_CLOCK:
+        await asyncio.wait({task}, timeout=delay_s)
+        return
+    timer = asyncio.create_task(clk.sleep(delay_s))
+    try:
+        await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+
+
 async def _cancel_all(tasks: list[asyncio.Task[T]], cancelled_by_us: set[int]) -> None:
     live = [t for t in tasks if not t.done()]
     for i, task in enumerate(tasks):
@@ -171,21 +184,27 @@ class LatencyTracker:
     """Ring buffer of recent durations; quantiles feed the hedge delay.
 
     `quantile()` returns None until `min_samples` durations were recorded, so callers
-    don't hedge on a cold, unrepresentative estimate.
+    don't hedge on a cold, unrepresentative estimate. A sorted copy is kept up to date
+    as durations come and go (a bisect each), because every hedgeable call reads a
+    quantile right after the previous one recorded: re-sorting on each read cost more.
     """
 
-    __slots__ = ("_min_samples", "_samples", "_sorted")
+    __slots__ = ("_capacity", "_min_samples", "_samples", "_sorted")
 
     def __init__(self, capacity: int = 512, min_samples: int = 20) -> None:
         if capacity < 1 or not 1 <= min_samples <= capacity:
             raise ValueError("need capacity >= 1 and 1 <= min_samples <= capacity")
-        self._samples: deque[float] = deque(maxlen=capacity)
+        self._capacity = capacity
+        self._samples: deque[float] = deque()
         self._min_samples = min_samples
-        self._sorted: list[float] | None = None  # cache, invalidated by record()
+        self._sorted: list[float] = []
 
     def record(self, duration_s: float) -> None:
+        if len(self._samples) == self._capacity:
+            oldest = self._samples.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
         self._samples.append(duration_s)
-        self._sorted = None
+        bisect.insort(self._sorted, duration_s)
 
     def __len__(self) -> int:
         return len(self._samples)
@@ -197,8 +216,6 @@ class LatencyTracker:
         n = len(self._samples)
         if n < self._min_samples:
             return None
-        if self._sorted is None:
-            self._sorted = sorted(self._samples)
         return self._sorted[max(0, math.ceil(q * n) - 1)]
 
     def p95(self) -> float | None:

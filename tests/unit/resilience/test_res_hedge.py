@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -242,3 +244,16 @@ def test_latency_tracker_quantiles() -> None:
     assert tracker.p95() == 1.0 and len(tracker) == 100
     with pytest.raises(ValueError):
         tracker.quantile(1.5)
+
+
+def test_tracker_quantiles_match_a_sort_of_the_window_as_samples_come_and_go():
+    rng = random.Random(11)
+    tracker = LatencyTracker(capacity=50, min_samples=1)
+    window: list[float] = []
+    for _ in range(2000):
+        value = round(rng.random(), 2)  # repeats too, so removal must take the right one
+        tracker.record(value)
+        window = [*window, value][-50:]
+        ordered = sorted(window)
+        for q in (0.0, 0.5, 0.95, 1.0):
+            assert tracker.quantile(q) == ordered[max(0, math.ceil(q * len(ordered)) - 1)]
