@@ -48,7 +48,7 @@ async def run(cfg: Config) -> int:
     shed_log = ShedLog()
     probe, admission = admission_control(cfg, shed_log)
     pipeline = Pipeline(upstreams, cfg, observer=AttemptTelemetry())
-    servicer = RagGateway(pipeline, upstreams, cfg, probe, shed_log)
+    servicer = RagGateway(pipeline, upstreams, cfg, shed_log)
     admin = GatewayAdmin(upstreams)
     registrations = [
         ServiceRegistration(

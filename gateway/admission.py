@@ -9,9 +9,11 @@ stays fast and cannot measure the Query queue.)
 
 `QueueDelayProbe` measures that wait the only way a server can without help from its
 callers: while queries are arriving, every `probe_interval_s` it sends itself a Query over
-loopback, marked with a secret header that the handler answers at once, and times the
-answer. The probe waits in the same queue as every real Query, so its round trip is what
-a query arriving now waits before the gateway starts on it.
+loopback, marked with a secret header, and times the answer. `AdmissionInterceptor`, the
+first code a call meets, answers a probe at once, so probes are never traced, counted or
+run through the pipeline. The probe waits in the same queue as every real Query (gRPC
+hands calls to interceptors only once they are taken), so its round trip is what a query
+arriving now waits before the gateway starts on it.
 
 `SheddingController` turns those delays into a shed probability with PIE (RFC 8033), the
 queue-delay controller routers use: the probability rises while the delay is above the
@@ -36,10 +38,10 @@ import grpc
 from harag.v1 import gateway_pb2, gateway_pb2_grpc
 from servicekit.errors import resource_exhausted
 from servicekit.rpc_client_telemetry import plain_insecure_channel
-from servicekit.rpc_server_telemetry import SELF_PROBE_HEADER
 
 log = logging.getLogger("harag.admission")
 
+PROBE_HEADER = "x-harag-self-probe"
 IDLE_AFTER_S = 1.0  # no query for this long: stop probing (an idle gateway has no queue)
 SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["RagGatewayService"].full_name
 QUERY_METHODS = {f"/{SERVICE}/Query": "unary", f"/{SERVICE}/StreamQuery": "stream"}
@@ -145,13 +147,13 @@ class QueueDelayProbe:
             await self._channel.close()
 
     def is_probe(self, metadata: Iterable[tuple[str, str | bytes]]) -> bool:
-        return any(key == SELF_PROBE_HEADER and value == self.token for key, value in metadata)
+        return any(key == PROBE_HEADER and value == self.token for key, value in metadata)
 
     async def _run(self) -> None:
         assert self._channel is not None
         stub = gateway_pb2_grpc.RagGatewayServiceStub(self._channel)
         request = gateway_pb2.QueryRequest()
-        metadata = ((SELF_PROBE_HEADER, self.token),)
+        metadata = ((PROBE_HEADER, self.token),)
         while True:
             await asyncio.sleep(self.interval_s)
             if time.monotonic() - self.last_query_at > IDLE_AFTER_S:
@@ -208,7 +210,8 @@ Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandl
 
 
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):
-    """Outermost interceptor: sheds the controller's share of new queries at the door."""
+    """Outermost interceptor: answers the probe's Queries, and sheds the controller's share
+    of new queries at the door."""
 
     def __init__(
         self,
@@ -222,12 +225,14 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         self.probe = probe
         self.on_shed = on_shed
         self.shed_log = shed_log
-        status = resource_exhausted(
+        self._status = resource_exhausted(
             "gateway overloaded: new queries wait too long to start; retry later",
             retry_after_s,
             "GATEWAY_OVERLOADED",
         )
-        self._status = status
+        self._probe_answer = grpc.unary_unary_rpc_method_handler(
+            self._answer_probe, response_serializer=gateway_pb2.QueryResponse.SerializeToString
+        )
         self._shed_handlers = {
             "unary": grpc.unary_unary_rpc_method_handler(self._shed_unary),
             "stream": grpc.unary_stream_rpc_method_handler(self._shed_stream),
@@ -237,13 +242,21 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         kind = QUERY_METHODS.get(handler_call_details.method)
-        if kind is not None and not self.probe.is_probe(handler_call_details.invocation_metadata):
-            self.probe.last_query_at = time.monotonic()
-            if self.controller.shed():
-                self.on_shed(handler_call_details.method)
-                self.shed_log.shed("queue_delay", probability=round(self.controller.probability, 3))
-                return self._shed_handlers[kind]
+        if kind is None:
+            return await continuation(handler_call_details)
+        if kind == "unary" and self.probe.is_probe(handler_call_details.invocation_metadata):
+            return self._probe_answer
+        self.probe.last_query_at = time.monotonic()
+        if self.controller.shed():
+            self.on_shed(handler_call_details.method)
+            self.shed_log.shed("queue_delay", probability=round(self.controller.probability, 3))
+            return self._shed_handlers[kind]
         return await continuation(handler_call_details)
+
+    async def _answer_probe(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.QueryResponse:
+        return gateway_pb2.QueryResponse()  # the wait to get here was the measurement
 
     async def _shed_unary(self, request: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(self._status.code, self._status.details, self._status.trailing_metadata)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from gateway import receipt
-from gateway.admission import QueueDelayProbe, ShedLog
+from gateway.admission import ShedLog
 from gateway.health import system_health
 from gateway.ingest import ingest
 from gateway.pipeline import Pipeline
@@ -52,13 +52,11 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         pipeline: Pipeline,
         upstreams: Upstreams,
         cfg: Config,
-        probe: QueueDelayProbe | None = None,
         shed_log: ShedLog | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.upstreams = upstreams
         self.cfg = cfg
-        self.probe = probe  # its marked Queries are answered at once (see gateway.admission)
         self.shed_log = shed_log or ShedLog()
         self.started_at = time.monotonic()
         # Bounded inbound concurrency: past it, shed at once instead of letting latency grow.
@@ -117,8 +115,6 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
     async def Query(
         self, request: gateway_pb2.QueryRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.QueryResponse:
-        if self.probe is not None and self.probe.is_probe(context.invocation_metadata() or ()):
-            return gateway_pb2.QueryResponse()  # the wait to get here was the measurement
         request_id = _request_id(context)
         request_id_var.set(request_id)
         started = time.perf_counter()

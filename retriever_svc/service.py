@@ -69,12 +69,9 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         query = self._query(request, violations)
         await violations.abort_if_any(context)
         if self._dense and query.embedding is None:
-            await abort(
-                context,
-                failed_precondition(
-                    "the dense retriever needs query_embedding", "NO_QUERY_EMBEDDING"
-                ),
-            )
+            await abort(context, failed_precondition(
+                "the dense retriever needs query_embedding", "NO_QUERY_EMBEDDING"
+            ))
         try:
             with tracer.start_as_current_span(
                 "index search",
@@ -129,8 +126,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
                 violations.check(bool(request.model), "model", "names query_embedding's model")
         else:
             violations.check(
-                bool(request.query_text.strip()),
-                "query_text",
+                bool(request.query_text.strip()), "query_text",
                 "the lexical retriever needs query text",
             )
         return Query(request.query_text, embedding, request.model, request.top_k, tuple(filters))
@@ -172,8 +168,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         embeddings: dict[str, np.ndarray] = {}
         if self._dense:  # the lexical retriever ignores embeddings, so it does not store them
             violations.check(
-                len(item.embeddings) > 0,
-                f"{path}.embeddings",
+                len(item.embeddings) > 0, f"{path}.embeddings",
                 "the dense retriever needs at least one embedding",
             )
             for model, embedding in item.embeddings.items():
@@ -216,7 +211,9 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         )
 
     @staticmethod
-    async def _store_failed(context: grpc.aio.ServicerContext, what: str, exc: OSError) -> NoReturn:
+    async def _store_failed(
+        context: grpc.aio.ServicerContext, what: str, exc: OSError
+    ) -> NoReturn:
         # Nothing was acknowledged and memory is unchanged, so the caller may retry the call.
         log.error("store write failed", extra={"operation": what, "error": str(exc)})
         await context.abort(grpc.StatusCode.INTERNAL, f"{what} not persisted: {exc}")

@@ -11,34 +11,21 @@ PORTS = {"primary": 50071, "fallback": 50072}
 
 EXTRA_SETTINGS = [
     Setting(
-        "data_dir",
-        "",
+        "data_dir", "",
         "Directory holding the persisted index (snapshot + write-ahead log); empty means "
         "var/data/retriever-<impl> under the working directory.",
     ),
     Setting(
-        "max_top_k",
-        50,
-        "Largest top_k a Search may ask for.",
-        kind=int,
-        minimum=1,
-        maximum=10000,
+        "max_top_k", 50, "Largest top_k a Search may ask for.", kind=int, minimum=1, maximum=10000,
     ),
     Setting(
-        "max_upsert_batch",
-        1024,
-        "Most documents one Upsert call may carry.",
-        kind=int,
-        minimum=1,
-        maximum=1_000_000,
+        "max_upsert_batch", 1024, "Most documents one Upsert call may carry.",
+        kind=int, minimum=1, maximum=1_000_000,
     ),
     Setting(
-        "snapshot_every",
-        500,
+        "snapshot_every", 500,
         "Write-ahead log records after which the store is compacted into a new snapshot.",
-        kind=int,
-        minimum=1,
-        maximum=10_000_000,
+        kind=int, minimum=1, maximum=10_000_000,
     ),
 ]
 

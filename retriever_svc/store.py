@@ -257,3 +257,4 @@ class DocumentStore:
         elif record.op == records.OP_DELETE:
             for doc_id in record.header["ids"]:
                 self.documents.pop(doc_id, None)
+

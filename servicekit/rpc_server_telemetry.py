@@ -28,9 +28,6 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from servicekit.metrics import rpc_server_duration
 
 UNTRACED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
-# A process's calls to itself (the gateway's queue probes) carry this header: they are
-# measurements, not requests, so they are neither traced nor counted.
-SELF_PROBE_HEADER = "x-harag-self-probe"
 REQUEST_SPAN_KEY = otel_context.create_key("harag.request_span")
 # Server spans are errors only for codes that point at the server (OTel RPC conventions).
 SERVER_ERROR_CODES = frozenset(
@@ -91,8 +88,6 @@ class ServerTelemetryInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or not traced(method) or handler.request_streaming:
             return handler  # no client-streaming RPCs in harag.v1; leave them alone
-        if any(key == SELF_PROBE_HEADER for key, _ in handler_call_details.invocation_metadata):
-            return handler
         if handler.unary_unary and inspect.iscoroutinefunction(handler.unary_unary):
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),

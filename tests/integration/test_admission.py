@@ -17,9 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from processes import free_port
 from telemetry.support import scrape, value
 
+from gateway.admission import PROBE_HEADER
 from harag.v1 import gateway_pb2
 from servicekit.errors import details_of
-from servicekit.rpc_server_telemetry import SELF_PROBE_HEADER
 
 UNMEETABLE = {
     "HARAG_ADMISSION_QUEUE_TARGET_S": "0.000001",
@@ -86,7 +86,7 @@ async def test_probe_header_without_the_secret_token_is_an_ordinary_query(
     async with extra_gateway(HARAG_CACHE_TTL_S="0") as gw:
         reply = await gw.stub.Query(
             gateway_pb2.QueryRequest(query="What does a circuit breaker do?"),
-            metadata=((SELF_PROBE_HEADER, "guessed"),),
+            metadata=((PROBE_HEADER, "guessed"),),
             timeout=5,
         )
         assert reply.answer and reply.stages  # the whole pipeline ran
