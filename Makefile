@@ -31,7 +31,7 @@ $(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
 
 ## protos: regenerate the Python stubs in harag/v1 from protos/.
 protos: $(STAMP)
-	$(BIN)/python -m harag.codegen harag/v1
+	$(BIN)/python -m harag_cli.codegen harag/v1
 
 ## run: start the whole mesh (seven processes) on loopback, load the sample corpus.
 run: install

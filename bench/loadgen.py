@@ -31,7 +31,7 @@ from google.rpc import error_details_pb2
 
 from bench.report import RESULTS, markdown_table, write_json, write_markdown
 from bench.stats import Sample, Summary, summarise
-from harag.cli.corpus import SAMPLE_CORPUS
+from harag_cli.corpus import SAMPLE_CORPUS
 from harag.v1 import gateway_pb2, gateway_pb2_grpc
 from servicekit.errors import details_of
 

@@ -21,8 +21,8 @@ from types import TracebackType
 
 import grpc
 
-from harag.cli.corpus import sample_corpus
-from harag.cli.supervisor import COMPONENT_NAMES, ProcessSpec, Supervisor, mesh_specs
+from harag_cli.corpus import sample_corpus
+from harag_cli.supervisor import COMPONENT_NAMES, ProcessSpec, Supervisor, mesh_specs
 from harag.v1 import (
     admin_pb2,
     admin_pb2_grpc,

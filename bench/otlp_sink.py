@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from harag.cli.supervisor import ProcessSpec, Supervisor
+from harag_cli.supervisor import ProcessSpec, Supervisor
 
 TOTAL_PREFIX = "spans="
 

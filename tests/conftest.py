@@ -12,8 +12,8 @@ import grpc
 import pytest
 from processes import free_port
 
-from harag.cli.corpus import SAMPLE_CORPUS, sample_corpus
-from harag.cli.supervisor import COMPONENT_NAMES, ProcessSpec, Supervisor, mesh_specs, probe
+from harag_cli.corpus import SAMPLE_CORPUS, sample_corpus
+from harag_cli.supervisor import COMPONENT_NAMES, ProcessSpec, Supervisor, mesh_specs, probe
 from harag.v1 import (
     admin_pb2,
     admin_pb2_grpc,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import duration_pb2
 
-from harag.cli.supervisor import COMPONENT_NAMES
+from harag_cli.supervisor import COMPONENT_NAMES
 from harag.v1 import fault_injection_pb2
 
 UPSTREAMS = COMPONENT_NAMES

@@ -25,7 +25,7 @@ from chaos.runner import (
     wait_closed,
 )
 from chaos.schedule import UPSTREAMS, build
-from harag.cli.corpus import SAMPLE_CORPUS, sample_corpus
+from harag_cli.corpus import SAMPLE_CORPUS, sample_corpus
 from harag.v1 import common_pb2, gateway_pb2
 
 SEED = int(os.environ.get("HARAG_CHAOS_SEED", "20240607"))

@@ -9,7 +9,7 @@ import sys
 
 from processes import REPO
 
-HARAG = [sys.executable, "-m", "harag.cli.main"]
+HARAG = [sys.executable, "-m", "harag_cli.main"]
 
 
 async def harag(*argv: str) -> tuple[int, str, str]:

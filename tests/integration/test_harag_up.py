@@ -11,7 +11,7 @@ import sys
 
 from processes import REPO
 
-HARAG = [sys.executable, "-m", "harag.cli.main"]
+HARAG = [sys.executable, "-m", "harag_cli.main"]
 PORTS = (50051, 50061, 50062, 50071, 50072, 50081, 50082)
 
 

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import grpc
 
-from harag.traceview.store import SpanRecord, TraceStore
+from harag_cli.traceview.store import SpanRecord, TraceStore
 from harag.v1 import admin_pb2, admin_pb2_grpc
 
 

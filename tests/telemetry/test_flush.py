@@ -10,8 +10,8 @@ import sys
 
 import grpc
 
-from harag.cli.supervisor import probe
-from harag.traceview.receiver import TraceViewer
+from harag_cli.supervisor import probe
+from harag_cli.traceview.receiver import TraceViewer
 from harag.v1 import embedder_pb2, embedder_pb2_grpc
 from telemetry.support import wait_for_trace
 

@@ -10,9 +10,9 @@ import asyncio
 
 import grpc
 
-from harag.cli.supervisor import probe
-from harag.traceview.receiver import TraceViewer
-from harag.traceview.store import SpanRecord
+from harag_cli.supervisor import probe
+from harag_cli.traceview.receiver import TraceViewer
+from harag_cli.traceview.store import SpanRecord
 from harag.v1 import fault_injection_pb2, gateway_pb2
 from telemetry.support import (
     ancestors,

@@ -11,10 +11,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from harag.traceview import client
-from harag.traceview.receiver import TraceViewer
-from harag.traceview.store import SpanRecord, TraceStore
-from harag.traceview.waterfall import render_list, render_trace
+from harag_cli.traceview import client
+from harag_cli.traceview.receiver import TraceViewer
+from harag_cli.traceview.store import SpanRecord, TraceStore
+from harag_cli.traceview.waterfall import render_list, render_trace
 
 
 def _export_sample_trace(endpoint: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harag.cli.traces import start_viewer_for_mesh
+from harag_cli.traces import start_viewer_for_mesh
 
 
 async def test_up_starts_viewer_and_exports_to_it() -> None:

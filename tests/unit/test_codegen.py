@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harag.codegen import PACKAGE_DIR, generate
+from harag_cli.codegen import PACKAGE_DIR, generate
 
 COMMITTED = Path(__file__).resolve().parents[2] / PACKAGE_DIR
 

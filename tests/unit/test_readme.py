@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harag.cli.configref import reference
+from harag_cli.configref import reference
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

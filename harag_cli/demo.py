@@ -23,10 +23,10 @@ from pathlib import Path
 
 import grpc
 
-from harag.cli import demo_view as view
-from harag.cli.corpus import sample_corpus
-from harag.cli.demo_script import Phase, describe, phases, questions
-from harag.cli.demo_watch import (
+from harag_cli import demo_view as view
+from harag_cli.corpus import sample_corpus
+from harag_cli.demo_script import Phase, describe, phases, questions
+from harag_cli.demo_watch import (
     OPEN_STATES,
     BackgroundLoad,
     BreakerWatch,
@@ -34,7 +34,7 @@ from harag.cli.demo_watch import (
     Recorder,
     record_of,
 )
-from harag.cli.supervisor import COMPONENT_PORTS, StartupError, Supervisor, mesh_specs, probe
+from harag_cli.supervisor import COMPONENT_PORTS, StartupError, Supervisor, mesh_specs, probe
 from harag.v1 import (
     fault_injection_pb2,
     fault_injection_pb2_grpc,

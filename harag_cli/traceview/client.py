@@ -8,8 +8,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from harag.traceview.receiver import API_PORT
-from harag.traceview.store import SpanRecord
+from harag_cli.traceview.receiver import API_PORT
+from harag_cli.traceview.store import SpanRecord
 
 DEFAULT_VIEWER = os.environ.get("HARAG_TRACE_VIEWER", f"http://127.0.0.1:{API_PORT}")
 

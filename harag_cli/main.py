@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 from google.protobuf import duration_pb2, json_format
 
-from harag.cli import demo, render, traces
-from harag.cli.corpus import CorpusError, read_documents, sample_corpus
-from harag.cli.supervisor import COMPONENT_PORTS, StartupError, Supervisor, mesh_specs
+from harag_cli import demo, render, traces
+from harag_cli.corpus import CorpusError, read_documents, sample_corpus
+from harag_cli.supervisor import COMPONENT_PORTS, StartupError, Supervisor, mesh_specs
 from harag.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -231,7 +231,7 @@ async def breakers(args: argparse.Namespace) -> int:
 
 
 async def config_reference(args: argparse.Namespace) -> int:
-    from harag.cli.configref import reference
+    from harag_cli.configref import reference
 
     print(reference())
     return 0

@@ -28,9 +28,9 @@ from opentelemetry.proto.collector.metrics.v1 import (
 )
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from harag.traceview.store import AmbiguousTraceId, TraceStore, spans_of
+from harag_cli.traceview.store import AmbiguousTraceId, TraceStore, spans_of
 
-log = logging.getLogger("harag.traceview")
+log = logging.getLogger("harag_cli.traceview")
 
 OTLP_PORT = 4319  # not 4317, so a local Jaeger or Collector can keep the standard port
 API_PORT = 4320

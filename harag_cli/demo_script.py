@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from harag.cli.corpus import SAMPLE_CORPUS
+from harag_cli.corpus import SAMPLE_CORPUS
 from harag.v1 import fault_injection_pb2
 
 Fault = fault_injection_pb2.Fault

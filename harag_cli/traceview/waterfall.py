@@ -11,7 +11,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from harag.traceview.store import SpanRecord, roots_of
+from harag_cli.traceview.store import SpanRecord, roots_of
 
 # Attributes worth a glance in the tree; `harag.` is dropped from the shown name.
 KEY_ATTRIBUTES = (

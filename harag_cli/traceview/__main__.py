@@ -1,4 +1,4 @@
-"""`python -m harag.traceview`: run the trace viewer alone (e.g. next to a mesh run elsewhere).
+"""`python -m harag_cli.traceview`: run the trace viewer alone (e.g. next to a mesh run elsewhere).
 
 Point services at it with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4319, then use
 `harag traces` and `harag trace <id>`.
@@ -11,8 +11,8 @@ import asyncio
 import signal
 import sys
 
-from harag.traceview.receiver import API_PORT, OTLP_PORT, TraceViewer
-from harag.traceview.store import TraceStore
+from harag_cli.traceview.receiver import API_PORT, OTLP_PORT, TraceViewer
+from harag_cli.traceview.store import TraceStore
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -36,7 +36,7 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harag.traceview", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harag_cli.traceview", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--otlp-port", type=int, default=OTLP_PORT)
     parser.add_argument("--api-port", type=int, default=API_PORT)

@@ -9,9 +9,9 @@ import shutil
 import sys
 from collections.abc import Mapping
 
-from harag.traceview import client
-from harag.traceview.receiver import API_PORT, OTLP_PORT, TraceViewer
-from harag.traceview.waterfall import render_list, render_trace
+from harag_cli.traceview import client
+from harag_cli.traceview.receiver import API_PORT, OTLP_PORT, TraceViewer
+from harag_cli.traceview.waterfall import render_list, render_trace
 
 # Export spans every half second instead of every five, so `harag trace` right after
 # `harag query` finds the whole trace (only when the operator has not chosen a value).
