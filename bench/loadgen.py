@@ -31,8 +31,8 @@ from google.rpc import error_details_pb2
 
 from bench.report import RESULTS, markdown_table, write_json, write_markdown
 from bench.stats import Sample, Summary, summarise
-from harag_cli.corpus import SAMPLE_CORPUS
 from harag.v1 import gateway_pb2, gateway_pb2_grpc
+from harag_cli.corpus import SAMPLE_CORPUS
 from servicekit.errors import details_of
 
 CLIENT_OVERLOAD = "CLIENT_OVERLOAD"  # open loop: too many queries outstanding to send more

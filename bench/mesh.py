@@ -21,8 +21,6 @@ from types import TracebackType
 
 import grpc
 
-from harag_cli.corpus import sample_corpus
-from harag_cli.supervisor import COMPONENT_NAMES, ProcessSpec, Supervisor, mesh_specs
 from harag.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -31,6 +29,9 @@ from harag.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
 )
+from harag_cli.corpus import sample_corpus
+from harag_cli.supervisor import ProcessSpec, Supervisor, mesh_specs
+from servicekit.ports import COMPONENT_NAMES
 
 COMPONENTS = COMPONENT_NAMES
 QUIET = {"HARAG_LOG_LEVEL": "WARNING", "HARAG_METRICS_PORT": "0"}

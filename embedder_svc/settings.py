@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from servicekit.config import Setting
 from servicekit.main import component_settings
+from servicekit.ports import COMPONENT_PORTS
 
-PORTS = {"primary": 50061, "fallback": 50062}
+PORTS = COMPONENT_PORTS["embedder"]
 
 SETTINGS: list[Setting] = component_settings(
     "embedder",

@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from servicekit.config import Setting
+from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
 from servicekit.server import COMMON_SETTINGS
 
-PORT = 50051
-COMPONENTS = ("embedder", "retriever", "generator")
+PORT = GATEWAY_PORT
+COMPONENTS = tuple(COMPONENT_PORTS)
 DEFAULT_CHAINS = {
-    "embedder": "embedder-primary=127.0.0.1:50061,embedder-fallback=127.0.0.1:50062",
-    "retriever": "retriever-primary=127.0.0.1:50071,retriever-fallback=127.0.0.1:50072",
-    "generator": "generator-primary=127.0.0.1:50081,generator-fallback=127.0.0.1:50082",
+    component: ",".join(f"{component}-{impl}=127.0.0.1:{port}" for impl, port in by_impl.items())
+    for component, by_impl in COMPONENT_PORTS.items()
 }
 
 

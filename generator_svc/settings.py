@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from servicekit.config import Setting
 from servicekit.main import component_settings
+from servicekit.ports import COMPONENT_PORTS
 
-PORTS = {"primary": 50081, "fallback": 50082}
+PORTS = COMPONENT_PORTS["generator"]
 
 SETTINGS: list[Setting] = component_settings(
     "generator",

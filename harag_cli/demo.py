@@ -23,6 +23,12 @@ from pathlib import Path
 
 import grpc
 
+from harag.v1 import (
+    fault_injection_pb2,
+    fault_injection_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 from harag_cli import demo_view as view
 from harag_cli.corpus import sample_corpus
 from harag_cli.demo_script import Phase, describe, phases, questions
@@ -34,13 +40,8 @@ from harag_cli.demo_watch import (
     Recorder,
     record_of,
 )
-from harag_cli.supervisor import COMPONENT_PORTS, StartupError, Supervisor, mesh_specs, probe
-from harag.v1 import (
-    fault_injection_pb2,
-    fault_injection_pb2_grpc,
-    gateway_pb2,
-    gateway_pb2_grpc,
-)
+from harag_cli.supervisor import StartupError, Supervisor, mesh_specs, probe
+from servicekit.ports import COMPONENT_PORTS
 
 DEMO_GATEWAY_ENV = {
     "HARAG_BREAKER_MINIMUM_CALLS": "5",

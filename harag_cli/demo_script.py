@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from harag_cli.corpus import SAMPLE_CORPUS
 from harag.v1 import fault_injection_pb2
+from harag_cli.corpus import SAMPLE_CORPUS
 
 Fault = fault_injection_pb2.Fault
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]

@@ -10,9 +10,9 @@ import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from harag.v1 import gateway_pb2
 from harag_cli.demo_watch import QueryRecord
 from harag_cli.render import STAGE_NAMES
-from harag.v1 import gateway_pb2
 
 CODES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
 GOOD = ("OK", "CLOSED", "SERVING", "HEALTHY")

@@ -13,9 +13,6 @@ from pathlib import Path
 import grpc
 from google.protobuf import duration_pb2, json_format
 
-from harag_cli import demo, render, traces
-from harag_cli.corpus import CorpusError, read_documents, sample_corpus
-from harag_cli.supervisor import COMPONENT_PORTS, StartupError, Supervisor, mesh_specs
 from harag.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -27,7 +24,11 @@ from harag.v1 import (
     retriever_pb2,
     retriever_pb2_grpc,
 )
+from harag_cli import demo, render, traces
+from harag_cli.corpus import CorpusError, read_documents, sample_corpus
+from harag_cli.supervisor import StartupError, Supervisor, mesh_specs
 from servicekit.errors import details_of
+from servicekit.ports import COMPONENT_PORTS
 
 DEFAULT_GATEWAY = os.environ.get("HARAG_GATEWAY", "127.0.0.1:50051")
 INGEST_BATCH = 64

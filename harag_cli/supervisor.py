@@ -19,18 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from servicekit.healthcheck import check_async as probe
+from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
 
 log = logging.getLogger("harag.supervisor")
 
-COMPONENT_PORTS = {
-    "embedder": {"primary": 50061, "fallback": 50062},
-    "retriever": {"primary": 50071, "fallback": 50072},
-    "generator": {"primary": 50081, "fallback": 50082},
-}
-COMPONENT_NAMES = tuple(
-    f"{component}-{impl}" for component, impls in COMPONENT_PORTS.items() for impl in impls
-)
-GATEWAY_PORT = 50051
 RESTART_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 

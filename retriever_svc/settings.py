@@ -6,8 +6,9 @@ from pathlib import Path
 
 from servicekit.config import Config, Setting
 from servicekit.main import component_settings
+from servicekit.ports import COMPONENT_PORTS
 
-PORTS = {"primary": 50071, "fallback": 50072}
+PORTS = COMPONENT_PORTS["retriever"]
 
 EXTRA_SETTINGS = [
     Setting(

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from servicekit.ports import GATEWAY_PORT
+
 
 def check(address: str, service: str = "", timeout_s: float = 2.0) -> str:
     """Returns the serving status name, or UNREACHABLE."""
@@ -43,7 +45,7 @@ async def check_async(address: str, service: str = "", timeout_s: float = 1.0) -
 def default_address(env: Mapping[str, str] = os.environ) -> str:
     """127.0.0.1:$HARAG_PORT when it names a port, else the gateway's 127.0.0.1:50051."""
     port = env.get("HARAG_PORT", "").strip()
-    return f"127.0.0.1:{port}" if port.isdigit() and int(port) > 0 else "127.0.0.1:50051"
+    return f"127.0.0.1:{port}" if port.isdigit() and int(port) > 0 else f"127.0.0.1:{GATEWAY_PORT}"
 
 
 def main(argv: list[str] | None = None) -> int:

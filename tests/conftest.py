@@ -12,8 +12,6 @@ import grpc
 import pytest
 from processes import free_port
 
-from harag_cli.corpus import SAMPLE_CORPUS, sample_corpus
-from harag_cli.supervisor import COMPONENT_NAMES, ProcessSpec, Supervisor, mesh_specs, probe
 from harag.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -22,6 +20,9 @@ from harag.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
 )
+from harag_cli.corpus import SAMPLE_CORPUS, sample_corpus
+from harag_cli.supervisor import ProcessSpec, Supervisor, mesh_specs, probe
+from servicekit.ports import COMPONENT_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 MESH_NAMES = ("gateway", *COMPONENT_NAMES)

@@ -23,9 +23,9 @@ import numpy as np
 from bench.mesh import Tail, free_port
 from bench.report import ScenarioResult, markdown_table
 from bench.stats import percentile
+from harag.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 from harag_cli.corpus import SAMPLE_CORPUS
 from harag_cli.supervisor import Supervisor, mesh_specs
-from harag.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 
 SIZES = (1_000, 10_000, 100_000)
 MODELS = {"hash-ngram-384": 384, "hash-word-128": 128}

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import duration_pb2
 
-from harag_cli.supervisor import COMPONENT_NAMES
 from harag.v1 import fault_injection_pb2
+from servicekit.ports import COMPONENT_NAMES
 
 UPSTREAMS = COMPONENT_NAMES
 KINDS = ("error", "latency", "hang", "down", "kill")

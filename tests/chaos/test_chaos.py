@@ -25,8 +25,8 @@ from chaos.runner import (
     wait_closed,
 )
 from chaos.schedule import UPSTREAMS, build
-from harag_cli.corpus import SAMPLE_CORPUS, sample_corpus
 from harag.v1 import common_pb2, gateway_pb2
+from harag_cli.corpus import SAMPLE_CORPUS, sample_corpus
 
 SEED = int(os.environ.get("HARAG_CHAOS_SEED", "20240607"))
 MIN_QUERIES = 1000

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 import pytest
 from conftest import MESH_NAMES, LogBook, Mesh, start_mesh
 
+from harag.v1 import gateway_pb2
 from harag_cli.corpus import sample_corpus
 from harag_cli.traceview.receiver import TraceViewer
 from harag_cli.traceview.store import TraceStore
-from harag.v1 import gateway_pb2
 
 # Deterministic attempts: one try per upstream, no hedges, no cache, and a health-NOT_SERVING
 # upstream is still called, so a "down" primary produces a real failed RPC in the trace.

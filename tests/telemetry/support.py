@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 
 import grpc
 
-from harag_cli.traceview.store import SpanRecord, TraceStore
 from harag.v1 import admin_pb2, admin_pb2_grpc
+from harag_cli.traceview.store import SpanRecord, TraceStore
 
 
 def unique_question() -> str:

@@ -10,9 +10,9 @@ import sys
 
 import grpc
 
+from harag.v1 import embedder_pb2, embedder_pb2_grpc
 from harag_cli.supervisor import probe
 from harag_cli.traceview.receiver import TraceViewer
-from harag.v1 import embedder_pb2, embedder_pb2_grpc
 from telemetry.support import wait_for_trace
 
 CALLS = 3

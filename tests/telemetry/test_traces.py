@@ -10,10 +10,10 @@ import asyncio
 
 import grpc
 
+from harag.v1 import fault_injection_pb2, gateway_pb2
 from harag_cli.supervisor import probe
 from harag_cli.traceview.receiver import TraceViewer
 from harag_cli.traceview.store import SpanRecord
-from harag.v1 import fault_injection_pb2, gateway_pb2
 from telemetry.support import (
     ancestors,
     breaker_forced_open,
