@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from embedder_svc.service import build
-from embedder_svc.settings import PORTS, SETTINGS
+from embedder_svc.settings import EmbedderConfig
 from servicekit.main import component_main
 
 if __name__ == "__main__":
-    sys.exit(component_main("embedder", PORTS, SETTINGS, build))
+    sys.exit(component_main(EmbedderConfig, build))

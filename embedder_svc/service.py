@@ -11,8 +11,8 @@ import numpy as np
 from opentelemetry import trace
 
 from embedder_svc.backends import Embedder, create
+from embedder_svc.settings import EmbedderConfig
 from harag.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
-from servicekit.config import Config
 from servicekit.errors import FieldViolations
 from servicekit.server import ServiceRegistration
 
@@ -94,7 +94,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
         return await asyncio.to_thread(self.embedder.embed, texts)
 
 
-def build(cfg: Config) -> tuple[list[ServiceRegistration], list]:
+def build(cfg: EmbedderConfig) -> tuple[list[ServiceRegistration], list]:
     """component_main's hook: the backend chosen by --impl, wrapped in the servicer."""
     embedder = create(cfg.impl, cfg.dimension)
     servicer = EmbedderServicer(embedder, cfg.max_batch_size, cfg.max_text_chars)

@@ -1,41 +1,44 @@
-"""Configuration of an embedder process (env HARAG_<KEY>, file, or flags)."""
+"""Configuration of an embedder process (env HARAG_<KEY>, YAML file, or flags)."""
 
 from __future__ import annotations
 
-from servicekit.config import Setting
-from servicekit.main import component_settings
-from servicekit.ports import COMPONENT_PORTS
+from dataclasses import dataclass
+from typing import ClassVar
 
-PORTS = COMPONENT_PORTS["embedder"]
+from servicekit.config import setting, settings_of
+from servicekit.main import ComponentConfig, component_port
 
-SETTINGS: list[Setting] = component_settings(
-    "embedder",
-    PORTS,
-    [
-        Setting(
-            "max_batch_size",
-            256,
-            "Most texts accepted in one Embed call.",
-            kind=int,
-            minimum=1,
-            maximum=100_000,
-        ),
-        Setting(
-            "max_text_chars",
-            8192,
-            "Longest text accepted by Embed, in characters.",
-            kind=int,
-            minimum=1,
-            maximum=10_000_000,
-        ),
-        Setting(
-            "dimension",
-            0,
-            "Vector dimension; 0 = the implementation's default (primary 384, fallback 128). "
-            "The model id names it (hash-ngram-512), so a changed dimension is a new index.",
-            kind=int,
-            minimum=0,
-            maximum=65536,
-        ),
-    ],
-)
+
+@dataclass(frozen=True)
+class EmbedderConfig(ComponentConfig):
+    component: ClassVar[str] = "embedder"
+
+    port: int = component_port("embedder")
+    max_batch_size: int = setting(
+        256,
+        "max_batch_size",
+        "Most texts accepted in one Embed call.",
+        unit="texts",
+        minimum=1,
+        maximum=100_000,
+    )
+    max_text_chars: int = setting(
+        8192,
+        "max_text_chars",
+        "Longest text accepted by Embed.",
+        unit="characters",
+        minimum=1,
+        maximum=10_000_000,
+    )
+    dimension: int = setting(
+        0,
+        "dimension",
+        "Vector dimension; 0 = the implementation's default (primary 384, fallback 128). "
+        "The model id names it (hash-ngram-512), so a changed dimension is a new index.",
+        unit="floats",
+        minimum=0,
+        maximum=65536,
+    )
+
+
+SETTINGS = settings_of(EmbedderConfig)

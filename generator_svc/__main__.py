@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from generator_svc.service import build
-from generator_svc.settings import PORTS, SETTINGS
+from generator_svc.settings import GeneratorConfig
 from servicekit.main import component_main
 
 if __name__ == "__main__":
-    sys.exit(component_main("generator", PORTS, SETTINGS, build))
+    sys.exit(component_main(GeneratorConfig, build))

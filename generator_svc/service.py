@@ -11,8 +11,8 @@ import grpc
 from opentelemetry import trace
 
 from generator_svc.backends import Answer, Finish, Generator, create
+from generator_svc.settings import GeneratorConfig
 from harag.v1 import generator_pb2, generator_pb2_grpc
-from servicekit.config import Config
 from servicekit.errors import FieldViolations
 from servicekit.server import ServiceRegistration
 
@@ -125,7 +125,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         return await asyncio.to_thread(self.generator.generate, query, texts, limit)
 
 
-def build(cfg: Config) -> tuple[list[ServiceRegistration], list]:
+def build(cfg: GeneratorConfig) -> tuple[list[ServiceRegistration], list]:
     """component_main's hook: the backend chosen by --impl, wrapped in the servicer."""
     generator = create(cfg.impl)
     servicer = GeneratorServicer(

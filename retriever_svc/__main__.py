@@ -9,8 +9,8 @@ import sys
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from retriever_svc.service import build
-from retriever_svc.settings import PORTS, SETTINGS
+from retriever_svc.settings import RetrieverConfig
 from servicekit.main import component_main
 
 if __name__ == "__main__":
-    sys.exit(component_main("retriever", PORTS, SETTINGS, build))
+    sys.exit(component_main(RetrieverConfig, build))

@@ -28,8 +28,7 @@ from retriever_svc.backends.base import (
 )
 from retriever_svc.filters import Filter
 from retriever_svc.records import StoredDocument
-from retriever_svc.settings import data_dir
-from servicekit.config import Config
+from retriever_svc.settings import RetrieverConfig, data_dir
 from servicekit.errors import FieldViolations, abort, failed_precondition
 from servicekit.server import ServiceRegistration
 
@@ -220,7 +219,9 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         raise AssertionError("unreachable: abort raises")
 
 
-def build(cfg: Config) -> tuple[list[ServiceRegistration], list[Callable[[], Awaitable[None]]]]:
+def build(
+    cfg: RetrieverConfig,
+) -> tuple[list[ServiceRegistration], list[Callable[[], Awaitable[None]]]]:
     directory = data_dir(cfg)
     backend = open_backend(cfg.impl, directory, cfg.snapshot_every)
     stats = backend.stats()

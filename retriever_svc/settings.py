@@ -1,37 +1,52 @@
-"""The retriever process's settings (env HARAG_<KEY>, YAML file, or flags)."""
+"""Configuration of a retriever process (env HARAG_<KEY>, YAML file, or flags)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from servicekit.config import Config, Setting
-from servicekit.main import component_settings
-from servicekit.ports import COMPONENT_PORTS
+from servicekit.config import setting, settings_of
+from servicekit.main import ComponentConfig, component_port
 
-PORTS = COMPONENT_PORTS["retriever"]
 
-EXTRA_SETTINGS = [
-    Setting(
-        "data_dir", "",
+@dataclass(frozen=True)
+class RetrieverConfig(ComponentConfig):
+    component: ClassVar[str] = "retriever"
+
+    port: int = component_port("retriever")
+    data_dir: str = setting(
+        "",
+        "data_dir",
         "Directory holding the persisted index (snapshot + write-ahead log); empty means "
         "var/data/retriever-<impl> under the working directory.",
-    ),
-    Setting(
-        "max_top_k", 50, "Largest top_k a Search may ask for.", kind=int, minimum=1, maximum=10000,
-    ),
-    Setting(
-        "max_upsert_batch", 1024, "Most documents one Upsert call may carry.",
-        kind=int, minimum=1, maximum=1_000_000,
-    ),
-    Setting(
-        "snapshot_every", 500,
+        unit="path",
+    )
+    max_top_k: int = setting(
+        50, "max_top_k", "Largest top_k a Search may ask for.", unit="documents", minimum=1,
+        maximum=10000,
+    )
+    max_upsert_batch: int = setting(
+        1024,
+        "max_upsert_batch",
+        "Most documents one Upsert call may carry.",
+        unit="documents",
+        minimum=1,
+        maximum=1_000_000,
+    )
+    snapshot_every: int = setting(
+        500,
+        "snapshot_every",
         "Write-ahead log records after which the store is compacted into a new snapshot.",
-        kind=int, minimum=1, maximum=10_000_000,
-    ),
-]
+        unit="records",
+        minimum=1,
+        maximum=10_000_000,
+    )
 
-SETTINGS = component_settings("retriever", PORTS, EXTRA_SETTINGS)
+
+def data_dir(cfg: RetrieverConfig) -> Path:
+    """Where the index lives: `data_dir`, or var/data/retriever-<impl>."""
+    return Path(cfg.data_dir) if cfg.data_dir else Path("var", "data", cfg.name)
 
 
-def data_dir(cfg: Config) -> Path:
-    return Path(cfg.data_dir) if cfg.data_dir else Path("var", "data", f"retriever-{cfg.impl}")
+SETTINGS = settings_of(RetrieverConfig)

@@ -1,4 +1,10 @@
-"""Shared `python -m <component> --impl primary|fallback` entry point for component services."""
+"""The one bootstrap every ha-rag process starts through, and the components' shared config.
+
+`bootstrap` parses the flags, warns about unknown `HARAG_*` variables, loads and validates
+the whole configuration, and only then runs the process: a bad value of any kind exits 2
+with one line on stderr, before any socket is opened. `--check-config` stops after
+validation and prints each effective setting with its source (for CI and init containers).
+"""
 
 from __future__ import annotations
 
@@ -6,87 +12,174 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal, TypeVar
 
 from servicekit import jsonlog, telemetry
-from servicekit.config import Config, ConfigError, Setting, load
-from servicekit.server import COMMON_SETTINGS, ServerOptions, ServiceRegistration, serve
+from servicekit.config import (
+    ConfigError,
+    check_fields,
+    load_config,
+    section,
+    setting,
+    settings_of,
+    unknown_variables,
+)
+from servicekit.ports import COMPONENT_PORTS
+from servicekit.server import ServerOptions, ServerSettings, ServiceRegistration, serve
 
 IMPLS = ("primary", "fallback")
+Impl = Literal["primary", "fallback"]
+
+C = TypeVar("C")
 
 
-def component_settings(
-    component: str, ports: dict[str, int], extra: Sequence[Setting]
-) -> list[Setting]:
-    return [
-        Setting(
-            "impl",
-            "primary",
-            f"Which {component} implementation this process serves.",
-            choices=IMPLS,
-        ),
-        Setting(
-            "port",
-            0,
-            "gRPC port; 0 means the implementation's default ("
-            + ", ".join(f"{impl} {port}" for impl, port in ports.items())
-            + ").",
-            kind=int,
-            minimum=0,
-            maximum=65535,
-        ),
-        Setting(
-            "fault_injection",
-            False,
-            "Serve FaultInjectionService (demos and chaos tests only; never in production).",
-            kind=bool,
-        ),
-        *COMMON_SETTINGS,
-        *extra,
-    ]
-
-
-Build = Callable[[Config], tuple[list[ServiceRegistration], Sequence]]
-
-
-def component_main(
-    component: str,
-    ports: dict[str, int],
-    settings: list[Setting],
-    build: Build,
+def bootstrap(
+    prog: str,
+    description: str,
+    schema: type[C],
+    start: Callable[[C], int],
+    *,
+    flags: Sequence[str] = (),
+    switches: Sequence[str] = (),
     argv: list[str] | None = None,
 ) -> int:
-    """Parses flags, loads config, builds the servicers and serves until SIGTERM."""
-    parser = argparse.ArgumentParser(prog=f"python -m {component}_svc")
-    parser.add_argument("--impl", choices=IMPLS, help="implementation (env HARAG_IMPL)")
-    parser.add_argument("--port", type=int, help="gRPC port (env HARAG_PORT)")
-    parser.add_argument("--config", help="YAML config file (env HARAG_CONFIG)")
+    """Loads `schema` from defaults < file < env < flags, then `start`s the process with it.
+
+    `flags` are setting keys that also get a `--flag VALUE`; `switches` are boolean settings
+    that get a bare `--switch`. Flag values are checked by the loader, like every other
+    value, so an error names the flag it came from.
+    """
+    specs = {s.key: s for s in settings_of(schema)}
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for key in flags:
+        spec = specs[key]
+        parser.add_argument(
+            spec.flag, dest=key, metavar=key.upper(), help=f"{spec.doc} (env {spec.env_var})"
+        )
+    for key in switches:
+        spec = specs[key]
+        parser.add_argument(
+            spec.flag,
+            dest=key,
+            action="store_true",
+            default=None,
+            help=f"{spec.doc} (env {spec.env_var})",
+        )
+    parser.add_argument("--config", help="YAML file of settings (env HARAG_CONFIG)")
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration, print each setting with its source, and exit",
+    )
     args = parser.parse_args(argv)
+    for warning in unknown_variables(specs.values()):
+        print(warning, file=sys.stderr)
     try:
-        cfg = load(
-            settings, config_file=args.config, overrides={"impl": args.impl, "port": args.port}
+        loaded = load_config(
+            schema,
+            config_file=args.config,
+            overrides={key: getattr(args, key) for key in (*flags, *switches)},
         )
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    name = f"{component}-{cfg.impl}"
-    jsonlog.setup(name, cfg.log_level)
-    log = logging.getLogger(f"harag.{component}")
-    telemetry.setup(name)
-    try:
-        registrations, on_stop = build(cfg)
-    except (ConfigError, OSError, ValueError) as exc:
-        log.error("startup failed", extra={"error": str(exc)})
-        return 1
-    options = ServerOptions(
-        service_name=name,
-        host=cfg.host,
-        port=cfg.port or ports[cfg.impl],
-        fault_injection=cfg.fault_injection,
-        shutdown_grace_s=cfg.shutdown_grace_s,
-        shutdown_drain_s=cfg.shutdown_drain_s,
-        max_concurrent_rpcs=cfg.max_concurrent_rpcs,
-        metrics_port=cfg.metrics_port,
-        on_stop=tuple(on_stop),
+    if args.check_config:
+        print("\n".join(loaded.describe()))
+        return 0
+    return start(loaded.config)
+
+
+# -- component processes (embedder, retriever, generator) ------------------------------
+
+
+@dataclass(frozen=True)
+class ComponentConfig:
+    """What every component process is configured with; each component subclasses it,
+    redeclares `port` with `component_port(...)` and adds its own settings."""
+
+    component: ClassVar[str] = ""
+
+    impl: Impl = setting("primary", "impl", "Which implementation this process serves.")
+    port: int = setting(
+        0,
+        "port",
+        "gRPC port; 0 means the implementation's default.",
+        unit="port",
+        minimum=0,
+        maximum=65535,
     )
-    return asyncio.run(serve(options, registrations))
+    fault_injection: bool = setting(
+        False,
+        "fault_injection",
+        "Serve FaultInjectionService (demos and chaos tests only; never in production).",
+    )
+    server: ServerSettings = section(ServerSettings)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @property
+    def name(self) -> str:
+        """The process's name in logs, traces and metrics: `<component>-<impl>`."""
+        return f"{self.component}-{self.impl}"
+
+    @property
+    def listen_port(self) -> int:
+        return self.port or COMPONENT_PORTS[self.component][self.impl]
+
+
+def component_port(component: str) -> int:
+    """The `port` field of a component's config, documenting that component's defaults."""
+    defaults = ", ".join(f"{impl} {port}" for impl, port in COMPONENT_PORTS[component].items())
+    return setting(  # type: ignore[no-any-return]
+        0,
+        "port",
+        f"gRPC port; 0 means the implementation's default ({defaults}).",
+        unit="port",
+        minimum=0,
+        maximum=65535,
+    )
+
+
+OnStop = Callable[[], Awaitable[None]]
+CC = TypeVar("CC", bound=ComponentConfig)
+Build = Callable[[CC], tuple[list[ServiceRegistration], Sequence[OnStop]]]
+
+
+def component_main(schema: type[CC], build: Build[CC], argv: list[str] | None = None) -> int:
+    """`python -m <component>_svc`: load the config, build the servicers, serve until SIGTERM."""
+    component = schema.component
+
+    def start(cfg: CC) -> int:
+        jsonlog.setup(cfg.name, cfg.server.log_level)
+        log = logging.getLogger(f"harag.{component}")
+        telemetry.setup(cfg.name)
+        try:
+            registrations, on_stop = build(cfg)
+        except (OSError, ValueError) as exc:
+            log.error("startup failed", extra={"error": str(exc)})
+            return 1
+        server = cfg.server
+        options = ServerOptions(
+            service_name=cfg.name,
+            host=server.host,
+            port=cfg.listen_port,
+            fault_injection=cfg.fault_injection,
+            shutdown_grace_s=server.shutdown_grace_s,
+            shutdown_drain_s=server.shutdown_drain_s,
+            max_concurrent_rpcs=server.max_concurrent_rpcs,
+            metrics_port=server.metrics_port,
+            on_stop=tuple(on_stop),
+        )
+        return asyncio.run(serve(options, registrations))
+
+    return bootstrap(
+        f"python -m {component}_svc",
+        f"Serve the {component} (primary or fallback implementation) until SIGTERM.",
+        schema,
+        start,
+        flags=("impl", "port"),
+        argv=argv,
+    )

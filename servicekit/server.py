@@ -14,6 +14,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from harag.v1 import fault_injection_pb2, fault_injection_pb2_grpc
 from servicekit import telemetry
-from servicekit.config import Setting
+from servicekit.config import check_fields, setting
 from servicekit.faults import FaultInjectionServicer, FaultInterceptor, FaultState
 from servicekit.metrics import observe_faults, resolve_port, start_endpoint
 from servicekit.rpc_server_telemetry import RpcObserver, ServerTelemetryInterceptor
@@ -30,43 +31,53 @@ log = logging.getLogger("harag.server")
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
-COMMON_SETTINGS: list[Setting] = [
-    Setting("host", "127.0.0.1", "Address to listen on; use 0.0.0.0 in containers."),
-    Setting("log_level", "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
-    Setting(
-        "shutdown_grace_s",
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Settings every ha-rag process shares (the gateway and each component)."""
+
+    host: str = setting(
+        "127.0.0.1", "host", "Address to listen on; use 0.0.0.0 in containers.", unit="address"
+    )
+    log_level: LogLevel = setting("INFO", "log_level", "Log level.")
+    shutdown_grace_s: float = setting(
         5.0,
+        "shutdown_grace_s",
         "On SIGTERM, how long in-flight calls may take to finish.",
-        kind=float,
+        unit="s",
         minimum=0,
         maximum=300,
-    ),
-    Setting(
-        "shutdown_drain_s",
+    )
+    shutdown_drain_s: float = setting(
         0.0,
+        "shutdown_drain_s",
         "On SIGTERM, how long to keep serving while health reports NOT_SERVING, so load "
         "balancers stop sending first (set ~ readiness period in Kubernetes).",
-        kind=float,
+        unit="s",
         minimum=0,
         maximum=300,
-    ),
-    Setting(
-        "metrics_port",
+    )
+    metrics_port: int = setting(
         -1,
+        "metrics_port",
         "Prometheus /metrics HTTP port; -1 = the gRPC port + 1000, 0 = no endpoint.",
-        kind=int,
+        unit="port",
         minimum=-1,
         maximum=65535,
-    ),
-    Setting(
-        "max_concurrent_rpcs",
+    )
+    max_concurrent_rpcs: int = setting(
         512,
+        "max_concurrent_rpcs",
         "In-flight RPCs this process accepts; more are rejected RESOURCE_EXHAUSTED by gRPC.",
-        kind=int,
+        unit="RPCs",
         minimum=1,
         maximum=100000,
-    ),
-]
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 class _EndWatchesOnShutdown(grpc.aio.ServerInterceptor):

@@ -12,6 +12,8 @@ from typing import Literal
 
 import grpc
 
+from servicekit.config import RuleViolation, check_fields, setting
+
 DEFAULT_RECORDED_FAILURE_CODES: frozenset[grpc.StatusCode] = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -46,63 +48,119 @@ class TransitionReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class BreakerConfig:
-    """Breaker tuning. Every field has a production default; validated on construction."""
+    """Breaker tuning, Resilience4j semantics. Every field has a production default and is
+    validated on construction; the gateway's `breaker_*` settings are these fields."""
 
-    window_type: Literal["count", "time"] = "count"
-    """"count": last `window_size` calls; "time": calls of the last `window_size` seconds."""
-    window_size: int = 20
-    """Calls (count window) or whole seconds (time window, one bucket per second)."""
-    minimum_calls: int = 10
-    """Calls the window must hold before rates are evaluated. For a count window the
-    effective minimum is min(minimum_calls, window_size), as in Resilience4j."""
-    failure_rate_threshold: float = 50.0
-    """Percent. CLOSED trips when failure rate >= this; HALF_OPEN reopens when >= this."""
-    slow_call_rate_threshold: float = 100.0
-    """Percent. Same rule as the failure threshold, applied to the slow-call rate
-    (100 = trip only when every call in the window was slow)."""
-    slow_call_duration_s: float = 2.0
-    """A call is slow when its duration is strictly greater than this (successes and
-    failures alike)."""
-    wait_in_open_s: float = 5.0
-    """Base OPEN wait before the first probe, for the first consecutive trip."""
-    wait_multiplier: float = 2.0
-    """OPEN wait = min(wait_in_open_s * wait_multiplier**(consecutive_trips-1), max)."""
-    max_wait_in_open_s: float = 60.0
-    """Cap on the (pre-jitter) OPEN wait."""
-    wait_jitter: float = 0.2
-    """Fractional jitter applied after capping: wait *= uniform(1-j, 1+j). Spreads the
-    probes of many gateways so a recovering upstream is not hit in lock-step."""
-    permitted_calls_in_half_open: int = 3
-    """Max concurrent probes in HALF_OPEN; the decision is taken once this many results
-    (ignored codes and released permits excluded) are in."""
-    max_half_open_s: float = 10.0
-    """HALF_OPEN still undecided after this long (probes lost, hung or too little traffic)
-    goes back to OPEN and counts as a trip, so the breaker can never stay stuck."""
+    window_type: Literal["count", "time"] = setting(
+        "count",
+        "breaker_window_type",
+        "Sliding window kind: count = the last `window_size` calls, time = the calls of the "
+        "last `window_size` seconds.",
+    )
+    window_size: int = setting(
+        20,
+        "breaker_window_size",
+        "Window size: calls (count window) or whole seconds (time window, one bucket per second).",
+        unit="calls or s",
+        minimum=1,
+        maximum=10000,
+    )
+    minimum_calls: int = setting(
+        10,
+        "breaker_minimum_calls",
+        "Calls the window must hold before the rates can open the breaker (for a count window "
+        "at most window_size, as in Resilience4j).",
+        unit="calls",
+        minimum=1,
+        maximum=10000,
+    )
+    failure_rate_threshold: float = setting(
+        50.0,
+        "breaker_failure_rate_threshold",
+        "Failure rate that opens the breaker (CLOSED trips, HALF_OPEN reopens when >= this).",
+        unit="%",
+        minimum=0,
+        above_minimum=True,
+        maximum=100,
+    )
+    slow_call_rate_threshold: float = setting(
+        100.0,
+        "breaker_slow_call_rate_threshold",
+        "Slow-call rate that opens the breaker (100 = only when every call in the window was "
+        "slow).",
+        unit="%",
+        minimum=0,
+        above_minimum=True,
+        maximum=100,
+    )
+    slow_call_duration_s: float = setting(
+        2.0,
+        "breaker_slow_call_duration_s",
+        "A call slower than this is slow (successes and failures alike).",
+        unit="s",
+        minimum=0.001,
+    )
+    wait_in_open_s: float = setting(
+        5.0,
+        "breaker_wait_in_open_s",
+        "Open wait before the first probe, after the first consecutive trip.",
+        unit="s",
+        minimum=0.001,
+    )
+    wait_multiplier: float = setting(
+        2.0,
+        "breaker_wait_multiplier",
+        "Open wait growth per consecutive trip: wait_in_open_s * multiplier^(trips-1), capped.",
+        unit="factor",
+        minimum=1,
+    )
+    max_wait_in_open_s: float = setting(
+        60.0,
+        "breaker_max_wait_in_open_s",
+        "Cap of the open wait (before jitter).",
+        unit="s",
+        minimum=0.001,
+    )
+    wait_jitter: float = setting(
+        0.2,
+        "breaker_wait_jitter",
+        "Open wait jitter after capping, wait *= uniform(1-j, 1+j), so the probes of many "
+        "gateways do not hit a recovering upstream in lock-step.",
+        unit="fraction",
+        minimum=0,
+        maximum=1,
+        below_maximum=True,
+    )
+    permitted_calls_in_half_open: int = setting(
+        3,
+        "breaker_permitted_calls_in_half_open",
+        "Concurrent probe calls in HALF_OPEN; the decision is taken once this many results "
+        "are in.",
+        unit="calls",
+        minimum=1,
+        maximum=1000,
+    )
+    max_half_open_s: float = setting(
+        10.0,
+        "breaker_max_half_open_s",
+        "HALF_OPEN still undecided after this long goes back to OPEN (counted as a trip), so "
+        "the breaker can never stay stuck.",
+        unit="s",
+        minimum=0.001,
+    )
     recorded_failure_codes: frozenset[grpc.StatusCode] = field(
         default=DEFAULT_RECORDED_FAILURE_CODES
     )
     """Codes counted as failures. OK/None is a success; every other code (INVALID_ARGUMENT,
     NOT_FOUND, FAILED_PRECONDITION, CANCELLED, ...) is ignored: not recorded at all, and
-    in HALF_OPEN its probe slot is given back."""
+    in HALF_OPEN its probe slot is given back. Not a setting: it is part of the design."""
 
     def __post_init__(self) -> None:
-        if self.window_type not in ("count", "time"):
-            raise ValueError(f"window_type must be 'count' or 'time', not {self.window_type!r}")
-        if self.window_size < 1 or self.minimum_calls < 1:
-            raise ValueError("window_size and minimum_calls must be >= 1")
-        for name in ("failure_rate_threshold", "slow_call_rate_threshold"):
-            if not 0.0 < getattr(self, name) <= 100.0:
-                raise ValueError(f"{name} must be in (0, 100]")
-        if self.wait_in_open_s < 0 or self.max_wait_in_open_s < self.wait_in_open_s:
-            raise ValueError("need 0 <= wait_in_open_s <= max_wait_in_open_s")
-        if self.wait_multiplier < 1.0:
-            raise ValueError("wait_multiplier must be >= 1")
-        if not 0.0 <= self.wait_jitter < 1.0:
-            raise ValueError("wait_jitter must be in [0, 1)")
-        if self.permitted_calls_in_half_open < 1 or self.max_half_open_s <= 0:
-            raise ValueError("permitted_calls_in_half_open >= 1 and max_half_open_s > 0")
+        check_fields(self)
+        if self.wait_in_open_s > self.max_wait_in_open_s:
+            raise RuleViolation("{wait_in_open_s} must be <= {max_wait_in_open_s}")
         if grpc.StatusCode.OK in self.recorded_failure_codes:
-            raise ValueError("OK cannot be a recorded failure code")
+            raise RuleViolation("{recorded_failure_codes} must not hold OK")
 
 
 @dataclass(frozen=True, slots=True)

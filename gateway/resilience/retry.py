@@ -16,6 +16,7 @@ import grpc
 
 from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.window import RollingCounters
+from servicekit.config import RuleViolation, check_fields, setting
 
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
@@ -24,12 +25,32 @@ Metadata = Iterable[tuple[str, str | bytes]] | Mapping[str, str | bytes]
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    max_attempts: int = 3
-    """Total attempts including the first one (gRPC retryPolicy semantics)."""
-    initial_backoff_s: float = 0.025
-    """Backoff cap before the first retry."""
-    max_backoff_s: float = 0.5
-    """Upper bound of any computed backoff (server pushback is not capped)."""
+    """Whether and when one more attempt may be made (gRPC retryPolicy semantics, AWS full
+    jitter). The gateway's `retry_max_attempts` and `retry_*_backoff_s` settings are these
+    fields; validated on construction."""
+
+    max_attempts: int = setting(
+        3,
+        "retry_max_attempts",
+        "Attempts per logical call, the first included (1 = no retries).",
+        unit="attempts",
+        minimum=1,
+        maximum=10,
+    )
+    initial_backoff_s: float = setting(
+        0.025,
+        "retry_initial_backoff_s",
+        "Backoff cap before the first retry (full jitter: the wait is uniform in [0, cap]).",
+        unit="s",
+        minimum=0,
+    )
+    max_backoff_s: float = setting(
+        0.5,
+        "retry_max_backoff_s",
+        "Largest computed backoff cap (a server's pushback is not capped).",
+        unit="s",
+        minimum=0,
+    )
     multiplier: float = 2.0
     """Backoff cap grows by this per retry: min(max, initial * multiplier**retry_index)."""
     retryable_codes: frozenset[grpc.StatusCode] = field(
@@ -44,12 +65,11 @@ class RetryPolicy:
     overloaded server that says nothing must not be hammered)."""
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
-        if self.initial_backoff_s < 0 or self.max_backoff_s < self.initial_backoff_s:
-            raise ValueError("need 0 <= initial_backoff_s <= max_backoff_s")
+        check_fields(self)
+        if self.initial_backoff_s > self.max_backoff_s:
+            raise RuleViolation("{initial_backoff_s} must be <= {max_backoff_s}")
         if self.multiplier < 1.0:
-            raise ValueError("multiplier must be >= 1")
+            raise RuleViolation("{multiplier} must be >= 1")
 
 
 def full_jitter_backoff(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
@@ -149,18 +169,35 @@ def decide_retry(
 
 @dataclass(frozen=True, slots=True)
 class RetryBudgetConfig:
-    budget_ratio: float = 0.2
-    """Extra calls (retries + hedges) allowed per original request, over the window."""
-    min_retries_per_second: float = 3.0
-    """Floor so that low-traffic callers can still retry: adds this * window_s tokens."""
-    window_s: int = 10
-    """Whole seconds of history (one bucket per second)."""
+    """Envoy/Finagle-style retry budget; the gateway's `retry_budget_*` settings."""
+
+    budget_ratio: float = setting(
+        0.2,
+        "retry_budget_ratio",
+        "Extra calls (retries + hedges) allowed per original request, over the window "
+        "(Envoy retry budget).",
+        unit="calls/request",
+        minimum=0,
+        maximum=10,
+    )
+    min_retries_per_second: float = setting(
+        3.0,
+        "retry_budget_min_per_s",
+        "Retries + hedges always allowed per second (the floor for low-traffic callers).",
+        unit="calls/s",
+        minimum=0,
+    )
+    window_s: int = setting(
+        10,
+        "retry_budget_window_s",
+        "Window over which the retry budget is counted (one bucket per second).",
+        unit="s",
+        minimum=1,
+        maximum=3600,
+    )
 
     def __post_init__(self) -> None:
-        if self.budget_ratio < 0 or self.min_retries_per_second < 0:
-            raise ValueError("budget_ratio and min_retries_per_second must be >= 0")
-        if self.window_s < 1:
-            raise ValueError("window_s must be >= 1")
+        check_fields(self)
 
 
 @dataclass(frozen=True, slots=True)
