@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 
 from gateway.admin import GatewayAdmin
 from gateway.admission import AdmissionInterceptor, QueueDelayProbe, SheddingController, ShedLog
-from gateway.config import SETTINGS
+from gateway.config import GatewayConfig
 from gateway.pipeline import Pipeline
 from gateway.prober import BreakerProber
 from gateway.server import RagGateway
@@ -16,7 +15,7 @@ from gateway.telemetry import METRICS, AttemptTelemetry
 from gateway.upstreams import Upstreams
 from harag.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from servicekit import jsonlog, telemetry
-from servicekit.config import Config, ConfigError, load
+from servicekit.main import bootstrap
 from servicekit.rpc_client_telemetry import instrument_aio_channels
 from servicekit.server import ServerOptions, ServiceRegistration, serve
 
@@ -28,21 +27,25 @@ ADMIN_NAME = admin_pb2.DESCRIPTOR.services_by_name["GatewayAdminService"].full_n
 CONTROL_HEADROOM = 32
 
 
-def core_rpc_limit(cfg: Config) -> int:
+def core_rpc_limit(cfg: GatewayConfig) -> int:
     """gRPC's own concurrency cap for the gateway, just above the handler's admission limit.
 
     The handler's limit sheds first, with RetryInfo; this cap is a backstop so a flood of
     RPCs cannot pile up in the server beyond it. Neither sees calls that gRPC has not yet
     handed to the server: admission control (gateway/admission.py) measures that queue.
     """
-    return min(cfg.max_concurrent_rpcs, cfg.max_inflight_requests + CONTROL_HEADROOM)
+    return min(
+        cfg.server.max_concurrent_rpcs, cfg.admission.max_inflight_requests + CONTROL_HEADROOM
+    )
 
 
-async def run(cfg: Config) -> int:
+async def run(cfg: GatewayConfig) -> int:
     upstreams = Upstreams.from_config(cfg)
     upstreams.start_health_watch()
     prober = BreakerProber(
-        upstreams.all(), cfg.breaker_probe_interval_s, timeout_s=max(cfg.embed_timeout_s, 1.0)
+        upstreams.all(),
+        cfg.upstream.breaker_probe_interval_s,
+        timeout_s=max(cfg.deadlines.embed_timeout_s, 1.0),
     )
     prober.start()
     shed_log = ShedLog()
@@ -64,12 +67,12 @@ async def run(cfg: Config) -> int:
     ]
     options = ServerOptions(
         service_name="gateway",
-        host=cfg.host,
+        host=cfg.server.host,
         port=cfg.port,
-        shutdown_grace_s=cfg.shutdown_grace_s,
-        shutdown_drain_s=cfg.shutdown_drain_s,
+        shutdown_grace_s=cfg.server.shutdown_grace_s,
+        shutdown_drain_s=cfg.server.shutdown_drain_s,
         max_concurrent_rpcs=core_rpc_limit(cfg),
-        metrics_port=cfg.metrics_port,
+        metrics_port=cfg.server.metrics_port,
         rpc_observers=(METRICS.observe_rpc,),
         front_interceptors=admission,
         on_started=(probe.start,) if probe else (),
@@ -80,14 +83,14 @@ async def run(cfg: Config) -> int:
 
 
 def admission_control(
-    cfg: Config, shed_log: ShedLog
+    cfg: GatewayConfig, shed_log: ShedLog
 ) -> tuple[QueueDelayProbe | None, tuple[AdmissionInterceptor, ...]]:
     """The self-probe and the interceptor that sheds by its measurements (off when bare)."""
-    if cfg.admission_queue_target_s <= 0 or cfg.bare:
+    if cfg.admission.queue_target_s <= 0 or cfg.bare:
         return None, ()
-    controller = SheddingController(cfg.admission_queue_target_s)
+    controller = SheddingController(cfg.admission.queue_target_s)
     probe = QueueDelayProbe(
-        loopback_address(cfg.host, cfg.port), cfg.admission_probe_interval_s, controller
+        loopback_address(cfg.server.host, cfg.port), cfg.admission.probe_interval_s, controller
     )
 
     def count_shed(method: str) -> None:
@@ -95,7 +98,7 @@ def admission_control(
         METRICS.observe_rpc(method, "RESOURCE_EXHAUSTED", 0.0)
 
     interceptor = AdmissionInterceptor(
-        controller, probe, cfg.shed_retry_after_s, count_shed, shed_log
+        controller, probe, cfg.admission.shed_retry_after_s, count_shed, shed_log
     )
     return probe, (interceptor,)
 
@@ -109,28 +112,23 @@ def loopback_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
-    parser.add_argument("--port", type=int, help="gRPC port (env HARAG_PORT)")
-    parser.add_argument("--config", help="YAML config file (env HARAG_CONFIG)")
-    parser.add_argument(
-        "--bare",
-        action="store_true",
-        default=None,
-        help="benchmark baseline: same upstream calls without the resilience layer (HARAG_BARE)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        cfg = load(
-            SETTINGS, config_file=args.config, overrides={"port": args.port, "bare": args.bare}
-        )
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    jsonlog.setup("gateway", cfg.log_level)
+def start(cfg: GatewayConfig) -> int:
+    jsonlog.setup("gateway", cfg.server.log_level)
     telemetry.setup("gateway")
     instrument_aio_channels()  # before any upstream channel exists
     return asyncio.run(run(cfg))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return bootstrap(
+        "python -m gateway",
+        __doc__ or "",
+        GatewayConfig,
+        start,
+        flags=("port",),
+        switches=("bare",),
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

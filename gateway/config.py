@@ -1,16 +1,21 @@
-"""The gateway's settings: upstream chains, deadlines and limits (resilience knobs join later).
+"""The gateway's configuration: one typed tree, each setting declared once on its field.
 
-Every setting is documented with its default; env var `HARAG_<KEY>`, or a YAML file of
-flat keys via `--config`/`HARAG_CONFIG` (the Kubernetes ConfigMap ships such a file).
+`GatewayConfig` holds typed sections; the resilience ones are the resilience layer's own
+dataclasses (`BreakerConfig`, `RetryPolicy`, `RetryBudgetConfig`), whose fields carry the
+`breaker_*` / `retry_*` settings. Every setting is an env var `HARAG_<KEY>` or a key of the
+flat YAML file given by `--config`/`HARAG_CONFIG` (the Kubernetes ConfigMap ships such a
+file); see servicekit.config for layering and validation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from servicekit.config import Setting
+from gateway.resilience.breaker_types import BreakerConfig
+from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
+from servicekit.config import RuleViolation, check_fields, section, setting, settings_of
 from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
-from servicekit.server import COMMON_SETTINGS
+from servicekit.server import ServerSettings
 
 PORT = GATEWAY_PORT
 COMPONENTS = tuple(COMPONENT_PORTS)
@@ -52,322 +57,333 @@ def _chain_problem(text: str) -> str | None:
     return None
 
 
-SETTINGS: list[Setting] = [
-    Setting("port", PORT, "gRPC port of the public API.", kind=int, minimum=1, maximum=65535),
-    *COMMON_SETTINGS,
-    *(
-        Setting(
-            f"{component}_chain",
-            DEFAULT_CHAINS[component],
-            f"The {component} fallback chain: comma-separated name=host:port, tier 0 first.",
-            validate=_chain_problem,
-        )
-        for component in COMPONENTS
-    ),
-    Setting(
-        "default_deadline_s",
+@dataclass(frozen=True)
+class ChainConfig:
+    """Each component's fallback chain, tier 0 first."""
+
+    embedder: str = setting(
+        DEFAULT_CHAINS["embedder"],
+        "embedder_chain",
+        "The embedder fallback chain: comma-separated name=host:port, tier 0 first.",
+        unit="name=host:port,...",
+        validate=_chain_problem,
+    )
+    retriever: str = setting(
+        DEFAULT_CHAINS["retriever"],
+        "retriever_chain",
+        "The retriever fallback chain: comma-separated name=host:port, tier 0 first.",
+        unit="name=host:port,...",
+        validate=_chain_problem,
+    )
+    generator: str = setting(
+        DEFAULT_CHAINS["generator"],
+        "generator_chain",
+        "The generator fallback chain: comma-separated name=host:port, tier 0 first.",
+        unit="name=host:port,...",
+        validate=_chain_problem,
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        names = [spec.name for component in COMPONENTS for spec in self.specs(component)]
+        if len(set(names)) != len(names):
+            # Upstream names key breakers, metrics and GetSystemHealth.
+            raise RuleViolation(
+                "upstream names must be unique across {embedder}, {retriever} and {generator}"
+            )
+
+    def specs(self, component: str) -> list[UpstreamSpec]:
+        """The component's chain, parsed (validated at load, so this cannot fail)."""
+        chain: str = getattr(self, component)
+        return parse_chain(chain)
+
+
+@dataclass(frozen=True)
+class DeadlineConfig:
+    """How a request's time is budgeted across stages, tiers and attempts."""
+
+    default_deadline_s: float = setting(
         5.0,
+        "default_deadline_s",
         "Budget for a request whose caller sets no deadline.",
-        kind=float,
+        unit="s",
         minimum=0.05,
         maximum=600,
-    ),
-    Setting(
-        "reply_margin_s",
+    )
+    reply_margin_s: float = setting(
         0.02,
+        "reply_margin_s",
         "Time kept back from the caller's deadline to send the reply.",
-        kind=float,
+        unit="s",
         minimum=0,
         maximum=5,
-    ),
-    Setting(
-        "min_attempt_s",
+    )
+    min_attempt_s: float = setting(
         0.02,
+        "min_attempt_s",
         "No attempt starts with less time than this (outcome NO_TIME).",
-        kind=float,
+        unit="s",
         minimum=0.001,
         maximum=10,
-    ),
-    Setting(
-        "tier_reserve_s",
+    )
+    tier_reserve_s: float = setting(
         0.08,
+        "tier_reserve_s",
         "Time each attempt leaves for every later tier and later stage, so a hanging "
         "upstream cannot starve the fallbacks behind it.",
-        kind=float,
+        unit="s",
         minimum=0,
         maximum=10,
-    ),
-    Setting("embed_timeout_s", 1.0, "Per-attempt timeout cap for Embed.", kind=float, minimum=0.01),
-    Setting(
-        "retrieve_timeout_s", 1.0, "Per-attempt timeout cap for Search.", kind=float, minimum=0.01
-    ),
-    Setting(
-        "generate_timeout_s", 3.0, "Per-attempt timeout cap for Generate.", kind=float, minimum=0.01
-    ),
-    Setting(
-        "default_top_k",
+    )
+    embed_timeout_s: float = setting(
+        1.0, "embed_timeout_s", "Per-attempt timeout cap for Embed.", unit="s", minimum=0.01
+    )
+    retrieve_timeout_s: float = setting(
+        1.0, "retrieve_timeout_s", "Per-attempt timeout cap for Search.", unit="s", minimum=0.01
+    )
+    generate_timeout_s: float = setting(
+        3.0,
+        "generate_timeout_s",
+        "Per-attempt timeout cap for Generate.",
+        unit="s",
+        minimum=0.01,
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.reply_margin_s >= self.default_deadline_s:
+            # Otherwise every request without a deadline is refused before it starts.
+            raise RuleViolation("{reply_margin_s} must be < {default_deadline_s}")
+
+    def per_try_cap_s(self, component: str) -> float:
+        """The per-attempt timeout cap of a component's calls."""
+        caps = {
+            "embedder": self.embed_timeout_s,
+            "retriever": self.retrieve_timeout_s,
+            "generator": self.generate_timeout_s,
+        }
+        return caps[component]
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    """Limits and defaults of a Query request."""
+
+    default_top_k: int = setting(
         4,
+        "default_top_k",
         "top_k when the request leaves it unset.",
-        kind=int,
+        unit="documents",
         minimum=1,
         maximum=50,
-    ),
-    Setting(
-        "max_query_chars", 2000, "Longest accepted query.", kind=int, minimum=1, maximum=100000
-    ),
-    Setting(
-        "retry_after_s",
-        5.0,
-        "retry_after advertised with the static 'temporarily unavailable' answer.",
-        kind=float,
-        minimum=0,
-        maximum=3600,
-    ),
-    Setting(
-        "max_ingest_documents",
-        512,
-        "Most documents per Ingest call.",
-        kind=int,
+    )
+    max_query_chars: int = setting(
+        2000,
+        "max_query_chars",
+        "Longest accepted query.",
+        unit="characters",
         minimum=1,
         maximum=100000,
-    ),
-    Setting(
-        "max_document_chars",
-        8192,
-        "Longest accepted document text (the embedders' limit).",
-        kind=int,
-        minimum=1,
-    ),
-    Setting(
-        "ingest_batch_size",
-        64,
-        "Documents per Embed/Upsert call during ingest.",
-        kind=int,
-        minimum=1,
-    ),
-    Setting(
-        "ingest_timeout_s",
-        30.0,
-        "Per-call timeout for Embed/Upsert during ingest.",
-        kind=float,
-        minimum=0.1,
-    ),
-    # -- circuit breaker, one per upstream (Resilience4j semantics) --
-    Setting("breaker_enabled", True, "Use a circuit breaker per upstream.", kind=bool),
-    Setting(
-        "breaker_window_type",
-        "count",
-        "Sliding window kind.",
-        choices=("count", "time"),
-    ),
-    Setting(
-        "breaker_window_size",
-        20,
-        "Window size: calls (count) or seconds (time).",
-        kind=int,
-        minimum=1,
-        maximum=10000,
-    ),
-    Setting(
-        "breaker_minimum_calls",
-        10,
-        "Calls recorded before the failure rate can open it.",
-        kind=int,
-        minimum=1,
-        maximum=10000,
-    ),
-    Setting(
-        "breaker_failure_rate_threshold",
-        50.0,
-        "Failure rate (%) that opens the breaker.",
-        kind=float,
-        minimum=0.1,
-        maximum=100,
-    ),
-    Setting(
-        "breaker_slow_call_rate_threshold",
-        100.0,
-        "Slow-call rate (%) that opens the breaker.",
-        kind=float,
-        minimum=0.1,
-        maximum=100,
-    ),
-    Setting(
-        "breaker_slow_call_duration_s",
-        2.0,
-        "A call slower than this is slow.",
-        kind=float,
-        minimum=0.001,
-    ),
-    Setting(
-        "breaker_wait_in_open_s",
+    )
+    retry_after_s: float = setting(
         5.0,
-        "Open wait after the first trip.",
-        kind=float,
-        minimum=0.001,
-    ),
-    Setting(
-        "breaker_wait_multiplier",
-        2.0,
-        "Open wait growth per consecutive trip.",
-        kind=float,
-        minimum=1,
-    ),
-    Setting(
-        "breaker_max_wait_in_open_s",
-        60.0,
-        "Cap of the open wait (before jitter).",
-        kind=float,
-        minimum=0.001,
-    ),
-    Setting(
-        "breaker_wait_jitter",
-        0.2,
-        "Open wait jitter, as a fraction (0.2 = +-20%).",
-        kind=float,
+        "retry_after_s",
+        "retry_after advertised with the static 'temporarily unavailable' answer.",
+        unit="s",
         minimum=0,
-        maximum=1,
-    ),
-    Setting(
-        "breaker_permitted_calls_in_half_open",
-        3,
-        "Concurrent probe calls in HALF_OPEN.",
-        kind=int,
+        maximum=3600,
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Limits and pacing of Ingest."""
+
+    max_ingest_documents: int = setting(
+        512,
+        "max_ingest_documents",
+        "Most documents per Ingest call.",
+        unit="documents",
         minimum=1,
-        maximum=1000,
-    ),
-    Setting(
-        "breaker_max_half_open_s",
-        10.0,
-        "HALF_OPEN undecided this long goes back to OPEN.",
-        kind=float,
-        minimum=0.001,
-    ),
-    Setting(
-        "breaker_probe_interval_s",
+        maximum=100000,
+    )
+    max_document_chars: int = setting(
+        8192,
+        "max_document_chars",
+        "Longest accepted document text (the embedders' limit).",
+        unit="characters",
+        minimum=1,
+    )
+    batch_size: int = setting(
+        64,
+        "ingest_batch_size",
+        "Documents per Embed/Upsert call during ingest.",
+        unit="documents",
+        minimum=1,
+    )
+    timeout_s: float = setting(
+        30.0,
+        "ingest_timeout_s",
+        "Per-call timeout for Embed/Upsert during ingest.",
+        unit="s",
+        minimum=0.1,
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class UpstreamPolicy:
+    """What guards every upstream besides the breaker's tuning."""
+
+    breaker_enabled: bool = setting(True, "breaker_enabled", "Use a circuit breaker per upstream.")
+    breaker_probe_interval_s: float = setting(
         0.5,
+        "breaker_probe_interval_s",
         "How often an open breaker with no traffic gets a probe call (the upstream's most "
         "recent request, replayed); 0 = probe only with live traffic.",
-        kind=float,
+        unit="s",
         minimum=0,
         maximum=600,
-    ),
-    # -- retries and hedging --
-    Setting(
-        "retry_max_attempts",
-        3,
-        "Attempts per logical call, first included (1 = no retries).",
-        kind=int,
-        minimum=1,
-        maximum=10,
-    ),
-    Setting(
-        "retry_initial_backoff_s",
-        0.025,
-        "First retry backoff cap (full jitter).",
-        kind=float,
-        minimum=0,
-    ),
-    Setting("retry_max_backoff_s", 0.5, "Largest retry backoff.", kind=float, minimum=0),
-    Setting(
-        "retry_budget_ratio",
-        0.2,
-        "Retries+hedges allowed per request (Envoy retry budget).",
-        kind=float,
-        minimum=0,
-        maximum=10,
-    ),
-    Setting(
-        "retry_budget_min_per_s",
-        3.0,
-        "Retries+hedges always allowed per second (the floor).",
-        kind=float,
-        minimum=0,
-    ),
-    Setting(
-        "retry_budget_window_s",
-        10,
-        "Window (s) over which the retry budget is counted.",
-        kind=int,
-        minimum=1,
-        maximum=3600,
-    ),
-    Setting("hedge_enabled", True, "Hedge idempotent calls (Embed, Search).", kind=bool),
-    Setting(
-        "hedge_delay_s",
-        0.0,
-        "Delay before the hedge; 0 = the slow upstream's observed p95 (no hedge until known).",
-        kind=float,
-        minimum=0,
-    ),
-    Setting("hedge_min_delay_s", 0.005, "Smallest hedge delay.", kind=float, minimum=0),
-    # -- bulkheads and load shedding --
-    Setting(
-        "bulkhead_max_concurrent",
+    )
+    bulkhead_max_concurrent: int = setting(
         64,
+        "bulkhead_max_concurrent",
         "In-flight calls per upstream; more go to the next tier.",
-        kind=int,
+        unit="calls",
         minimum=1,
         maximum=100000,
-    ),
-    Setting(
-        "max_inflight_requests",
+    )
+    skip_not_serving: bool = setting(
+        True,
+        "skip_not_serving",
+        "Skip an upstream whose grpc.health.v1 Watch reports NOT_SERVING (outcome NOT_SERVING).",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class HedgeConfig:
+    """Hedged requests for idempotent calls (Embed, Search)."""
+
+    enabled: bool = setting(True, "hedge_enabled", "Hedge idempotent calls (Embed, Search).")
+    delay_s: float = setting(
+        0.0,
+        "hedge_delay_s",
+        "Delay before the hedge; 0 = the slow upstream's observed p95 (no hedge until known).",
+        unit="s",
+        minimum=0,
+    )
+    min_delay_s: float = setting(
+        0.005, "hedge_min_delay_s", "Smallest hedge delay.", unit="s", minimum=0
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    """Load shedding at the front door."""
+
+    max_inflight_requests: int = setting(
         256,
+        "max_inflight_requests",
         "In-flight public requests; more are shed with RESOURCE_EXHAUSTED + RetryInfo.",
-        kind=int,
+        unit="requests",
         minimum=1,
         maximum=100000,
-    ),
-    Setting(
-        "admission_queue_target_s",
+    )
+    queue_target_s: float = setting(
         0.1,
+        "admission_queue_target_s",
         "Shed new queries while calls wait longer than this inside the gateway before it "
         "starts on them (measured by self-probes); 0 disables.",
-        kind=float,
+        unit="s",
         minimum=0,
-    ),
-    Setting(
-        "admission_probe_interval_s",
+    )
+    probe_interval_s: float = setting(
         0.02,
+        "admission_probe_interval_s",
         "Pause between the gateway's self-probes while it is taking queries.",
-        kind=float,
+        unit="s",
         minimum=0.001,
-    ),
-    Setting(
-        "shed_retry_after_s",
+    )
+    shed_retry_after_s: float = setting(
         0.5,
+        "shed_retry_after_s",
         "RetryInfo delay sent with shed requests.",
-        kind=float,
+        unit="s",
         minimum=0,
-    ),
-    # -- coalescing and cache --
-    Setting("coalesce_enabled", True, "Identical concurrent queries share one run.", kind=bool),
-    Setting(
-        "cache_ttl_s",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Coalescing of identical queries and the answer cache."""
+
+    coalesce_enabled: bool = setting(
+        True, "coalesce_enabled", "Identical concurrent queries share one run."
+    )
+    ttl_s: float = setting(
         60.0,
+        "cache_ttl_s",
         "How long a fresh answer is served from cache; 0 disables.",
-        kind=float,
+        unit="s",
         minimum=0,
-    ),
-    Setting("cache_max_entries", 10000, "Answers kept fresh in cache.", kind=int, minimum=1),
-    Setting(
-        "stale_ttl_s",
+    )
+    max_entries: int = setting(
+        10000, "cache_max_entries", "Answers kept fresh in cache.", unit="answers", minimum=1
+    )
+    stale_ttl_s: float = setting(
         3600.0,
+        "stale_ttl_s",
         "How long the last good answer may be served stale when every generator fails; 0 off.",
-        kind=float,
+        unit="s",
         minimum=0,
-    ),
-    Setting(
-        "bare",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything `python -m gateway` is configured with, validated as a whole at load."""
+
+    port: int = setting(
+        PORT, "port", "gRPC port of the public API.", unit="port", minimum=1, maximum=65535
+    )
+    server: ServerSettings = section(ServerSettings)
+    chains: ChainConfig = section(ChainConfig)
+    deadlines: DeadlineConfig = section(DeadlineConfig)
+    query: QueryConfig = section(QueryConfig)
+    ingest: IngestConfig = section(IngestConfig)
+    upstream: UpstreamPolicy = section(UpstreamPolicy)
+    breaker: BreakerConfig = section(BreakerConfig)
+    retry: RetryPolicy = section(RetryPolicy)
+    retry_budget: RetryBudgetConfig = section(RetryBudgetConfig)
+    hedge: HedgeConfig = section(HedgeConfig)
+    admission: AdmissionConfig = section(AdmissionConfig)
+    cache: CacheConfig = section(CacheConfig)
+    bare: bool = setting(
         False,
+        "bare",
         "Benchmark baseline: same upstream calls, no breakers, retries, hedging, bulkheads, "
         "coalescing or cache.",
-        kind=bool,
-    ),
-    Setting(
-        "skip_not_serving",
-        True,
-        "Skip an upstream whose grpc.health.v1 Watch reports NOT_SERVING (outcome NOT_SERVING).",
-        kind=bool,
-    ),
-]
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+SETTINGS = settings_of(GatewayConfig)

@@ -19,9 +19,9 @@ from typing import TypeVar
 
 import grpc
 
+from gateway.config import IngestConfig
 from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import common_pb2, embedder_pb2, gateway_pb2, retriever_pb2
-from servicekit.config import Config
 
 log = logging.getLogger("harag.ingest")
 T = TypeVar("T")
@@ -45,7 +45,7 @@ def document_id(text: str) -> str:
     return "doc-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _validate(docs: list[common_pb2.Document], cfg: Config) -> list[_Doc]:
+def _validate(docs: list[common_pb2.Document], cfg: IngestConfig) -> list[_Doc]:
     seen: set[str] = set()
     checked = []
     for index, raw in enumerate(docs):
@@ -79,12 +79,12 @@ async def _with_retries(call: Callable[[], Awaitable[T]]) -> T:
     raise AssertionError("unreachable")
 
 
-async def _embed_with(upstream: Upstream, batch: list[_Doc], cfg: Config) -> str | None:
+async def _embed_with(upstream: Upstream, batch: list[_Doc], cfg: IngestConfig) -> str | None:
     """Adds this embedder's vectors to each document; returns its model id, None on failure."""
     request = embedder_pb2.EmbedRequest(texts=[d.document.text for d in batch])
     try:
         reply = await _with_retries(
-            lambda: upstream.stub.Embed(request, timeout=cfg.ingest_timeout_s)
+            lambda: upstream.stub.Embed(request, timeout=cfg.timeout_s)
         )
     except grpc.aio.AioRpcError as exc:
         log.warning(
@@ -98,7 +98,7 @@ async def _embed_with(upstream: Upstream, batch: list[_Doc], cfg: Config) -> str
     return reply.model
 
 
-async def _store_in(upstream: Upstream, batch: list[_Doc], cfg: Config) -> None:
+async def _store_in(upstream: Upstream, batch: list[_Doc], cfg: IngestConfig) -> None:
     request = retriever_pb2.UpsertRequest(
         documents=[
             retriever_pb2.IndexedDocument(
@@ -109,7 +109,7 @@ async def _store_in(upstream: Upstream, batch: list[_Doc], cfg: Config) -> None:
         ]
     )
     try:
-        await _with_retries(lambda: upstream.stub.Upsert(request, timeout=cfg.ingest_timeout_s))
+        await _with_retries(lambda: upstream.stub.Upsert(request, timeout=cfg.timeout_s))
     except grpc.aio.AioRpcError as exc:
         log.warning(
             "ingest upsert failed",
@@ -123,13 +123,13 @@ async def _store_in(upstream: Upstream, batch: list[_Doc], cfg: Config) -> None:
 
 
 async def ingest(
-    upstreams: Upstreams, cfg: Config, documents: list[common_pb2.Document]
+    upstreams: Upstreams, cfg: IngestConfig, documents: list[common_pb2.Document]
 ) -> gateway_pb2.IngestResponse:
     started = time.perf_counter()
     docs = _validate(documents, cfg)
     valid = [d for d in docs if not d.reason]
     models: set[str] = set()
-    size = int(cfg.ingest_batch_size)
+    size = cfg.batch_size
     for start in range(0, len(valid), size):
         batch = valid[start : start + size]
         found = await asyncio.gather(

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.cache import AnswerCache, cache_key
+from gateway.config import GatewayConfig
 from gateway.query import QueryInput, QueryResult, QueryVector, StageResult, StreamEvent
 from gateway.resilience.chain import ChainPolicy, ChainResult, call_chain
 from gateway.resilience.coalesce import Coalescer
@@ -39,7 +40,6 @@ from harag.v1 import (
     generator_pb2,
     retriever_pb2,
 )
-from servicekit.config import Config
 
 LOCAL_LEXICAL = "local:lexical"
 LOCAL_EMPTY_CONTEXT = "local:empty-context"
@@ -55,7 +55,7 @@ STREAM_SEPARATOR = "\n\n"
 @dataclass
 class Pipeline:
     upstreams: Upstreams
-    cfg: Config
+    cfg: GatewayConfig
     observer: AttemptObserver | None = None  # telemetry: one span per attempt
     _chains: dict[str, list[Upstream]] = field(init=False)
     _by_name: dict[str, Upstream] = field(init=False)
@@ -67,9 +67,9 @@ class Pipeline:
         self._by_name = {u.name: u for u in self.upstreams.all()}
         bare = self.cfg.bare
         self.cache = AnswerCache(
-            0 if bare else self.cfg.cache_ttl_s,
-            0 if bare else self.cfg.stale_ttl_s,
-            self.cfg.cache_max_entries,
+            0 if bare else self.cfg.cache.ttl_s,
+            0 if bare else self.cfg.cache.stale_ttl_s,
+            self.cfg.cache.max_entries,
         )
         self.coalescer = Coalescer()
 
@@ -79,7 +79,7 @@ class Pipeline:
         key = cache_key(query.query, query.top_k, query.filters)
         if (cached := self.cache.get(key)) is not None:
             return replace(cached, cached=True)
-        if self.cfg.coalesce_enabled and not self.cfg.bare:
+        if self.cfg.cache.coalesce_enabled and not self.cfg.bare:
             shared = await self.coalescer.run(key, lambda: self._run(query, key, deadline))
             return shared.value
         return await self._run(query, key, deadline)
@@ -272,7 +272,7 @@ class Pipeline:
                 (last_resort(stale.answer), stale.model, None, stale.sources),
                 "every generator failed: last good answer (stale)",
             )
-        retry_after = float(self.cfg.retry_after_s)
+        retry_after = self.cfg.query.retry_after_s
         return self._local(
             gateway_pb2.STAGE_GENERATE,
             "generator",
@@ -312,14 +312,14 @@ class Pipeline:
     ) -> tuple[ChainResult[Upstream, Any], float]:
         cfg = self.cfg
         policy = ChainPolicy(
-            per_try_cap_s=_per_try_cap(cfg, component),
-            min_attempt_s=float(cfg.min_attempt_s),
-            tier_reserve_s=float(cfg.tier_reserve_s),
-            reserve_after_s=later_stages * float(cfg.tier_reserve_s),
-            hedge=idempotent and cfg.hedge_enabled and not cfg.bare,
+            per_try_cap_s=cfg.deadlines.per_try_cap_s(component),
+            min_attempt_s=cfg.deadlines.min_attempt_s,
+            tier_reserve_s=cfg.deadlines.tier_reserve_s,
+            reserve_after_s=later_stages * cfg.deadlines.tier_reserve_s,
+            hedge=idempotent and cfg.hedge.enabled and not cfg.bare,
             repeatable=repeatable,
-            hedge_delay_s=cfg.hedge_delay_s or None,
-            hedge_min_delay_s=cfg.hedge_min_delay_s,
+            hedge_delay_s=cfg.hedge.delay_s or None,
+            hedge_min_delay_s=cfg.hedge.min_delay_s,
         )
         started = time.perf_counter()
         result = await call_chain(
@@ -340,7 +340,7 @@ class Pipeline:
             upstream.record(record.outcome, record.latency_s, record.error)
 
     def _skip_reason(self, upstream: Upstream) -> str | None:
-        if self.cfg.skip_not_serving and upstream.health == HEALTH_NOT_SERVING:
+        if self.cfg.upstream.skip_not_serving and upstream.health == HEALTH_NOT_SERVING:
             return HEALTH_NOT_SERVING
         return None
 
@@ -375,11 +375,3 @@ class Pipeline:
             stage, served_by, tier, time.perf_counter() - started, result.attempts, detail, value
         )
 
-
-def _per_try_cap(cfg: Config, component: str) -> float:
-    key = {
-        "embedder": "embed_timeout_s",
-        "retriever": "retrieve_timeout_s",
-        "generator": "generate_timeout_s",
-    }[component]
-    return float(cfg[key])

@@ -11,6 +11,7 @@ import grpc
 
 from gateway import receipt
 from gateway.admission import ShedLog
+from gateway.config import GatewayConfig
 from gateway.health import system_health
 from gateway.ingest import ingest
 from gateway.pipeline import Pipeline
@@ -21,7 +22,6 @@ from gateway.telemetry import METRICS, annotate_request
 from gateway.upstreams import Upstreams
 from gateway.validation import check_query
 from harag.v1 import gateway_pb2, gateway_pb2_grpc
-from servicekit.config import Config
 from servicekit.errors import FieldViolations, abort, resource_exhausted
 from servicekit.jsonlog import request_id_var
 
@@ -51,7 +51,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         self,
         pipeline: Pipeline,
         upstreams: Upstreams,
-        cfg: Config,
+        cfg: GatewayConfig,
         shed_log: ShedLog | None = None,
     ) -> None:
         self.pipeline = pipeline
@@ -60,7 +60,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         self.shed_log = shed_log or ShedLog()
         self.started_at = time.monotonic()
         # Bounded inbound concurrency: past it, shed at once instead of letting latency grow.
-        self.inflight = Bulkhead(cfg.max_inflight_requests, name="gateway-inbound")
+        self.inflight = Bulkhead(cfg.admission.max_inflight_requests, name="gateway-inbound")
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> None:
         if not self.inflight.try_enter():
@@ -70,7 +70,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
                 context,
                 resource_exhausted(
                     f"gateway at capacity ({self.inflight.in_flight} requests in flight)",
-                    self.cfg.shed_retry_after_s,
+                    self.cfg.admission.shed_retry_after_s,
                     "GATEWAY_OVERLOADED",
                 ),
             )
@@ -82,20 +82,22 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         arrive in time, so the caller gets DEADLINE_EXCEEDED at once.
         """
         remaining = context.time_remaining()
-        budget = self.cfg.default_deadline_s if remaining is None else remaining
-        if budget <= self.cfg.reply_margin_s:
+        budget = self.cfg.deadlines.default_deadline_s if remaining is None else remaining
+        if budget <= self.cfg.deadlines.reply_margin_s:
             await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"{budget * 1000:.1f} ms left is too little to answer in time",
             )
-        return Deadline.after(budget - self.cfg.reply_margin_s)
+        return Deadline.after(budget - self.cfg.deadlines.reply_margin_s)
 
     def _query_input(
         self, request: gateway_pb2.QueryRequest | gateway_pb2.StreamQueryRequest
     ) -> tuple[QueryInput, FieldViolations]:
         has_top_k = request.HasField("top_k")
-        violations = check_query(request.query, has_top_k, request.top_k, request.filters, self.cfg)
-        top_k = request.top_k if has_top_k else self.cfg.default_top_k
+        violations = check_query(
+            request.query, has_top_k, request.top_k, request.filters, self.cfg.query
+        )
+        top_k = request.top_k if has_top_k else self.cfg.query.default_top_k
         return QueryInput(request.query.strip(), top_k, list(request.filters)), violations
 
     def _log_result(self, result: QueryResult, started: float) -> None:
@@ -166,12 +168,13 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         violations = FieldViolations()
         violations.check(bool(request.documents), "documents", "must not be empty")
         violations.check(
-            len(request.documents) <= self.cfg.max_ingest_documents,
+            len(request.documents) <= self.cfg.ingest.max_ingest_documents,
             "documents",
-            f"{len(request.documents)} documents; at most {self.cfg.max_ingest_documents} per call",
+            f"{len(request.documents)} documents; "
+            f"at most {self.cfg.ingest.max_ingest_documents} per call",
         )
         await violations.abort_if_any(context)
-        return await ingest(self.upstreams, self.cfg, list(request.documents))
+        return await ingest(self.upstreams, self.cfg.ingest, list(request.documents))
 
     async def GetSystemHealth(
         self, request: gateway_pb2.GetSystemHealthRequest, context: grpc.aio.ServicerContext

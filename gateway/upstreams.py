@@ -11,11 +11,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.config import COMPONENTS, UpstreamSpec, parse_chain
+from gateway.config import COMPONENTS, GatewayConfig, UpstreamSpec
 from gateway.guards import build_guard
 from gateway.resilience.guard import Guard
 from harag.v1 import embedder_pb2_grpc, generator_pb2_grpc, retriever_pb2_grpc
-from servicekit.config import Config
 from servicekit.server import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("harag.upstreams")
@@ -70,10 +69,10 @@ class Upstreams:
         self._watchers: list[asyncio.Task[None]] = []
 
     @classmethod
-    def from_config(cls, cfg: Config) -> Upstreams:
+    def from_config(cls, cfg: GatewayConfig) -> Upstreams:
         chains: dict[str, list[Upstream]] = {}
         for component in COMPONENTS:
-            specs: list[UpstreamSpec] = parse_chain(cfg[f"{component}_chain"])
+            specs: list[UpstreamSpec] = cfg.chains.specs(component)
             chains[component] = [_connect(component, spec, cfg) for spec in specs]
         return cls(chains)
 
@@ -95,7 +94,7 @@ class Upstreams:
         await asyncio.gather(*(u.channel.close() for u in self.all()))
 
 
-def _connect(component: str, spec: UpstreamSpec, cfg: Config) -> Upstream:
+def _connect(component: str, spec: UpstreamSpec, cfg: GatewayConfig) -> Upstream:
     channel = grpc.aio.insecure_channel(spec.address, options=CHANNEL_OPTIONS)
     return Upstream(
         name=spec.name,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gateway.config import QueryConfig
 from harag.v1 import common_pb2
-from servicekit.config import Config
 from servicekit.errors import FieldViolations
 
 MAX_TOP_K = 50
@@ -17,7 +17,7 @@ def check_query(
     has_top_k: bool,
     top_k: int,
     filters: Sequence[common_pb2.MetadataFilter],
-    cfg: Config,
+    cfg: QueryConfig,
 ) -> FieldViolations:
     violations = FieldViolations()
     violations.check(bool(query.strip()), "query", "must not be empty")

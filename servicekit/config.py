@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import math
 import os
 import string
@@ -221,9 +220,17 @@ class _Declared:
     setting: Setting
 
 
-@functools.cache
+_DECLARED: dict[tuple[type[Any], str], tuple[_Declared, ...]] = {}
+
+
 def _declared(cls: type[Any], prefix: str = "") -> tuple[_Declared, ...]:
-    """The settings of a dataclass and its sections (cached: dataclasses are immutable)."""
+    """The settings of a dataclass and its sections (cached: a class's fields do not change)."""
+    if (cls, prefix) not in _DECLARED:
+        _DECLARED[cls, prefix] = _find_declared(cls, prefix)
+    return _DECLARED[cls, prefix]
+
+
+def _find_declared(cls: type[Any], prefix: str) -> tuple[_Declared, ...]:
     hints = typing.get_type_hints(cls)
     found: list[_Declared] = []
     for f in dataclasses.fields(cls):
@@ -348,7 +355,12 @@ def _read_file(path: Path) -> dict[Any, Any]:
     except OSError as exc:
         raise ConfigError(f"config error: cannot read config file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config error: config file {path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"config error: config file {path} is not valid YAML{where}: {problem}"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"config error: config file {path} must hold a mapping of settings (key: value), "
