@@ -65,21 +65,18 @@ class ChainConfig:
         DEFAULT_CHAINS["embedder"],
         "embedder_chain",
         "The embedder fallback chain: comma-separated name=host:port, tier 0 first.",
-        unit="name=host:port,...",
         validate=_chain_problem,
     )
     retriever: str = setting(
         DEFAULT_CHAINS["retriever"],
         "retriever_chain",
         "The retriever fallback chain: comma-separated name=host:port, tier 0 first.",
-        unit="name=host:port,...",
         validate=_chain_problem,
     )
     generator: str = setting(
         DEFAULT_CHAINS["generator"],
         "generator_chain",
         "The generator fallback chain: comma-separated name=host:port, tier 0 first.",
-        unit="name=host:port,...",
         validate=_chain_problem,
     )
 

@@ -111,8 +111,8 @@ class Setting:
             return "true or false"
         if self.kind in (int, float):
             lo = "(-inf" if self.minimum is None else ("(" if self.above_minimum else "[")
-            lo += "" if self.minimum is None else f"{self.minimum:g}"
-            hi = "inf)" if self.maximum is None else f"{self.maximum:g}"
+            lo += "" if self.minimum is None else _number(self.minimum)
+            hi = "inf)" if self.maximum is None else _number(self.maximum)
             hi += "" if self.maximum is None else (")" if self.below_maximum else "]")
             return f"a {'whole ' if self.kind is int else ''}number in {lo}, {hi}"
         return "a string"
@@ -165,6 +165,10 @@ class Setting:
         if (problem := self.problem(value)) is not None:
             raise fail(problem)
         return value
+
+
+def _number(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
 def _parse_bool(raw: Any) -> bool:
@@ -259,6 +263,25 @@ def _kind_of(hint: Any, cls: type[Any], name: str) -> tuple[Kind, tuple[str, ...
 def settings_of(cls: type[Any]) -> list[Setting]:
     """Every setting declared on `cls` and its sections, in declaration order."""
     return [d.setting for d in _declared(cls)]
+
+
+@dataclass(frozen=True)
+class SectionDoc:
+    path: str
+    """Field path of the section from the root ("" for the root's own settings)."""
+    cls: type[Any]
+    settings: tuple[Setting, ...]
+
+
+def sections_of(cls: type[Any], prefix: str = "") -> list[SectionDoc]:
+    """The root's own settings, then each section's (depth first), for documentation."""
+    hints = typing.get_type_hints(cls)
+    own = tuple(d.setting for d in _declared(cls, prefix) if "." not in d.path[len(prefix) :])
+    docs = [SectionDoc(prefix.rstrip("."), cls, own)] if own else []
+    for f in dataclasses.fields(cls):
+        if _SECTION in f.metadata:
+            docs += sections_of(hints[f.name], f"{prefix}{f.name}.")
+    return docs
 
 
 def check_fields(instance: Any) -> None:
@@ -384,12 +407,14 @@ def unknown_variables(
     """
     env = os.environ if env is None else env
     known = {s.env_var for s in settings}
+    # Compared without the shared prefix, which would make every name look alike.
+    keys = sorted(name.removeprefix(ENV_PREFIX) for name in known)
     warnings = []
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX) or name in known or name in NON_SETTING_VARIABLES:
             continue
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else ""
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), keys, n=1, cutoff=0.6)
+        hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
         warnings.append(f"config warning: unknown variable {name} is ignored{hint}")
     return warnings
 
@@ -492,12 +517,14 @@ __all__ = [
     "Loaded",
     "Resolved",
     "RuleViolation",
+    "SectionDoc",
     "Setting",
     "check_fields",
     "load",
     "load_config",
     "reference_table",
     "section",
+    "sections_of",
     "setting",
     "settings_of",
     "unknown_variables",

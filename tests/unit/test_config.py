@@ -1,22 +1,45 @@
-"""Layered configuration: defaults < file < environment < flags, validated with clear errors."""
+"""The configuration loader: layering, sources, typed sections, and one-line errors for every
+kind of bad value (out of range, bad combination, wrong type, unknown key, malformed file)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import dataclasses
 
 import pytest
-from processes import REPO
 
-from gateway.config import SETTINGS as GATEWAY
-from servicekit.config import ConfigError, Setting, load
+from embedder_svc.settings import EmbedderConfig
+from gateway.config import GatewayConfig
+from gateway.resilience.breaker_types import BreakerConfig
+from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
+from retriever_svc.settings import RetrieverConfig, data_dir
+from servicekit.config import (
+    NON_SETTING_VARIABLES,
+    ConfigError,
+    RuleViolation,
+    Setting,
+    load,
+    load_config,
+    settings_of,
+    unknown_variables,
+)
 
 SETTINGS = [
     Setting("impl", "primary", "which", choices=("primary", "fallback")),
     Setting("port", 0, "port", kind=int, minimum=0, maximum=65535),
-    Setting("ratio", 0.5, "ratio", kind=float, minimum=0, maximum=1),
+    Setting("ratio", 0.5, "ratio", kind=float, minimum=0, maximum=1, below_maximum=True),
     Setting("enabled", False, "flag", kind=bool),
 ]
+
+
+def gateway_error(env: dict[str, str] | None = None, **kw: object) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(GatewayConfig, env=env or {}, **kw)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert "\n" not in message, "a config error is one line"
+    return message
+
+
+# -- layering and sources -----------------------------------------------------------------
 
 
 def test_layers_apply_in_order(tmp_path):
@@ -25,10 +48,99 @@ def test_layers_apply_in_order(tmp_path):
     cfg = load(SETTINGS, config_file=file, env={"HARAG_PORT": "7001"}, overrides={"impl": None})
     assert (cfg.impl, cfg.port, cfg.ratio, cfg.enabled) == ("fallback", 7001, 0.25, False)
     assert cfg.source("port") == "env HARAG_PORT"
-    assert cfg.source("ratio").startswith("file ")
+    assert cfg.source("ratio") == f"file {file}"
     assert cfg.source("enabled") == "default"
     cfg = load(SETTINGS, config_file=file, env={"HARAG_PORT": "7001"}, overrides={"port": 7002})
     assert cfg.port == 7002 and cfg.source("port") == "flag --port"
+
+
+def test_the_file_can_come_from_harag_config(tmp_path):
+    file = tmp_path / "gateway.yaml"
+    file.write_text("breaker_window_size: 40\ncache_ttl_s: 0\n")
+    loaded = load_config(GatewayConfig, env={"HARAG_CONFIG": str(file)})
+    assert loaded.config.breaker.window_size == 40
+    assert loaded.config.cache.ttl_s == 0.0
+    assert loaded.source("breaker_window_size") == f"file {file}"
+
+
+def test_settings_land_in_typed_sections():
+    loaded = load_config(
+        GatewayConfig,
+        env={
+            "HARAG_BREAKER_WINDOW_SIZE": "7",
+            "HARAG_RETRY_MAX_ATTEMPTS": "1",
+            "HARAG_RETRY_BUDGET_MIN_PER_S": "0.5",
+            "HARAG_HEDGE_ENABLED": "false",
+            "HARAG_EMBEDDER_CHAIN": "a=10.0.0.1:1,b=10.0.0.2:2",
+        },
+        overrides={"port": "6000", "bare": True},
+    )
+    cfg = loaded.config
+    assert cfg.breaker == BreakerConfig(window_size=7)
+    assert cfg.retry == RetryPolicy(max_attempts=1)
+    assert cfg.retry_budget == RetryBudgetConfig(min_retries_per_second=0.5)
+    assert cfg.hedge.enabled is False
+    assert [(s.name, s.address, s.tier) for s in cfg.chains.specs("embedder")] == [
+        ("a", "10.0.0.1:1", 0),
+        ("b", "10.0.0.2:2", 1),
+    ]
+    assert (cfg.port, cfg.bare) == (6000, True)
+    assert loaded.source("port") == "flag --port"
+    assert "breaker_window_size = 7 (env HARAG_BREAKER_WINDOW_SIZE)" in loaded.describe()
+    assert "bare = true (flag --bare)" in loaded.describe()
+
+
+def test_component_config_is_typed_and_knows_its_port():
+    cfg = load_config(EmbedderConfig, env={}, overrides={"impl": "fallback"}).config
+    assert (cfg.name, cfg.listen_port, cfg.max_batch_size) == ("embedder-fallback", 50062, 256)
+    cfg = load_config(EmbedderConfig, env={"HARAG_PORT": "7100"}).config
+    assert cfg.listen_port == 7100
+    retriever = load_config(RetrieverConfig, env={}).config
+    assert str(data_dir(retriever)) == "var/data/retriever-primary"
+
+
+# -- derivation: one declaration per setting ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "cls", "prefix"),
+    [
+        ("breaker", BreakerConfig, "breaker_"),
+        ("retry", RetryPolicy, "retry_"),
+        ("retry_budget", RetryBudgetConfig, "retry_budget_"),
+    ],
+)
+def test_resilience_settings_are_the_dataclass_fields(section, cls, prefix):
+    declared = settings_of(cls)
+    gateway_keys = {s.key: s for s in settings_of(GatewayConfig)}
+    defaults = cls()
+    by_key = {
+        f.metadata["harag.setting"]["key"]: f for f in dataclasses.fields(cls) if f.metadata
+    }
+    for spec in declared:
+        assert spec.key.startswith(prefix)
+        assert gateway_keys[spec.key] == spec, "the gateway exposes the field as declared"
+        assert spec.default == getattr(defaults, by_key[spec.key].name)
+        assert spec.doc and spec.kind in (bool, int, float, str)
+    assert getattr(GatewayConfig(), section) == defaults
+
+
+def test_every_setting_is_declared_once_per_process():
+    for schema in (GatewayConfig, EmbedderConfig, RetrieverConfig):
+        keys = [s.key for s in settings_of(schema)]
+        assert len(keys) == len(set(keys)), schema
+
+
+def test_a_dataclass_built_in_code_gets_the_same_bounds_as_a_loaded_one():
+    with pytest.raises(RuleViolation, match=r"wait_jitter must be a number in \[0, 1\), not 1.0"):
+        BreakerConfig(wait_jitter=1.0)
+    with pytest.raises(RuleViolation, match="initial_backoff_s must be <= max_backoff_s"):
+        RetryPolicy(initial_backoff_s=1.0, max_backoff_s=0.5)
+    with pytest.raises(RuleViolation, match="window_size"):
+        BreakerConfig(window_size=True)  # a bool is not a whole number
+
+
+# -- bad values: one line naming setting, source, value, what is allowed ---------------------
 
 
 @pytest.mark.parametrize(
@@ -39,8 +151,12 @@ def test_layers_apply_in_order(tmp_path):
             "impl = 'tertiary' (from env HARAG_IMPL) is invalid: must be one of primary, fallback",
         ),
         ({"HARAG_PORT": "70000"}, "must be a whole number in [0, 65535]"),
-        ({"HARAG_PORT": "abc"}, "port = 'abc'"),
-        ({"HARAG_RATIO": "2"}, "ratio = '2'"),
+        ({"HARAG_PORT": "abc"}, "port = 'abc' (from env HARAG_PORT)"),
+        (
+            {"HARAG_RATIO": "1"},
+            "ratio = '1' (from env HARAG_RATIO) is invalid: must be a number in [0, 1)",
+        ),
+        ({"HARAG_RATIO": "nan"}, "ratio = 'nan'"),
         ({"HARAG_ENABLED": "maybe"}, "must be true or false"),
     ],
 )
@@ -50,28 +166,113 @@ def test_bad_values_name_the_key_source_and_allowed_values(env, message):
     assert message in str(caught.value)
 
 
-def test_unknown_file_key_is_rejected(tmp_path):
-    file = tmp_path / "cfg.yaml"
-    file.write_text("prot: 1\n")
-    with pytest.raises(ConfigError, match="unknown key 'prot'"):
-        load(SETTINGS, config_file=file, env={})
+def test_out_of_range_gateway_value():
+    message = gateway_error({"HARAG_BREAKER_WAIT_JITTER": "1"})
+    assert message == (
+        "config error: breaker_wait_jitter = '1' (from env HARAG_BREAKER_WAIT_JITTER) is "
+        "invalid: must be a number in [0, 1)"
+    )
+
+
+def test_wrong_type_gateway_value():
+    assert "breaker_window_size = 'abc' (from env HARAG_BREAKER_WINDOW_SIZE) is invalid" in (
+        gateway_error({"HARAG_BREAKER_WINDOW_SIZE": "abc"})
+    )
+    assert "breaker_window_size = '2.5'" in gateway_error({"HARAG_BREAKER_WINDOW_SIZE": "2.5"})
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"HARAG_RETRY_INITIAL_BACKOFF_S": "1"},
+            "config error: retry_initial_backoff_s must be <= retry_max_backoff_s; got "
+            "retry_initial_backoff_s = 1.0 (from env HARAG_RETRY_INITIAL_BACKOFF_S), "
+            "retry_max_backoff_s = 0.5 (from default)",
+        ),
+        (
+            {"HARAG_BREAKER_WAIT_IN_OPEN_S": "90"},
+            "config error: breaker_wait_in_open_s must be <= breaker_max_wait_in_open_s; got "
+            "breaker_wait_in_open_s = 90.0 (from env HARAG_BREAKER_WAIT_IN_OPEN_S), "
+            "breaker_max_wait_in_open_s = 60.0 (from default)",
+        ),
+        (
+            {"HARAG_DEFAULT_DEADLINE_S": "0.1", "HARAG_REPLY_MARGIN_S": "0.1"},
+            "config error: reply_margin_s must be < default_deadline_s",
+        ),
+        (
+            {"HARAG_EMBEDDER_CHAIN": "x=h:1", "HARAG_GENERATOR_CHAIN": "x=h:2"},
+            "config error: upstream names must be unique across embedder_chain, "
+            "retriever_chain and generator_chain; got embedder_chain = x=h:1 (from env",
+        ),
+    ],
+)
+def test_bad_combinations_name_both_settings_and_the_rule(env, expected):
+    assert gateway_error(env).startswith(expected)
+
+
+def test_bad_combination_from_a_file_names_the_file(tmp_path):
+    file = tmp_path / "gw.yaml"
+    file.write_text("retry_max_backoff_s: 0.01\n")
+    assert f"retry_max_backoff_s = 0.01 (from file {file})" in gateway_error(config_file=file)
 
 
 def test_gateway_chain_is_validated():
     with pytest.raises(ConfigError, match=r"embedder_chain.*is not name=host:port"):
-        load(GATEWAY, env={"HARAG_EMBEDDER_CHAIN": "embedder-primary"})
+        load_config(GatewayConfig, env={"HARAG_EMBEDDER_CHAIN": "embedder-primary"})
 
 
-@pytest.mark.parametrize("module", ["embedder_svc", "retriever_svc", "generator_svc", "gateway"])
-def test_a_process_with_a_bad_value_stops_naming_the_key(module):
-    proc = subprocess.run(
-        [sys.executable, "-m", module],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": "/usr/bin:/bin", "HARAG_LOG_LEVEL": "LOUD"},
+# -- files ---------------------------------------------------------------------------------
+
+
+def test_unknown_file_key_is_rejected_with_the_closest_key(tmp_path):
+    file = tmp_path / "cfg.yaml"
+    file.write_text("breaker_window_sise: 1\n")
+    assert gateway_error(config_file=file) == (
+        f"config error: unknown key 'breaker_window_sise' in {file}; "
+        "did you mean 'breaker_window_size'?"
     )
-    assert proc.returncode == 2
-    assert "log_level = 'LOUD' (from env HARAG_LOG_LEVEL) is invalid" in proc.stderr
-    assert "one of DEBUG, INFO, WARNING, ERROR" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("port: [1\n", "is not valid YAML at line 2, column 1"),
+        ("- port\n", "must hold a mapping of settings (key: value), not a list"),
+        ("port: {a: 1}\n", "port = {'a': 1}"),
+    ],
+)
+def test_malformed_file_is_one_line(tmp_path, text, expected):
+    file = tmp_path / "cfg.yaml"
+    file.write_text(text)
+    assert expected in gateway_error(config_file=file)
+
+
+def test_missing_file(tmp_path):
+    assert "cannot read config file" in gateway_error(config_file=tmp_path / "nope.yaml")
+
+
+# -- unknown environment variables ----------------------------------------------------------
+
+
+def test_unknown_variable_warns_with_the_closest_setting():
+    warnings = unknown_variables(
+        settings_of(GatewayConfig),
+        {
+            "HARAG_BREAKER_WINDOW_SIZ": "5",
+            "HARAG_BREAKER_WINDOW_SIZE": "5",
+            "HARAG_ZZZ": "1",
+            "PATH": "/bin",
+        },
+    )
+    assert warnings == [
+        "config warning: unknown variable HARAG_BREAKER_WINDOW_SIZ is ignored; "
+        "did you mean HARAG_BREAKER_WINDOW_SIZE?",
+        "config warning: unknown variable HARAG_ZZZ is ignored",
+    ]
+
+
+def test_variables_read_outside_the_settings_are_not_warned_about():
+    env = dict.fromkeys(NON_SETTING_VARIABLES, "x")
+    assert unknown_variables(settings_of(GatewayConfig), env) == []
+    assert {"HARAG_CONFIG", "HARAG_GATEWAY", "HARAG_CHAOS_SEED"} <= NON_SETTING_VARIABLES
