@@ -168,17 +168,17 @@ def test_termination_grace_outlasts_drain_plus_grace(rendering, name):
 
 
 def test_gateway_grace_covers_a_query_that_runs_to_the_default_deadline():
-    from gateway.config import SETTINGS
-    from servicekit.config import load
+    from gateway.config import GatewayConfig
+    from servicekit.config import load_config
 
     for rendering in RENDERINGS.values():
         env = container_env(main_container(workload(rendering, "gateway")))
-        cfg = load(
-            SETTINGS,
+        cfg = load_config(
+            GatewayConfig,
             config_file=None,
             env={**env, "HARAG_CONFIG": str(K8S / "config" / "gateway.yaml")},
-        )
-        assert cfg.shutdown_grace_s >= cfg.default_deadline_s
+        ).config
+        assert cfg.server.shutdown_grace_s >= cfg.deadlines.default_deadline_s
 
 
 @pytest.mark.parametrize("service", COMPONENT_SERVICES, ids=lambda s: s.name)
