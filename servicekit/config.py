@@ -398,7 +398,7 @@ def _suggest(name: str, known: Iterable[str]) -> str:
 
 
 def unknown_variables(
-    settings: Iterable[Setting], env: Mapping[str, str] | None = None
+    settings: Iterable[Setting], env: Mapping[str, str] | None = None, *, process: str = "this"
 ) -> list[str]:
     """One warning line per `HARAG_*` variable that is no setting, naming the closest one.
 
@@ -415,7 +415,12 @@ def unknown_variables(
             continue
         close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), keys, n=1, cutoff=0.6)
         hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
-        warnings.append(f"config warning: unknown variable {name} is ignored{hint}")
+        # "Not a setting of <process>" rather than "unknown": a shell that starts the whole
+        # mesh passes the gateway's variables to the components too.
+        warnings.append(
+            f"config warning: {name} is not a setting of the {process} process and is "
+            f"ignored{hint}"
+        )
     return warnings
 
 

@@ -74,7 +74,7 @@ def bootstrap(
         help="validate the configuration, print each setting with its source, and exit",
     )
     args = parser.parse_args(argv)
-    for warning in unknown_variables(specs.values()):
+    for warning in unknown_variables(specs.values(), process=prog.split()[-1]):
         print(warning, file=sys.stderr)
     try:
         loaded = load_config(

@@ -134,10 +134,11 @@ class ServerOptions:
     host: str
     port: int
     fault_injection: bool = False
-    shutdown_grace_s: float = 5.0
-    shutdown_drain_s: float = 0.0
-    max_concurrent_rpcs: int = 512
-    metrics_port: int = -1  # see servicekit.metrics.resolve_port
+    # Defaults are the declared settings' (ServerSettings), never restated.
+    shutdown_grace_s: float = ServerSettings.shutdown_grace_s
+    shutdown_drain_s: float = ServerSettings.shutdown_drain_s
+    max_concurrent_rpcs: int = ServerSettings.max_concurrent_rpcs
+    metrics_port: int = ServerSettings.metrics_port  # see servicekit.metrics.resolve_port
     rpc_observers: Sequence[RpcObserver] = field(default_factory=tuple)
     interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
     # Run before everything else, telemetry included: for turning calls away at the least

@@ -264,11 +264,12 @@ def test_unknown_variable_warns_with_the_closest_setting():
             "HARAG_ZZZ": "1",
             "PATH": "/bin",
         },
+        process="gateway",
     )
     assert warnings == [
-        "config warning: unknown variable HARAG_BREAKER_WINDOW_SIZ is ignored; "
-        "did you mean HARAG_BREAKER_WINDOW_SIZE?",
-        "config warning: unknown variable HARAG_ZZZ is ignored",
+        "config warning: HARAG_BREAKER_WINDOW_SIZ is not a setting of the gateway process "
+        "and is ignored; did you mean HARAG_BREAKER_WINDOW_SIZE?",
+        "config warning: HARAG_ZZZ is not a setting of the gateway process and is ignored",
     ]
 
 

@@ -102,8 +102,8 @@ def test_unknown_variable_warns_and_the_config_still_validates(module):
     proc = run(module, "--check-config", HARAG_SHUTDOWN_GRACE="5", HARAG_LOG_LEVEL="DEBUG")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == (
-        "config warning: unknown variable HARAG_SHUTDOWN_GRACE is ignored; "
-        "did you mean HARAG_SHUTDOWN_GRACE_S?"
+        f"config warning: HARAG_SHUTDOWN_GRACE is not a setting of the {module} process and "
+        "is ignored; did you mean HARAG_SHUTDOWN_GRACE_S?"
     )
     assert "log_level = DEBUG (env HARAG_LOG_LEVEL)" in proc.stdout.splitlines()
     assert "shutdown_grace_s = 5.0 (default)" in proc.stdout.splitlines()
