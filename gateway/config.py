@@ -49,6 +49,9 @@ def parse_chain(text: str) -> list[UpstreamSpec]:
     return specs
 
 
+CHAIN_FORM = "comma-separated name=host:port, unique names"
+
+
 def _chain_problem(text: str) -> str | None:
     try:
         parse_chain(text)
@@ -66,18 +69,21 @@ class ChainConfig:
         "embedder_chain",
         "The embedder fallback chain: comma-separated name=host:port, tier 0 first.",
         validate=_chain_problem,
+        form=CHAIN_FORM,
     )
     retriever: str = setting(
         DEFAULT_CHAINS["retriever"],
         "retriever_chain",
         "The retriever fallback chain: comma-separated name=host:port, tier 0 first.",
         validate=_chain_problem,
+        form=CHAIN_FORM,
     )
     generator: str = setting(
         DEFAULT_CHAINS["generator"],
         "generator_chain",
         "The generator fallback chain: comma-separated name=host:port, tier 0 first.",
         validate=_chain_problem,
+        form=CHAIN_FORM,
     )
 
     def __post_init__(self) -> None:

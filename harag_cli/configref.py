@@ -47,3 +47,23 @@ def replace_in(text: str) -> str:
     """`text` (the README) with its generated section replaced by the current reference."""
     start, end = text.index(BEGIN), text.index(END) + len(END)
     return text[:start] + reference() + text[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m harag_cli.configref [--write]`: print the reference, or rewrite README.md's."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="python -m harag_cli.configref", description=__doc__)
+    parser.add_argument("--write", action="store_true", help="regenerate README.md's section")
+    args = parser.parse_args(argv)
+    if not args.write:
+        print(reference())
+        return 0
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    readme.write_text(replace_in(readme.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -95,6 +95,8 @@ class Setting:
     """True: the maximum itself is not allowed (an open interval)."""
     validate: Callable[[Any], str | None] | None = None
     """Extra check of a coerced value; returns what is wrong, or None."""
+    form: str = ""
+    """What `validate` accepts, in words (shown as the allowed values)."""
 
     @property
     def env_var(self) -> str:
@@ -105,6 +107,8 @@ class Setting:
         return "--" + self.key.replace("_", "-")
 
     def allowed(self) -> str:
+        if self.form:
+            return self.form
         if self.choices:
             return "one of " + ", ".join(self.choices)
         if self.kind is bool:
@@ -196,6 +200,7 @@ def setting(
     above_minimum: bool = False,
     below_maximum: bool = False,
     validate: Callable[[Any], str | None] | None = None,
+    form: str = "",
 ) -> Any:
     """A dataclass field that is also a setting. Type (and choices, for a Literal) come from
     the field's annotation; everything else is declared here, once."""
@@ -208,6 +213,7 @@ def setting(
         "above_minimum": above_minimum,
         "below_maximum": below_maximum,
         "validate": validate,
+        "form": form,
     }
     return dataclasses.field(default=default, metadata={_SETTING: spec})
 
