@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from servicekit.config import setting, settings_of
 from servicekit.main import ComponentConfig, component_port
+from servicekit.settings import setting, settings_of
 
 
 @dataclass(frozen=True)

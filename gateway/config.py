@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from gateway.resilience.breaker_types import BreakerConfig
 from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
-from servicekit.config import RuleViolation, check_fields, section, setting, settings_of
 from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
 from servicekit.server import ServerSettings
+from servicekit.settings import RuleViolation, check_fields, section, setting, settings_of
 
 PORT = GATEWAY_PORT
 COMPONENTS = tuple(COMPONENT_PORTS)

@@ -14,7 +14,7 @@ from embedder_svc.settings import EmbedderConfig
 from gateway.config import GatewayConfig
 from generator_svc.settings import GeneratorConfig
 from retriever_svc.settings import RetrieverConfig
-from servicekit.config import reference_table, sections_of
+from servicekit.settings import reference_table, sections_of
 
 PROCESSES: tuple[tuple[str, type[Any]], ...] = (
     ("gateway (`python -m gateway`)", GatewayConfig),

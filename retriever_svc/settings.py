@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from servicekit.config import setting, settings_of
 from servicekit.main import ComponentConfig, component_port
+from servicekit.settings import setting, settings_of
 
 
 @dataclass(frozen=True)

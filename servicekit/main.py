@@ -17,17 +17,10 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeVar
 
 from servicekit import jsonlog, telemetry
-from servicekit.config import (
-    ConfigError,
-    check_fields,
-    load_config,
-    section,
-    setting,
-    settings_of,
-    unknown_variables,
-)
+from servicekit.config import ConfigError, load_config, unknown_variables
 from servicekit.ports import COMPONENT_PORTS
 from servicekit.server import ServerOptions, ServerSettings, ServiceRegistration, serve
+from servicekit.settings import check_fields, section, setting, settings_of
 
 IMPLS = ("primary", "fallback")
 Impl = Literal["primary", "fallback"]

@@ -22,10 +22,10 @@ from grpc_reflection.v1alpha import reflection
 
 from harag.v1 import fault_injection_pb2, fault_injection_pb2_grpc
 from servicekit import telemetry
-from servicekit.config import check_fields, setting
 from servicekit.faults import FaultInjectionServicer, FaultInterceptor, FaultState
 from servicekit.metrics import observe_faults, resolve_port, start_endpoint
 from servicekit.rpc_server_telemetry import RpcObserver, ServerTelemetryInterceptor
+from servicekit.settings import check_fields, setting
 
 log = logging.getLogger("harag.server")
 

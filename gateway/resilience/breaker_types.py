@@ -12,7 +12,7 @@ from typing import Literal
 
 import grpc
 
-from servicekit.config import RuleViolation, check_fields, setting
+from servicekit.settings import RuleViolation, check_fields, setting
 
 DEFAULT_RECORDED_FAILURE_CODES: frozenset[grpc.StatusCode] = frozenset(
     {

@@ -16,7 +16,7 @@ import grpc
 
 from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.window import RollingCounters
-from servicekit.config import RuleViolation, check_fields, setting
+from servicekit.settings import RuleViolation, check_fields, setting
 
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 

@@ -22,6 +22,7 @@ from servicekit.config import (
     settings_of,
     unknown_variables,
 )
+from servicekit.settings import SETTING_METADATA
 
 SETTINGS = [
     Setting("impl", "primary", "which", choices=("primary", "fallback")),
@@ -115,7 +116,7 @@ def test_resilience_settings_are_the_dataclass_fields(section, cls, prefix):
     gateway_keys = {s.key: s for s in settings_of(GatewayConfig)}
     defaults = cls()
     by_key = {
-        f.metadata["harag.setting"]["key"]: f for f in dataclasses.fields(cls) if f.metadata
+        f.metadata[SETTING_METADATA]["key"]: f for f in dataclasses.fields(cls) if f.metadata
     }
     for spec in declared:
         assert spec.key.startswith(prefix)
