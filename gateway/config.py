@@ -154,9 +154,9 @@ class DeadlineConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.reply_margin_s >= self.default_deadline_s:
-            # Otherwise every request without a deadline is refused before it starts.
-            raise RuleViolation("{reply_margin_s} must be < {default_deadline_s}")
+        if self.min_attempt_s + self.reply_margin_s >= self.default_deadline_s:
+            # Otherwise no request without a deadline could ever make an attempt.
+            raise RuleViolation("{min_attempt_s} + {reply_margin_s} must be < {default_deadline_s}")
 
     def per_try_cap_s(self, component: str) -> float:
         """The per-attempt timeout cap of a component's calls."""
@@ -387,6 +387,8 @@ class GatewayConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.server.metrics_port == self.port:
+            raise RuleViolation("{server.metrics_port} must differ from {port}")
 
 
 SETTINGS = settings_of(GatewayConfig)

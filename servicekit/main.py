@@ -20,7 +20,7 @@ from servicekit import jsonlog, telemetry
 from servicekit.config import ConfigError, load_config, unknown_variables
 from servicekit.ports import COMPONENT_PORTS
 from servicekit.server import ServerOptions, ServerSettings, ServiceRegistration, serve
-from servicekit.settings import check_fields, section, setting, settings_of
+from servicekit.settings import RuleViolation, check_fields, section, setting, settings_of
 
 IMPLS = ("primary", "fallback")
 Impl = Literal["primary", "fallback"]
@@ -112,6 +112,8 @@ class ComponentConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.component and self.server.metrics_port == self.listen_port:
+            raise RuleViolation("{server.metrics_port} must differ from {port}")
 
     @property
     def name(self) -> str:

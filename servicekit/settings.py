@@ -50,7 +50,11 @@ class RuleViolation(ValueError):
         super().__init__(self.render({name: name for name in self.fields}))
 
     def render(self, names: Mapping[str, str]) -> str:
-        return self.rule.format_map({f: names.get(f, f) for f in self.fields})
+        """The rule with each `{field}` replaced by its name in `names` (e.g. setting keys)."""
+        text = self.rule
+        for f in self.fields:
+            text = text.replace("{" + f + "}", names.get(f, f))
+        return text
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,17 @@ def test_settings_land_in_typed_sections():
     assert "bare = true (flag --bare)" in loaded.describe()
 
 
+def test_component_rule_on_a_nested_field_names_the_settings():
+    with pytest.raises(
+        ConfigError,
+        match="metrics_port must differ from port; got "
+        r"metrics_port = 50062 \(from env HARAG_METRICS_PORT\), port = 0",
+    ):
+        load_config(
+            EmbedderConfig, env={"HARAG_METRICS_PORT": "50062"}, overrides={"impl": "fallback"}
+        )
+
+
 def test_component_config_is_typed_and_knows_its_port():
     cfg = load_config(EmbedderConfig, env={}, overrides={"impl": "fallback"}).config
     assert (cfg.name, cfg.listen_port, cfg.max_batch_size) == ("embedder-fallback", 50062, 256)
@@ -115,9 +126,7 @@ def test_resilience_settings_are_the_dataclass_fields(section, cls, prefix):
     declared = settings_of(cls)
     gateway_keys = {s.key: s for s in settings_of(GatewayConfig)}
     defaults = cls()
-    by_key = {
-        f.metadata[SETTING_METADATA]["key"]: f for f in dataclasses.fields(cls) if f.metadata
-    }
+    by_key = {f.metadata[SETTING_METADATA]["key"]: f for f in dataclasses.fields(cls) if f.metadata}
     for spec in declared:
         assert spec.key.startswith(prefix)
         assert gateway_keys[spec.key] == spec, "the gateway exposes the field as declared"
@@ -199,7 +208,13 @@ def test_wrong_type_gateway_value():
         ),
         (
             {"HARAG_DEFAULT_DEADLINE_S": "0.1", "HARAG_REPLY_MARGIN_S": "0.1"},
-            "config error: reply_margin_s must be < default_deadline_s",
+            "config error: min_attempt_s + reply_margin_s must be < default_deadline_s; got "
+            "min_attempt_s = 0.02 (from default), reply_margin_s = 0.1 (from env",
+        ),
+        (
+            {"HARAG_METRICS_PORT": "7000", "HARAG_PORT": "7000"},
+            "config error: metrics_port must differ from port; got metrics_port = 7000 (from "
+            "env HARAG_METRICS_PORT), port = 7000 (from env HARAG_PORT)",
         ),
         (
             {"HARAG_EMBEDDER_CHAIN": "x=h:1", "HARAG_GENERATOR_CHAIN": "x=h:2"},
