@@ -293,3 +293,20 @@ def test_variables_read_outside_the_settings_are_not_warned_about():
     env = dict.fromkeys(NON_SETTING_VARIABLES, "x")
     assert unknown_variables(settings_of(GatewayConfig), env) == []
     assert {"HARAG_CONFIG", "HARAG_GATEWAY", "HARAG_CHAOS_SEED"} <= NON_SETTING_VARIABLES
+
+
+def test_loaded_sections_are_what_each_upstream_guard_runs_with():
+    from gateway.guards import build_guard
+
+    cfg = load_config(
+        GatewayConfig,
+        env={"HARAG_BREAKER_WINDOW_SIZE": "7", "HARAG_RETRY_BUDGET_RATIO": "0.5"},
+    ).config
+    guard = build_guard("embedder-primary", 0, cfg)
+    assert guard.breaker is not None and guard.breaker.config is cfg.breaker
+    assert guard.budget is not None and guard.budget.config is cfg.retry_budget
+    assert guard.retry is cfg.retry
+    no_retries = load_config(GatewayConfig, env={"HARAG_RETRY_MAX_ATTEMPTS": "1"}).config
+    assert build_guard("x", 0, no_retries).retry is None
+    bare = load_config(GatewayConfig, env={}, overrides={"bare": True}).config
+    assert build_guard("x", 0, bare).breaker is None
