@@ -40,6 +40,8 @@ def parse_chain(text: str) -> list[UpstreamSpec]:
         host, colon, port = address.rpartition(":")
         if not sep or not name.strip() or not colon or not host or not port.isdigit():
             raise ValueError(f"entry {entry!r} is not name=host:port")
+        if not 1 <= int(port) <= 65535:
+            raise ValueError(f"entry {entry!r} has port {port}, outside 1..65535")
         specs.append(UpstreamSpec(name.strip(), address.strip(), tier))
     if not specs:
         raise ValueError("a chain needs at least one upstream")

@@ -233,9 +233,19 @@ def test_bad_combination_from_a_file_names_the_file(tmp_path):
     assert f"retry_max_backoff_s = 0.01 (from file {file})" in gateway_error(config_file=file)
 
 
-def test_gateway_chain_is_validated():
-    with pytest.raises(ConfigError, match=r"embedder_chain.*is not name=host:port"):
-        load_config(GatewayConfig, env={"HARAG_EMBEDDER_CHAIN": "embedder-primary"})
+@pytest.mark.parametrize(
+    ("chain", "problem"),
+    [
+        ("embedder-primary", "is not name=host:port"),
+        ("a=h:1,a=h:2", "upstream names must be unique"),
+        ("a=h:70000", "outside 1..65535"),
+        (" , ", "a chain needs at least one upstream"),
+    ],
+)
+def test_gateway_chain_is_validated(chain, problem):
+    message = gateway_error({"HARAG_EMBEDDER_CHAIN": chain})
+    assert message.startswith(f"config error: embedder_chain = {chain!r} (from env ")
+    assert problem in message
 
 
 # -- files ---------------------------------------------------------------------------------
