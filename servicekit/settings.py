@@ -130,6 +130,8 @@ class Setting:
 
         value: Any
         try:
+            if raw is None:  # an empty YAML value: say so rather than read it as "None"
+                raise ValueError
             if self.kind is bool:
                 value = _parse_bool(raw)
             elif self.kind is int:

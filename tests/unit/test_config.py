@@ -266,6 +266,7 @@ def test_unknown_file_key_is_rejected_with_the_closest_key(tmp_path):
         ("port: [1\n", "is not valid YAML at line 2, column 1"),
         ("- port\n", "must hold a mapping of settings (key: value), not a list"),
         ("port: {a: 1}\n", "port = {'a': 1}"),
+        ("host:\n", "host = None"),
     ],
 )
 def test_malformed_file_is_one_line(tmp_path, text, expected):
