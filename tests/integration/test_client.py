@@ -7,7 +7,9 @@ this event loop and must keep draining the processes' logs meanwhile.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -137,3 +139,21 @@ async def test_unreachable_gateway_raises_unavailable():
     async with harag.AsyncClient("127.0.0.1:1", timeout=5) as client:
         with pytest.raises(harag.Unavailable):
             await client.get_system_health()
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_python_examples() -> list[str]:
+    text = README.read_text()
+    section = text[text.index("### Python\n") : text.index("### Node\n")]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+async def test_readme_python_examples_run_against_the_mesh(clean_faults):
+    """The README's Python section is code that works, not prose that drifts."""
+    examples = readme_python_examples()
+    assert len(examples) == 2
+    for example in examples:
+        code = example.replace("127.0.0.1:50051", clean_faults.gateway_address)
+        await asyncio.to_thread(exec, compile(code, "README.md", "exec"), {})
