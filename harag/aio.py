@@ -103,13 +103,13 @@ class AsyncClient:
             call, timeout, retry, self._defaults.call_metadata(metadata, request_id)
         )
 
-    async def stream_query(
+    def stream_query(
         self,
         query: str,
         *,
         top_k: int | None = None,
         filters: Filters | None = None,
-        timeout: float | Unset | None = UNSET,  # noqa: ASYNC109 (the gRPC deadline)
+        timeout: float | Unset | None = UNSET,
         retry: RetryPolicy | Unset | None = UNSET,
         metadata: Metadata | None = None,
         request_id: str | None = None,
@@ -119,9 +119,22 @@ class AsyncClient:
         To stop early and cancel the call at once, close the iterator:
         `async with contextlib.aclosing(client.stream_query(q)) as events: ...`.
         """
+        # Arguments are checked now, so a mistake raises here rather than at the first event.
         request = _calls.stream_query_request(query, top_k, filters)
         call_metadata = self._defaults.call_metadata(metadata, request_id)
-        budget = self._budget(timeout, retry)
+        timeout_s = self._defaults.timeout(timeout)
+        policy = self._defaults.retry_policy(retry)
+        return self._stream(request, call_metadata, timeout_s, policy)
+
+    async def _stream(
+        self,
+        request: gateway_pb2.StreamQueryRequest,
+        call_metadata: MetadataPairs,
+        timeout_s: float | None,
+        policy: RetryPolicy | None,
+    ) -> AsyncIterator[StreamEvent]:
+        # The deadline runs from the first read, when the call is made.
+        budget = CallBudget(timeout_s, policy, self._clock, self._random)
         while True:
             stream = self._stream_query(
                 request, timeout=budget.next_timeout(), metadata=call_metadata

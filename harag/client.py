@@ -133,9 +133,22 @@ class Client:
         The call starts when iteration starts; stopping early (break, close()) cancels it.
         A retry happens only before the first event arrived, so no event is seen twice.
         """
+        # Arguments are checked now, so a mistake raises here rather than at the first event.
         request = _calls.stream_query_request(query, top_k, filters)
         call_metadata = self._defaults.call_metadata(metadata, request_id)
-        budget = self._budget(timeout, retry)
+        timeout_s = self._defaults.timeout(timeout)
+        policy = self._defaults.retry_policy(retry)
+        return self._stream(request, call_metadata, timeout_s, policy)
+
+    def _stream(
+        self,
+        request: gateway_pb2.StreamQueryRequest,
+        call_metadata: MetadataPairs,
+        timeout_s: float | None,
+        policy: RetryPolicy | None,
+    ) -> Iterator[StreamEvent]:
+        # The deadline runs from the first read, when the call is made.
+        budget = CallBudget(timeout_s, policy, self._clock, self._random)
         while True:
             stream = self._stream_query(
                 request, timeout=budget.next_timeout(), metadata=call_metadata

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 
 import pytest
-from client_fakes import FakeChannel
+from client_fakes import FakeAioChannel, FakeChannel
 from google.protobuf import duration_pb2
 
 import harag
@@ -159,3 +159,12 @@ def test_client_library_imports_nothing_of_the_project_but_the_contract():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_a_bad_stream_argument_raises_at_the_call_not_at_the_first_event():
+    sync_channel, aio_channel = FakeChannel(), FakeAioChannel()
+    with pytest.raises(TypeError, match="filters"):
+        harag.Client(channel=sync_channel).stream_query("q", filters=["source=wiki"])
+    with pytest.raises(ValueError, match="timeout"):
+        harag.AsyncClient(channel=aio_channel).stream_query("q", timeout=-1)
+    assert sync_channel.sent == [] and aio_channel.sent == []
