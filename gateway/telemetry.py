@@ -172,8 +172,8 @@ class AttemptTelemetry:
 class GatewayMetrics:
     """Every gateway metric; Prometheus names are in the README (Observability)."""
 
-    def __init__(self) -> None:
-        meter = metrics.get_meter("harag.gateway")
+    def __init__(self, meter: metrics.Meter | None = None) -> None:
+        meter = meter or metrics.get_meter("harag.gateway")
         self._requests = meter.create_counter(
             "harag.gateway.requests",
             unit="{request}",

@@ -67,7 +67,7 @@ def health(reply: gateway_pb2.GetSystemHealthResponse) -> str:
     out = [
         f"system: {status}   uptime {reply.uptime.ToTimedelta()}   version {reply.version}",
         "",
-        f"  {'upstream':<20} {'tier':<4} {'address':<22} {'health':<12} {'breaker':<10} "
+        f"  {'upstream':<20} {'tier':<4} {'address':<22} {'health':<12} {'breaker':<11} "
         f"{'rejected':>8} {'last':<18} {'ms':>7}",
     ]
     for u in reply.upstreams:
@@ -75,7 +75,7 @@ def health(reply: gateway_pb2.GetSystemHealthResponse) -> str:
         b = circuit(u.breaker.state) if u.HasField("breaker") else "-"
         rejected = str(u.breaker.rejected_calls) if u.HasField("breaker") else "-"
         out.append(
-            f"  {u.name:<20} {u.tier:<4} {u.address:<22} {h:<12} {b:<10} {rejected:>8} "
+            f"  {u.name:<20} {u.tier:<4} {u.address:<22} {h:<12} {b:<11} {rejected:>8} "
             f"{u.last_outcome or '-':<18} {u.last_latency_ms:7.1f}"
         )
     out += retries(list(reply.upstreams))

@@ -14,6 +14,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
+from telemetry.support import metrics_address, scrape, value
 
 from harag.v1 import (
     admin_pb2,
@@ -418,3 +419,63 @@ async def test_hung_primary_trips_once_hedges_are_no_longer_affordable(clean_fau
         assert outcomes[-1] == "BREAKER_OPEN", outcomes
         status = (await breakers(gw.address))["embedder-primary"]
         assert state(status) == "OPEN" and status.failure_rate == 100.0
+
+
+async def test_rejections_and_retry_decisions_are_shown_in_health_and_metrics(
+    clean_faults, extra_gateway
+):
+    """Counters the resilience layer keeps (breaker rejections, retry decisions by reason,
+    budget use) reach an operator through GetSystemHealth and /metrics, with equal values."""
+    mesh = clean_faults
+    env = {
+        **LONG_OPEN,
+        "HARAG_RETRY_MAX_ATTEMPTS": "3",
+        "HARAG_RETRY_INITIAL_BACKOFF_S": "0.001",
+        "HARAG_RETRY_MAX_BACKOFF_S": "0.002",
+    }
+    async with extra_gateway(**env) as gw:
+        async with grpc.aio.insecure_channel(gw.address) as channel:
+            await admin_pb2_grpc.GatewayAdminServiceStub(channel).TransitionBreaker(
+                admin_pb2.TransitionBreakerRequest(
+                    upstream="generator-primary", action=admin_pb2.BREAKER_ACTION_FORCE_OPEN
+                ),
+                timeout=5,
+            )
+        await mesh.set_fault(
+            "embedder-primary", fault_injection_pb2.Fault(error_rate=1.0, error_code=UNAVAILABLE)
+        )
+        for i in range(3):  # each: UNAVAILABLE, retry, retry, then attempts exhausted
+            reply = await query(gw.stub, f"counted retries {i}")
+            assert stage(reply, gateway_pb2.STAGE_GENERATE).served_by == "generator-fallback"
+        await mesh.set_fault(
+            "embedder-primary", fault_injection_pb2.Fault(error_rate=1.0, error_code=INTERNAL)
+        )
+        await query(gw.stub, "an error that is not worth a retry")
+
+        health = await gw.stub.GetSystemHealth(gateway_pb2.GetSystemHealthRequest(), timeout=5)
+        by_name = {u.name: u for u in health.upstreams}
+        generator = by_name["generator-primary"]
+        assert generator.breaker.rejected_calls == 4
+        assert generator.breaker.late_results == 0
+        embedder = by_name["embedder-primary"]
+        decisions = {d.reason: d.count for d in embedder.retry_decisions}
+        assert decisions == {"retry": 6, "not_retryable": 1, "attempts_exhausted": 3}
+        assert embedder.retry_budget.spent == 6
+        assert embedder.retry_budget.requests == 4
+        assert embedder.retry_budget.rejected == 0
+        assert embedder.retry_budget.allowance >= 30  # the floor: 3/s over 10 s
+        assert not by_name["embedder-fallback"].retry_decisions, "no failure, no decision"
+
+        samples = scrape(metrics_address(mesh.logs.json_of("gateway-extra")))
+        rejected = "harag_gateway_breaker_rejected_calls_total"
+        assert value(samples, rejected, upstream="generator-primary") == 4
+        assert value(samples, rejected, upstream="embedder-primary") == 0
+        decided = "harag_gateway_retry_decisions_total"
+        for reason in ("retry", "not_retryable", "attempts_exhausted", "budget_exhausted"):
+            assert value(samples, decided, upstream="embedder-primary", reason=reason) == (
+                decisions.get(reason, 0)
+            ), reason
+        budget = {"upstream": "embedder-primary"}
+        assert value(samples, "harag_gateway_retry_budget_rejected_total", **budget) == 0
+        assert value(samples, "harag_gateway_retry_budget_spent", **budget) == 6
+        assert value(samples, "harag_gateway_breaker_late_results_total", **budget) == 0
