@@ -15,6 +15,7 @@ import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from telemetry.support import metrics_address, scrape, value
+from waiting import wait_until
 
 from harag.v1 import (
     admin_pb2,
@@ -82,6 +83,13 @@ def state(status: gateway_pb2.BreakerStatus) -> str:
     return gateway_pb2.CircuitState.Name(status.state).removeprefix("CIRCUIT_STATE_")
 
 
+async def probe_due(address: str, name: str) -> bool:
+    """The breaker's open wait has passed: its next call will be a half-open probe."""
+    status = (await breakers(address))[name]
+    due = status.next_probe_time.ToNanoseconds()
+    return state(status) == "OPEN" and 0 < due <= time.time_ns()
+
+
 async def query(stub, text: str, deadline_s: float = 5.0) -> gateway_pb2.QueryResponse:
     return await stub.Query(gateway_pb2.QueryRequest(query=text), timeout=deadline_s)
 
@@ -124,7 +132,7 @@ async def test_half_open_admits_bounded_probes_under_50_concurrent(clean_faults,
             "embedder-primary",
             fault_injection_pb2.Fault(error_rate=1.0, error_code=INTERNAL, latency=ms(0.3)),
         )
-        await asyncio.sleep(0.6)  # the open wait (0.5 s, no jitter) has passed
+        await wait_until(lambda: probe_due(gw.address, "embedder-primary"), what="probe due")
         before = await injected(mesh, "embedder-primary")
         replies = await asyncio.gather(*(query(gw.stub, f"probe {i}") for i in range(50)))
         reached = await injected(mesh, "embedder-primary") - before
@@ -273,7 +281,7 @@ async def test_cache_hit_then_stale_if_error(clean_faults, extra_gateway):
         first = await query(gw.stub, "How does load shedding protect a server?")
         again = await query(gw.stub, "how does LOAD shedding protect a server?")
         assert not first.cached and again.cached and again.answer == first.answer
-        await asyncio.sleep(0.6)  # the fresh entry expires; the stale one remains
+        await asyncio.sleep(0.6)  # lets the fresh entry's 0.5 s TTL run out; the stale one remains
         await mesh.set_fault("generator-primary", fault_injection_pb2.Fault(down=True))
         await mesh.set_fault("generator-fallback", fault_injection_pb2.Fault(down=True))
         stale = await query(gw.stub, "How does load shedding protect a server?")
@@ -380,12 +388,12 @@ async def test_idle_fallback_breaker_is_probed_closed_after_recovery(clean_fault
         await mesh.clear_faults("embedder-primary", "embedder-fallback")
         reply = await query(gw.stub, "back on the primary")
         assert stage(reply, gateway_pb2.STAGE_EMBED).served_by == "embedder-primary"
+
         # No query reaches the fallback now; the prober's replayed requests close it.
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 5.0
-        while state((await breakers(gw.address))["embedder-fallback"]) != "CLOSED":
-            assert loop.time() < end, "idle fallback breaker never closed"
-            await asyncio.sleep(0.1)
+        async def fallback_closed() -> bool:
+            return state((await breakers(gw.address))["embedder-fallback"]) == "CLOSED"
+
+        await wait_until(fallback_closed, what="idle fallback breaker closed", timeout_s=5.0)
         assert any(
             '"breaker probe"' in line and "embedder-fallback" in line
             for line in mesh.logs.of("gateway-extra")
