@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway.ingest import INGEST_RETRY, Retrying, ingest
+from gateway.ingest import Retrying, ingest
 from gateway.resilience.guard import Guard
 from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import common_pb2, embedder_pb2, gateway_pb2, retriever_pb2
@@ -132,9 +132,3 @@ async def test_a_server_that_refuses_retries_by_pushback_is_not_retried() -> Non
     embedder = FakeStub(refused)
     _, waits = await run(embedder, FakeStub())
     assert embedder.calls == 1 and waits == []
-
-
-def test_the_policy_keeps_the_write_retry_limits() -> None:
-    assert INGEST_RETRY.max_attempts == 3
-    assert INGEST_RETRY.retryable_codes == {S.UNAVAILABLE, S.DEADLINE_EXCEEDED}
-    assert not INGEST_RETRY.pushback_only_codes
