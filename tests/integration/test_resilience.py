@@ -24,6 +24,7 @@ from harag.v1 import (
     fault_injection_pb2_grpc,
     gateway_pb2,
 )
+from harag_cli import render
 from servicekit.errors import details_of
 
 INTERNAL = grpc.StatusCode.INTERNAL.value[0]
@@ -473,6 +474,16 @@ async def test_rejections_and_retry_decisions_are_shown_in_health_and_metrics(
         assert embedder.retry_budget.rejected == 0
         assert embedder.retry_budget.allowance >= 30  # the floor: 3/s over 10 s
         assert not by_name["embedder-fallback"].retry_decisions, "no failure, no decision"
+        shown = render.health(health).splitlines()  # what `harag health` prints
+        assert any(
+            line.split()[:1] + line.split()[4:6] == ["generator-primary", "FORCED_OPEN", "4"]
+            for line in shown
+        )
+        assert any(
+            line.startswith("  embedder-primary")
+            and line.endswith("retry=6 not_retryable=1 attempts_exhausted=3")
+            for line in shown
+        )
 
         samples = scrape(metrics_address(mesh.logs.json_of("gateway-extra")))
         rejected = "harag_gateway_breaker_rejected_calls_total"
