@@ -40,6 +40,7 @@ def core_rpc_limit(cfg: Config) -> int:
 
 async def run(cfg: Config) -> int:
     upstreams = Upstreams.from_config(cfg)
+    METRICS.observe_guards(u.guard for u in upstreams.all())
     upstreams.start_health_watch()
     prober = BreakerProber(
         upstreams.all(), cfg.breaker_probe_interval_s, timeout_s=max(cfg.embed_timeout_s, 1.0)

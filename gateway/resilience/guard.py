@@ -9,6 +9,7 @@ reserve for whatever must still run after it, and none starts with less than the
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import random
 import time
@@ -25,7 +26,7 @@ from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.deadline import Deadline
 from gateway.resilience.hedge import LatencyTracker
 from gateway.resilience.outcome import status_of
-from gateway.resilience.retry import RetryBudget, RetryPolicy, decide_retry
+from gateway.resilience.retry import RetryBudget, RetryPolicy, RetryReason, decide_retry
 
 T = TypeVar("T")
 
@@ -63,6 +64,9 @@ class Guard:
     # The most recent request sent, replayed by the prober when an open breaker gets no
     # traffic (only set for requests that are safe to repeat).
     last_call: Callable[[float], Awaitable[Any]] | None = None
+    # Every retry decision taken after a failed attempt, by reason (exported as metrics and
+    # in GetSystemHealth; never reset).
+    retry_decisions: collections.Counter[RetryReason] = field(default_factory=collections.Counter)
 
     @property
     def breaker_state(self) -> str:
@@ -231,6 +235,8 @@ async def guarded_call(
                 if guard.retry is not None
                 else None
             )
+            if decision is not None:
+                guard.retry_decisions[decision.reason] += 1
             if decision is None or not decision.retry:
                 raise CallFailed(code.name) from failure
             await clock.sleep(decision.delay_s)
