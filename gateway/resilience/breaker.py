@@ -24,7 +24,6 @@ from gateway.resilience.breaker_types import (
     TransitionReason,
 )
 from gateway.resilience.clock import SYSTEM_CLOCK, Clock
-from gateway.resilience.outcome import status_of
 from gateway.resilience.window import CountWindow, OutcomeWindow, TimeWindow
 
 _log = logging.getLogger("harag.breaker")
@@ -67,10 +66,6 @@ class Permit:
             return
         self._settled = True
         self._breaker._on_result(self, code, duration_s)
-
-    def on_exception(self, exc: BaseException | None, duration_s: float) -> None:
-        """`on_result(status_of(exc), duration_s)`."""
-        self.on_result(status_of(exc), duration_s)
 
     def release_unused(self) -> None:
         """The call was never made (bulkhead full, deadline too short): give the slot back."""
@@ -302,9 +297,6 @@ class CircuitBreaker:
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
-
-    def remove_listener(self, listener: Listener) -> None:
-        self._listeners.remove(listener)
 
     @property
     def state(self) -> CircuitState:
