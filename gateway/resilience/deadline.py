@@ -58,4 +58,3 @@ class Deadline:
 
     def __repr__(self) -> str:
         return f"Deadline(at={self.at:.3f}, remaining={self.remaining():.3f}s)"
-
