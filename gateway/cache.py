@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
-from cachetools import TLRUCache, TTLCache
+from cachetools import TTLCache
 
 from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from harag.v1 import common_pb2
@@ -33,7 +33,7 @@ class AnswerCache(Generic[V]):
         self.fresh: TTLCache[str, V] | None = (
             TTLCache(maxsize=max_entries, ttl=ttl_s, timer=clock.monotonic) if ttl_s > 0 else None
         )
-        self.stale: TLRUCache[str, V] | None = (
+        self.stale: TTLCache[str, V] | None = (
             TTLCache(maxsize=max_entries, ttl=stale_ttl_s, timer=clock.monotonic)
             if stale_ttl_s > 0
             else None

@@ -379,7 +379,7 @@ class Pipeline:
 
     def _stage(
         self,
-        stage: int,
+        stage: gateway_pb2.Stage,
         served_by: Upstream,
         attempts: list[AttemptRecord],
         started: float,
@@ -392,7 +392,7 @@ class Pipeline:
 
     def _local(
         self,
-        stage: int,
+        stage: gateway_pb2.Stage,
         component: str,
         served_by: str,
         attempts: list[AttemptRecord],

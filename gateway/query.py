@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from gateway.resilience.guard import AttemptRecord
-from harag.v1 import common_pb2
+from harag.v1 import common_pb2, gateway_pb2
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ ValueT = TypeVar("ValueT", covariant=True)
 class StageResult(Generic[ValueT]):
     """How one stage was served; `value` is the stage's output (vector, documents, answer)."""
 
-    stage: int  # gateway_pb2.Stage value
+    stage: gateway_pb2.Stage
     served_by: str
     tier: int
     latency_s: float

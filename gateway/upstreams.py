@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,8 @@ from servicekit.server import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("harag.upstreams")
 
-STUBS = {
+# The generated stubs are untyped: each takes a channel and returns the service's stub.
+STUBS: dict[str, Callable[[grpc.aio.Channel], Any]] = {
     "embedder": embedder_pb2_grpc.EmbedderServiceStub,
     "retriever": retriever_pb2_grpc.RetrieverServiceStub,
     "generator": generator_pb2_grpc.GeneratorServiceStub,

@@ -24,7 +24,7 @@ from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.deadline import Deadline
 from gateway.resilience.hedge import LatencyTracker
 from gateway.resilience.outcome import status_of
-from gateway.resilience.retry import RetryBudget, RetryPolicy, decide_retry
+from gateway.resilience.retry import Metadata, RetryBudget, RetryPolicy, decide_retry
 
 T = TypeVar("T")
 
@@ -93,7 +93,7 @@ class Attempts:
 
     records: list[AttemptRecord] = field(default_factory=list)
     observer: AttemptObserver | None = None
-    _numbers: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def begin(self, guard: Guard, *, retry: bool, hedge: bool) -> AttemptRecord:
         return AttemptRecord(
@@ -267,7 +267,7 @@ async def guarded_call(
             guard.bulkhead.leave()
 
 
-def _trailers(exc: BaseException) -> object:
+def _trailers(exc: BaseException) -> Metadata | None:
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.trailing_metadata()
     return None

@@ -92,6 +92,7 @@ async def hedged(
         nonlocal winner, value, last_error
         task = tasks[i]
         elapsed = clk.monotonic() - started[i]
+        err: BaseException | None
         if task.cancelled():
             if i in cancelled_by_us:
                 status, err = AttemptStatus.CANCELLED, None
