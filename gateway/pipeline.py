@@ -22,7 +22,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from gateway.cache import AnswerCache, cache_key
 from gateway.query import (
@@ -37,7 +37,7 @@ from gateway.resilience.chain import ChainPolicy, ChainResult, call_chain
 from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.coalesce import Coalescer
 from gateway.resilience.deadline import Deadline
-from gateway.resilience.guard import AttemptObserver, AttemptRecord
+from gateway.resilience.guard import AttemptObserver
 from gateway.telemetry import METRICS, set_stage_result, stage_span
 from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import (
@@ -60,7 +60,8 @@ STATIC_ANSWER = (
 STREAM_SEPARATOR = "\n\n"
 
 Documents = list[common_pb2.ScoredDocument]
-T = TypeVar("T")
+T = TypeVar("T")  # what a chain's call returns
+V = TypeVar("V")  # what a stage produces
 
 
 @dataclass
@@ -156,22 +157,10 @@ class Pipeline:
             )
             return QueryVector(reply.embeddings[0].values, reply.model)
 
-        started = self.clock.monotonic()
-        result = await self._walk("embedder", call, deadline, later_stages=2)
-        if (served := result.served) is not None:
-            vector = served.value
-            return self._stage(
-                gateway_pb2.STAGE_EMBED, served.by, result.attempts, started, vector.model, vector
-            )
-        return self._local(
-            gateway_pb2.STAGE_EMBED,
-            "embedder",
-            LOCAL_LEXICAL,
-            result.attempts,
-            started,
-            "no query vector: retrieval is lexical",
-            None,
-        )
+        walk = await self._walk(gateway_pb2.STAGE_EMBED, "embedder", call, deadline, later_stages=2)
+        if (served := walk.chain.served) is not None:
+            return walk.served(served.by, served.value.model, served.value)
+        return walk.local(LOCAL_LEXICAL, "no query vector: retrieval is lexical", None)
 
     # -- stage 2: retrieve -------------------------------------------------------------
 
@@ -198,31 +187,17 @@ class Pipeline:
             )
             return reply
 
-        started = self.clock.monotonic()
-        result = await self._walk("retriever", call, deadline, later_stages=1)
-        if (served := result.served) is not None:
+        walk = await self._walk(
+            gateway_pb2.STAGE_RETRIEVE, "retriever", call, deadline, later_stages=1
+        )
+        if (served := walk.chain.served) is not None:
             reply = served.value
             mode = retriever_pb2.RetrievalMode.Name(reply.mode).removeprefix("RETRIEVAL_MODE_")
             detail = f"{mode.lower()} search over {reply.index_size} documents"
             if reply.mode == retriever_pb2.RETRIEVAL_MODE_DENSE and vector is not None:
                 detail += f" in the {vector.model} space"
-            return self._stage(
-                gateway_pb2.STAGE_RETRIEVE,
-                served.by,
-                result.attempts,
-                started,
-                detail,
-                list(reply.documents),
-            )
-        return self._local(
-            gateway_pb2.STAGE_RETRIEVE,
-            "retriever",
-            LOCAL_EMPTY_CONTEXT,
-            result.attempts,
-            started,
-            "no retriever answered: no context",
-            [],
-        )
+            return walk.served(served.by, detail, list(reply.documents))
+        return walk.local(LOCAL_EMPTY_CONTEXT, "no retriever answered: no context", [])
 
     # -- stage 3: generate ------------------------------------------------------------
 
@@ -279,8 +254,8 @@ class Pipeline:
             return Answer("".join(emitted), final.model)
 
         streaming = emit is not None
-        started = self.clock.monotonic()
-        result = await self._walk(
+        walk = await self._walk(
+            gateway_pb2.STAGE_GENERATE,
             "generator",
             call_stream if streaming else call_unary,
             deadline,
@@ -288,16 +263,8 @@ class Pipeline:
             idempotent=False,
             repeatable=not streaming,
         )
-        if (served := result.served) is not None:
-            answer = served.value
-            return self._stage(
-                gateway_pb2.STAGE_GENERATE,
-                served.by,
-                result.attempts,
-                started,
-                answer.model,
-                answer,
-            )
+        if (served := walk.chain.served) is not None:
+            return walk.served(served.by, served.value.model, served.value)
 
         def last_resort(answer: str) -> str:
             """Sends a last-resort answer after any partial text; returns the whole answer."""
@@ -307,28 +274,17 @@ class Pipeline:
             return "".join(emitted) if streaming else answer
 
         if (stale := self.cache.get_stale(key)) is not None:
-            return self._local(
-                gateway_pb2.STAGE_GENERATE,
-                "generator",
+            return walk.local(
                 STALE_CACHE,
-                result.attempts,
-                started,
                 "every generator failed: last good answer (stale)",
                 Answer(last_resort(stale.answer), stale.model, stale_sources=stale.sources),
             )
         retry_after = float(self.cfg.retry_after_s)
-        return self._local(
-            gateway_pb2.STAGE_GENERATE,
-            "generator",
+        static = last_resort(STATIC_ANSWER.format(retry_after=retry_after))
+        return walk.local(
             LOCAL_STATIC_ANSWER,
-            result.attempts,
-            started,
             "every generator failed",
-            Answer(
-                last_resort(STATIC_ANSWER.format(retry_after=retry_after)),
-                "static",
-                retry_after_s=retry_after,
-            ),
+            Answer(static, "static", retry_after_s=retry_after),
         )
 
     # -- shared mechanics --------------------------------------------------------------
@@ -348,13 +304,14 @@ class Pipeline:
 
     async def _walk(
         self,
+        stage: gateway_pb2.Stage,
         component: str,
         call: Callable[[Upstream, float], Awaitable[T]],
         deadline: Deadline,
         later_stages: int,
         idempotent: bool = True,
         repeatable: bool = True,
-    ) -> ChainResult[Upstream, T]:
+    ) -> _Walk[T]:
         """Walks the component's fallback chain (tier 0 first) with the stage's timing."""
         cfg = self.cfg
         policy = ChainPolicy(
@@ -367,8 +324,10 @@ class Pipeline:
             hedge_delay_s=cfg.hedge_delay_s or None,
             hedge_min_delay_s=cfg.hedge_min_delay_s,
         )
-        return await call_chain(
-            self._chains[component],
+        chain = self._chains[component]
+        started = self.clock.monotonic()
+        result = await call_chain(
+            chain,
             call,
             deadline,
             policy,
@@ -376,34 +335,28 @@ class Pipeline:
             clock=self.clock,
             rng=self.rng,
         )
+        return _Walk(stage, result, len(chain), started, self.clock)
 
-    def _stage(
-        self,
-        stage: gateway_pb2.Stage,
-        served_by: Upstream,
-        attempts: list[AttemptRecord],
-        started: float,
-        detail: str,
-        value: T,
-    ) -> StageResult[T]:
-        """A stage served by an upstream."""
-        latency = self.clock.monotonic() - started
-        return StageResult(stage, served_by.name, served_by.tier, latency, attempts, detail, value)
 
-    def _local(
-        self,
-        stage: gateway_pb2.Stage,
-        component: str,
-        served_by: str,
-        attempts: list[AttemptRecord],
-        started: float,
-        detail: str,
-        value: T,
-    ) -> StageResult[T]:
-        """A stage served by the gateway itself, ranked one tier below the last upstream."""
-        tier = len(self._chains[component])
-        latency = self.clock.monotonic() - started
-        return StageResult(stage, served_by, tier, latency, attempts, detail, value)
+@dataclass(frozen=True)
+class _Walk(Generic[T]):
+    """A stage's walk along its chain, ready to say how the stage was served."""
+
+    stage: gateway_pb2.Stage
+    chain: ChainResult[Upstream, T]
+    local_tier: int  # a last resort in the gateway ranks one tier below the last upstream
+    started: float
+    clock: Clock
+
+    def served(self, upstream: Upstream, detail: str, value: V) -> StageResult[V]:
+        return self._result(upstream.name, upstream.tier, detail, value)
+
+    def local(self, served_by: str, detail: str, value: V) -> StageResult[V]:
+        return self._result(served_by, self.local_tier, detail, value)
+
+    def _result(self, served_by: str, tier: int, detail: str, value: V) -> StageResult[V]:
+        latency = self.clock.monotonic() - self.started
+        return StageResult(self.stage, served_by, tier, latency, self.chain.attempts, detail, value)
 
 
 def _per_try_cap(cfg: Config, component: str) -> float:
