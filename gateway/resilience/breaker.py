@@ -307,11 +307,6 @@ class CircuitBreaker:
     def generation(self) -> int:
         return self._generation
 
-    @property
-    def next_probe_at(self) -> float | None:
-        """Monotonic time from which `try_acquire` will probe (OPEN only)."""
-        return self._open_until if self._state is CircuitState.OPEN else None
-
     def snapshot(self) -> BreakerSnapshot:
         """Side-effect free: reports lazily-due transitions without performing them."""
         now = self._clock.monotonic()

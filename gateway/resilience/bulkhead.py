@@ -31,10 +31,6 @@ class Bulkhead:
         return self._in_flight
 
     @property
-    def available(self) -> int:
-        return self._max - self._in_flight
-
-    @property
     def rejected(self) -> int:
         """Rejections since construction (monotonic counter, for metrics)."""
         return self._rejected

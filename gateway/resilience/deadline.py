@@ -22,22 +22,6 @@ class Deadline:
         clk = clock or SYSTEM_CLOCK
         return cls(clk.monotonic() + timeout_s, clk)
 
-    @classmethod
-    def from_timeout(
-        cls,
-        timeout_s: float | None,
-        *,
-        default_s: float,
-        max_s: float | None = None,
-        clock: Clock | None = None,
-    ) -> Deadline:
-        """From e.g. `ServicerContext.time_remaining()`: None (client sent no deadline)
-        becomes `default_s`; `max_s` caps what a client may ask for."""
-        timeout = default_s if timeout_s is None else timeout_s
-        if max_s is not None:
-            timeout = min(timeout, max_s)
-        return cls.after(timeout, clock)
-
     def remaining(self) -> float:
         """Seconds left, never negative."""
         return max(0.0, self.at - self._clock.monotonic())
