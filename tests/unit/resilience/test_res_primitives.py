@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.resilience.bulkhead import Bulkhead
-from gateway.resilience.clock import FakeClock, SystemClock
+from gateway.resilience.clock import FakeClock, SystemClock, done_within
 from gateway.resilience.deadline import Deadline
 from gateway.resilience.window import CountWindow, RollingCounters, TimeWindow
 
@@ -48,6 +48,39 @@ async def test_system_clock() -> None:
     before = clock.monotonic()
     await clock.sleep(0.001)
     assert clock.monotonic() > before
+
+
+async def test_fake_clock_drive_jumps_to_each_wakeup_in_turn() -> None:
+    clock = FakeClock()
+    woke: list[float] = []
+
+    async def napper(seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append(clock.monotonic())
+
+    async def both() -> str:
+        await asyncio.gather(napper(3.0), napper(1.5))
+        return "done"
+
+    assert await clock.drive(both()) == "done"
+    assert woke == [1.5, 3.0] and clock.monotonic() == 3.0
+
+
+async def test_fake_clock_drive_refuses_to_wait_on_anything_but_time() -> None:
+    clock = FakeClock()
+    never = asyncio.Event()
+    with pytest.raises(RuntimeError, match="stuck"):
+        await clock.drive(never.wait())
+
+
+async def test_done_within_on_a_fake_clock() -> None:
+    clock = FakeClock()
+    slow = asyncio.ensure_future(clock.sleep(2.0))
+    assert not await clock.drive(done_within(slow, 0.5, clock))
+    assert clock.monotonic() == 0.5 and not slow.done()
+    assert await clock.drive(done_within(slow, 5.0, clock))
+    assert clock.monotonic() == 2.0  # returned as soon as it was done
+    assert clock.pending_sleepers == 0  # the timer was cleaned up
 
 
 # -- windows -------------------------------------------------------------------------------
