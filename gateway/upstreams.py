@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,14 +14,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import COMPONENTS, UpstreamSpec, parse_chain
 from gateway.guards import build_guard
-from gateway.resilience.guard import Guard
+from gateway.resilience.guard import AttemptRecord, Guard
 from harag.v1 import embedder_pb2_grpc, generator_pb2_grpc, retriever_pb2_grpc
 from servicekit.config import Config
 from servicekit.server import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("harag.upstreams")
 
-STUBS = {
+# The generated stubs are untyped: each takes a channel and returns the service's stub.
+STUBS: dict[str, Callable[[grpc.aio.Channel], Any]] = {
     "embedder": embedder_pb2_grpc.EmbedderServiceStub,
     "retriever": retriever_pb2_grpc.RetrieverServiceStub,
     "generator": generator_pb2_grpc.GeneratorServiceStub,
@@ -42,7 +44,10 @@ HEALTH_UNREACHABLE = "UNREACHABLE"
 
 @dataclass
 class Upstream:
-    """A configured upstream process and what the gateway last saw of it."""
+    """A configured upstream process and what the gateway last saw of it.
+
+    One tier of its component's fallback chain (gateway.resilience.chain.ChainTier).
+    """
 
     name: str
     component: str
@@ -55,11 +60,17 @@ class Upstream:
     last_outcome: str = ""
     last_error: str = ""
     last_latency_s: float = 0.0
+    skip_not_serving: bool = True  # pass over it while its health check says NOT_SERVING
 
-    def record(self, outcome: str, latency_s: float, error: str = "") -> None:
-        self.last_outcome, self.last_latency_s = outcome, latency_s
-        if outcome != "OK":
-            self.last_error = error
+    def skip_reason(self) -> str | None:
+        if self.skip_not_serving and self.health == HEALTH_NOT_SERVING:
+            return HEALTH_NOT_SERVING
+        return None
+
+    def record_attempt(self, record: AttemptRecord) -> None:
+        self.last_outcome, self.last_latency_s = record.outcome, record.latency_s
+        if record.outcome != "OK":
+            self.last_error = record.error
 
 
 class Upstreams:
@@ -105,6 +116,7 @@ def _connect(component: str, spec: UpstreamSpec, cfg: Config) -> Upstream:
         channel=channel,
         stub=STUBS[component](channel),
         guard=build_guard(spec.name, spec.tier, cfg),
+        skip_not_serving=cfg.skip_not_serving,
     )
 
 
