@@ -1,12 +1,17 @@
-"""servicekit.interceptors.HandlerWrapper: wraps each kind of handler, keeps everything else."""
+"""servicekit.interceptors.HandlerWrapper: wraps each kind of handler, keeps everything else;
+and the interceptors built on it (fault injection, ending health watches on shutdown)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import pytest
 
+from harag.v1 import fault_injection_pb2 as fault_pb2
+from servicekit.faults import FaultInterceptor, FaultState
 from servicekit.interceptors import (
     Context,
     HandlerWrapper,
@@ -15,6 +20,7 @@ from servicekit.interceptors import (
     UnaryStream,
     UnaryUnary,
 )
+from servicekit.server import _EndWatchesOnShutdown
 
 
 class Details:
@@ -159,3 +165,81 @@ async def test_a_method_is_wrapped_once_while_the_handler_below_stays_the_same()
     assert fresh is not first and wrapper.built == ["/pkg.S/M", "/pkg.S/M"]
     other = await intercept(wrapper, UNARY, "/pkg.S/Other")
     assert other is not first and await other.unary_unary("x", None) == "tagged echo x"
+
+
+class Aborted(Exception):
+    pass
+
+
+class FakeContext:
+    """What FaultState.apply reads of a servicer context: the deadline, and abort."""
+
+    def __init__(self) -> None:
+        self.aborted_with: grpc.StatusCode | None = None
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", *args: Any) -> None:
+        self.aborted_with = code
+        raise Aborted(details)
+
+
+EMBED = "/harag.v1.EmbedderService/Embed"
+
+
+async def test_an_active_fault_fails_the_components_own_rpcs_of_both_kinds():
+    state = FaultState()
+    await state.set(fault_pb2.Fault(down=True))
+    interceptor = FaultInterceptor(state)
+    unary = await intercept(interceptor, UNARY, EMBED)
+    context = FakeContext()
+    with pytest.raises(Aborted):
+        await unary.unary_unary("x", context)
+    assert context.aborted_with == grpc.StatusCode.UNAVAILABLE
+
+    stream = await intercept(
+        interceptor, grpc.unary_stream_rpc_method_handler(numbers), "/harag.v1.GeneratorService/S"
+    )
+    context = FakeContext()
+    with pytest.raises(Aborted):
+        [i async for i in stream.unary_stream("x", context)]
+    assert context.aborted_with == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_faults_spare_health_and_methods_they_do_not_name():
+    state = FaultState()
+    await state.set(fault_pb2.Fault(down=True, methods=["Search"]))
+    interceptor = FaultInterceptor(state)
+    assert await intercept(interceptor, UNARY, "/grpc.health.v1.Health/Check") is UNARY
+    assert await intercept(interceptor, UNARY, "/harag.v1.FaultInjectionService/X") is UNARY
+    unary = await intercept(interceptor, UNARY, EMBED)
+    assert await unary.unary_unary("x", FakeContext()) == "echo x"  # Embed is not named
+
+    await state.set(None)
+    search = await intercept(interceptor, UNARY, "/harag.v1.RetrieverService/Search")
+    assert await search.unary_unary("x", FakeContext()) == "echo x"  # cleared
+
+
+async def test_open_health_watches_end_once_shutdown_begins():
+    end_watches = _EndWatchesOnShutdown()
+    watching = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def watch_forever(request: Any, context: Context) -> None:
+        watching.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+
+    handler = grpc.unary_stream_rpc_method_handler(watch_forever)
+    wrapped = await intercept(end_watches, handler, _EndWatchesOnShutdown.WATCH)
+    assert await intercept(end_watches, handler, "/grpc.health.v1.Health/Check") is handler
+    call = asyncio.create_task(wrapped.unary_stream(None, FakeContext()))
+    await watching.wait()
+    assert not call.done()
+
+    end_watches.stopping.set()
+    await call  # returns: the stream ends with OK
+    assert cancelled.is_set()
