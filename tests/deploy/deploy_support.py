@@ -196,6 +196,15 @@ def healthcheck_command(stage: list[Instruction]) -> list[str]:
     return exec_form(command)
 
 
+def copied_sources(service: Service) -> list[str]:
+    """The repository paths the image's builder stage COPYs, as written (`dir/` for a tree)."""
+    sources = []
+    for instruction in service.image_stages()[0]:
+        if instruction.keyword == "COPY" and not instruction.args.startswith("--"):
+            sources += instruction.args.split()[:-1]
+    return sources
+
+
 def image_entrypoint(service: Service) -> list[str]:
     return exec_form(only(service.image_stages()[-1], "ENTRYPOINT").args)
 

@@ -17,6 +17,7 @@ from deploy_support import (
     SERVICES,
     UID,
     Service,
+    copied_sources,
     declared_args,
     env_of,
     exec_form,
@@ -54,15 +55,6 @@ def grpc_ports(service: Service) -> list[int]:
 # One image per component: the fallback deployment runs the primary's image.
 IMAGES = [s for s in SERVICES if s.impl in (None, "primary")]
 ids = [s.image for s in IMAGES]
-
-
-def copied_sources(service: Service) -> list[str]:
-    """The repository paths the builder stage COPYs for this image, as written."""
-    sources = []
-    for instruction in service.image_stages()[0]:
-        if instruction.keyword == "COPY" and not instruction.args.startswith("--"):
-            sources += instruction.args.split()[:-1]
-    return sources
 
 
 def test_every_image_is_built_from_the_one_dockerfile():

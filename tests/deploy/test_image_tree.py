@@ -20,9 +20,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from deploy_support import REPO, SERVICES, Service
+from deploy_support import REPO, SERVICES, Service, copied_sources
 from setuptools import find_namespace_packages, find_packages
-from test_dockerfiles import copied_sources
 
 IMAGES = [s for s in SERVICES if s.impl in (None, "primary")]
 # Every top-level package of this repository: an import of one of them must come from the tree.
