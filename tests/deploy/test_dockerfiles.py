@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -210,3 +211,15 @@ def test_dockerignore_keeps_the_context_small_but_complete():
                      ".git/HEAD", "tools/node_modules/x", "gateway/__pycache__/config.pyc",
                      "embedder_svc/__pycache__/x", "harag_cli/main.py"):  # fmt: skip
         assert not included_by_dockerignore(excluded), excluded
+
+
+def test_the_readme_build_commands_match_what_compose_builds():
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    commands = [shlex.split(line) for line in text.splitlines() if line.startswith("docker build")]
+    built = {}
+    for argv in commands:
+        assert argv[argv.index("-f") + 1] == str(DOCKERFILE.relative_to(REPO)), argv
+        args = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--build-arg")
+        built[argv[argv.index("-t") + 1]] = args
+    compose = load_compose()["services"]
+    assert built == {compose[s.name]["image"]: s.build_args() for s in IMAGES}
