@@ -25,7 +25,6 @@ RESOURCE_EXHAUSTED + RetryInfo, so the loop keeps its time for the queries it to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import secrets
@@ -36,6 +35,7 @@ import grpc
 
 from gateway.resilience.clock import SYSTEM_CLOCK, Clock, done_within
 from harag.v1 import gateway_pb2, gateway_pb2_grpc
+from servicekit.background import BackgroundTasks
 from servicekit.errors import resource_exhausted
 from servicekit.rpc_client_telemetry import plain_insecure_channel
 
@@ -138,7 +138,7 @@ class QueueDelayProbe:
         self.token = secrets.token_hex(16)  # only this process's probes carry it
         self.last_query_at = float("-inf")  # noted by the admission check of each query
         self.last_round_trip_s = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks("queue delay probe")
         self._channel: grpc.aio.Channel | None = None
 
     def start(self) -> None:
@@ -146,13 +146,10 @@ class QueueDelayProbe:
         self._channel = plain_insecure_channel(
             self.address, options=[("grpc.use_local_subchannel_pool", 1)]
         )
-        self._task = asyncio.create_task(self._run())
+        self._tasks.start("probe loop", self._run)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._tasks.stop()
         if self._channel is not None:
             await self._channel.close()
 

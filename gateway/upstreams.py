@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ from gateway.config import COMPONENTS, UpstreamSpec, parse_chain
 from gateway.guards import build_guard
 from gateway.resilience.guard import AttemptRecord, Guard
 from harag.v1 import embedder_pb2_grpc, generator_pb2_grpc, retriever_pb2_grpc
+from servicekit.background import BackgroundTasks
 from servicekit.config import Config
 from servicekit.server import MAX_MESSAGE_BYTES
 
@@ -78,7 +79,7 @@ class Upstreams:
 
     def __init__(self, chains: dict[str, list[Upstream]]) -> None:
         self.chains = chains
-        self._watchers: list[asyncio.Task[None]] = []
+        self._watchers = BackgroundTasks("upstream health watch")
 
     @classmethod
     def from_config(cls, cfg: Config) -> Upstreams:
@@ -95,14 +96,11 @@ class Upstreams:
         return next((u for u in self.all() if u.name == name), None)
 
     def start_health_watch(self) -> None:
-        self._watchers = [asyncio.create_task(_watch_health(u)) for u in self.all()]
+        for upstream in self.all():
+            self._watchers.start(upstream.name, functools.partial(_watch_health, upstream))
 
     async def close(self) -> None:
-        for task in self._watchers:
-            task.cancel()
-        for task in self._watchers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._watchers.stop()
         await asyncio.gather(*(u.channel.close() for u in self.all()))
 
 
