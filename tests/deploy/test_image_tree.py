@@ -53,7 +53,20 @@ for path in sorted(tree.rglob("*.py")):
     if not parts:
         continue
     attempt(".".join(parts))
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    module_ast = ast.parse(path.read_text(), str(path))
+    # Imports under `if TYPE_CHECKING:` never run (harag/__init__.py names the client's
+    # modules there for type checkers only).
+    typing_only = {
+        id(inner)
+        for node in ast.walk(module_ast)
+        if isinstance(node, ast.If)
+        and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+        for stmt in node.body
+        for inner in ast.walk(stmt)
+    }
+    for node in ast.walk(module_ast):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] in first_party:
