@@ -93,7 +93,7 @@ def _ready_banner(specs: list[ProcessSpec], port_offset: int, viewer: TraceViewe
         else ""
     )
     return (
-        f"\nharag up: all {len(specs)} processes it started are SERVING; gateway on {gateway}\n"
+        f"\nharag up: all {len(specs)} processes SERVING; gateway on {gateway}\n"
         f'  query:   harag query{flag} "How does a circuit breaker decide to open?"\n'
         f"  health:  harag health{flag}\n"
         f"  faults:  harag faults{flag} embedder-primary show  (needs --fault-injection)\n"

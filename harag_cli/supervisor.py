@@ -242,8 +242,9 @@ class Supervisor:
         """
         deadline = time.monotonic() + timeout_s
         restarts_before = dict(self.restarts)
-        for name in names or list(self.specs):
-            while True:
+        pending = list(names or self.specs)
+        while pending:
+            for name in pending:  # every exit is noticed at once, not in turn
                 if name in self.gave_up:
                     raise StartupError(self.gave_up[name])
                 proc = self.procs[name]
@@ -253,12 +254,12 @@ class Supervisor:
                     raise StartupError(
                         f"{name} exited with code {code} during start-up" + self._output_tail(name)
                     )
-                if await self.is_serving(name):
-                    break
-                if time.monotonic() > deadline:
-                    raise StartupError(f"{name} did not report SERVING within {timeout_s:g}s")
-                with contextlib.suppress(TimeoutError):  # an exit ends the wait at once
-                    await asyncio.wait_for(proc.wait(), self.policy.start_poll_s)
+            serving = await asyncio.gather(*(self.is_serving(name) for name in pending))
+            pending = [name for name, ok in zip(pending, serving, strict=True) if not ok]
+            if pending and time.monotonic() > deadline:
+                raise StartupError(f"{pending[0]} did not report SERVING within {timeout_s:g}s")
+            if pending:
+                await asyncio.sleep(self.policy.start_poll_s)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         self.procs[name].send_signal(sig)
