@@ -201,12 +201,12 @@ async def health(args: argparse.Namespace) -> int:
 # -- harag faults ------------------------------------------------------------------------
 
 
-async def _component_address(service: str, port_offset: int | None) -> str:
+async def _component_address(service: str, gateway: str | None, port_offset: int | None) -> str:
     """Asks the running mesh's gateway where `service` is; without a gateway, its default
     port (plus the offset)."""
     defaults = default_addresses(port_offset or 0)
     try:
-        addresses = await discover(gateway_address(None, port_offset))
+        addresses = await discover(gateway_address(gateway, port_offset))
     except grpc.aio.AioRpcError:
         addresses = {n: a for n, a in defaults.items() if n != "gateway"}
     if service not in addresses:
@@ -216,7 +216,7 @@ async def _component_address(service: str, port_offset: int | None) -> str:
 
 
 async def faults(args: argparse.Namespace) -> int:
-    address = args.addr or await _component_address(args.service, args.port_offset)
+    address = args.addr or await _component_address(args.service, args.gateway, args.port_offset)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = fault_injection_pb2_grpc.FaultInjectionServiceStub(channel)
         if args.action == "clear":
@@ -344,9 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hang", action="store_true")
     p.add_argument("--down", action="store_true")
     p.add_argument("--method", action="append", help="limit to this RPC method (repeatable)")
-    p.add_argument(
-        "--addr", help="host:port of the service (default: ask the gateway of the local mesh)"
-    )
+    p.add_argument("--addr", help="host:port of the service (default: ask the mesh's gateway)")
+    p.add_argument("--gateway", help="gateway to ask (default: $HARAG_GATEWAY or 127.0.0.1:50051)")
     _add_port_offset(p)
     p.set_defaults(func=faults)
 

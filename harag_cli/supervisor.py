@@ -127,6 +127,7 @@ class Supervisor:
         self.tails: dict[str, deque[str]] = {n: deque(maxlen=TAIL_LINES) for n in self.specs}
         self._backoff_step: dict[str, int] = dict.fromkeys(self.specs, 0)
         self._failed_starts: dict[str, int] = dict.fromkeys(self.specs, 0)
+        self._seen_serving: set[int] = set()  # pids of children that reported SERVING
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -180,16 +181,18 @@ class Supervisor:
         spec = self.specs[name]
         if await probe(spec.address) != "SERVING" or proc.returncode is not None:
             return False
-        return listens_on(proc.pid, spec.port) is not False
+        if listens_on(proc.pid, spec.port) is False:
+            return False
+        self._seen_serving.add(proc.pid)
+        return True
 
-    async def _reaches_serving(self, name: str, proc: asyncio.subprocess.Process) -> bool:
-        """Probes a starting process until it is SERVING (True) or exits (False)."""
-        while proc.returncode is None:
+    async def _watch_start(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        """Probes a starting process until it is SERVING or exits."""
+        while proc.returncode is None and proc.pid not in self._seen_serving:
             if await self.is_serving(name):
-                return True
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), self.policy.start_poll_s)
-        return False
 
     def _output_tail(self, name: str) -> str:
         lines = list(self.tails[name])
@@ -201,8 +204,9 @@ class Supervisor:
         while True:
             proc = self.procs[name]
             started = time.monotonic()
-            reached_serving = await self._reaches_serving(name, proc)
+            await self._watch_start(name, proc)
             code = await proc.wait()
+            reached_serving = proc.pid in self._seen_serving
             self.last_exit[name] = code
             if self._stopping or not self.restart:
                 return
