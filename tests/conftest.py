@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from processes import LogBook
 
 from harag.v1 import fault_injection_pb2, gateway_pb2, gateway_pb2_grpc
 from harag_cli.corpus import SAMPLE_CORPUS, sample_corpus
@@ -20,28 +21,6 @@ from servicekit.ports import COMPONENT_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 MESH_NAMES = ("gateway", *COMPONENT_NAMES)
-
-
-class LogBook:
-    """Keeps every process's log lines, so tests can read them and failures can show them."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def __call__(self, name: str, line: str) -> None:
-        self.lines.append((name, line))
-
-    def of(self, name: str) -> list[str]:
-        return [line for n, line in self.lines if n == name]
-
-    def json_of(self, name: str) -> list[dict]:
-        out = []
-        for line in self.of(name):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-        return out
 
 
 class Mesh:

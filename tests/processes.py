@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -53,6 +54,28 @@ def service_process(
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+class LogBook:
+    """Keeps every process's log lines, so tests can read them and failures can show them."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def __call__(self, name: str, line: str) -> None:
+        self.lines.append((name, line))
+
+    def of(self, name: str) -> list[str]:
+        return [line for n, line in self.lines if n == name]
+
+    def json_of(self, name: str) -> list[dict]:
+        out = []
+        for line in self.of(name):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        return out
 
 
 HARAG = [sys.executable, "-m", "harag_cli.main"]

@@ -8,6 +8,7 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from processes import LogBook
 
 from harag_cli.localports import free_port, listens_on
 from harag_cli.supervisor import (
@@ -20,17 +21,6 @@ from harag_cli.supervisor import (
 )
 
 QUICK = RestartPolicy(backoff_s=(0.05, 0.1, 0.2), give_up_after=3, stable_after_s=0.0)
-
-
-class Log:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def __call__(self, name: str, line: str) -> None:
-        self.lines.append((name, line))
-
-    def of(self, name: str) -> list[str]:
-        return [line for n, line in self.lines if n == name]
 
 
 def crashing(name: str, port: int) -> ProcessSpec:
@@ -50,7 +40,7 @@ async def foreign_health_server(port: int) -> grpc.aio.Server:
 
 
 async def test_a_process_that_never_starts_is_given_up_on_with_its_last_output():
-    log = Log()
+    log = LogBook()
     supervisor = Supervisor([crashing("broken", free_port())], sink=log, policy=QUICK)
     started = time.monotonic()
     await supervisor.start()
@@ -71,7 +61,7 @@ async def test_serving_is_claimed_only_for_the_process_it_started():
     port = free_port()
     idle = "import time; time.sleep(60)"  # alive, but never listens
     supervisor = Supervisor(
-        [ProcessSpec("quiet", [sys.executable, "-c", idle], port)], sink=Log(), restart=False
+        [ProcessSpec("quiet", [sys.executable, "-c", idle], port)], sink=LogBook(), restart=False
     )
     await supervisor.start()
     other = await foreign_health_server(port)  # takes the port after the supervisor's check
@@ -89,7 +79,7 @@ async def test_serving_is_claimed_only_for_the_process_it_started():
 async def test_start_refuses_a_port_in_use_and_starts_nothing():
     port = free_port()
     other = await foreign_health_server(port)
-    supervisor = Supervisor([crashing("late", port)], sink=Log())
+    supervisor = Supervisor([crashing("late", port)], sink=LogBook())
     try:
         with pytest.raises(StartupError, match=f"port {port} for late is already in use"):
             await supervisor.start()
@@ -99,7 +89,7 @@ async def test_start_refuses_a_port_in_use_and_starts_nothing():
 
 
 async def test_the_back_off_starts_over_after_a_run_that_stayed_up(tmp_path):
-    log = Log()
+    log = LogBook()
     spec = next(
         s
         for s in mesh_specs(ports={"generator-fallback": free_port()}, data_dir=tmp_path)
