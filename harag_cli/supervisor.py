@@ -207,6 +207,7 @@ class Supervisor:
             await self._watch_start(name, proc)
             code = await proc.wait()
             reached_serving = proc.pid in self._seen_serving
+            self._seen_serving.discard(proc.pid)  # the pid may be reused by another process
             self.last_exit[name] = code
             if self._stopping or not self.restart:
                 return
