@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
-$(BUF): tools/package.json
-	# npm install, not ci: the registry lacks some of buf's optional per-platform packages.
-	cd tools && npm install --no-audit --no-fund --loglevel=error
+$(BUF): tools/package.json tools/package-lock.json
+	# npm ci installs exactly the lock file and never rewrites it, so a fresh clone stays clean.
+	# The lock lists buf's optional binary for every platform; ci fetches only this one's.
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $(BUF)
 
 $(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json

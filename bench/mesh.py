@@ -12,7 +12,6 @@ import asyncio
 import collections
 import os
 import resource
-import socket
 import tempfile
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -21,26 +20,15 @@ from types import TracebackType
 
 import grpc
 
-from harag.v1 import (
-    admin_pb2,
-    admin_pb2_grpc,
-    fault_injection_pb2,
-    fault_injection_pb2_grpc,
-    gateway_pb2,
-    gateway_pb2_grpc,
-)
+from harag.v1 import fault_injection_pb2, gateway_pb2, gateway_pb2_grpc
 from harag_cli.corpus import sample_corpus
+from harag_cli.localports import free_port
+from harag_cli.meshctl import MeshControl
 from harag_cli.supervisor import ProcessSpec, Supervisor, mesh_specs
 from servicekit.ports import COMPONENT_NAMES
 
 COMPONENTS = COMPONENT_NAMES
 QUIET = {"HARAG_LOG_LEVEL": "WARNING", "HARAG_METRICS_PORT": "0"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds_of(pid: int) -> float:
@@ -93,7 +81,9 @@ class BenchMesh:
         self.by_name = {s.name: s for s in self.specs}
         self.gateway_address = self.by_name["gateway"].address
         self._extra: list[Supervisor] = []
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.control = MeshControl(
+            {s.name: s.address for s in self.specs}, self.gateway_address, keep_channels=True
+        )
 
     async def __aenter__(self) -> BenchMesh:
         await self.supervisor.start()
@@ -115,17 +105,14 @@ class BenchMesh:
         await self.stop()
 
     async def stop(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
+        await self.control.close()
         for supervisor in self._extra:
             await supervisor.stop()
         await self.supervisor.stop()
         self._tmp.cleanup()
 
     def channel(self, address: str) -> grpc.aio.Channel:
-        if address not in self._channels:
-            self._channels[address] = grpc.aio.insecure_channel(address)
-        return self._channels[address]
+        return self.control.channel(address)
 
     def gateway(self, address: str | None = None) -> gateway_pb2_grpc.RagGatewayServiceStub:
         return gateway_pb2_grpc.RagGatewayServiceStub(self.channel(address or self.gateway_address))
@@ -156,30 +143,15 @@ class BenchMesh:
         await supervisor.wait_serving(timeout_s=60)
         return spec.address
 
-    def _faults(self, name: str) -> fault_injection_pb2_grpc.FaultInjectionServiceStub:
-        return fault_injection_pb2_grpc.FaultInjectionServiceStub(
-            self.channel(self.by_name[name].address)
-        )
-
     async def set_fault(self, name: str, fault: fault_injection_pb2.Fault) -> None:
-        await self._faults(name).SetFault(
-            fault_injection_pb2.SetFaultRequest(fault=fault), timeout=5
-        )
+        await self.control.set_fault(name, fault)
 
     async def clear_faults(self, *names: str) -> None:
-        await asyncio.gather(
-            *(
-                self._faults(n).ClearFaults(fault_injection_pb2.ClearFaultsRequest(), timeout=5)
-                for n in names or COMPONENTS
-            )
-        )
+        await self.control.clear_faults(names)
 
     async def injected(self, name: str) -> int:
         """Calls that met the active fault so far (every call, for a 100% fault)."""
-        reply = await self._faults(name).GetFaults(
-            fault_injection_pb2.GetFaultsRequest(), timeout=5
-        )
-        return reply.injected_total
+        return (await self.control.get_faults(name)).injected_total
 
     async def gateway_metric(self, port: int, name: str, method: str = "Query") -> float:
         """One Prometheus sample of a gateway started with HARAG_METRICS_PORT=`port`."""
@@ -195,13 +167,4 @@ class BenchMesh:
 
     async def breakers(self, address: str | None = None) -> dict[str, str]:
         """Breaker state name per upstream of a gateway."""
-        admin = admin_pb2_grpc.GatewayAdminServiceStub(
-            self.channel(address or self.gateway_address)
-        )
-        reply = await admin.ListBreakers(admin_pb2.ListBreakersRequest(), timeout=5)
-        return {
-            b.upstream: gateway_pb2.CircuitState.Name(b.breaker.state).removeprefix(
-                "CIRCUIT_STATE_"
-            )
-            for b in reply.breakers
-        }
+        return await self.control.breaker_states(address)

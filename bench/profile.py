@@ -28,8 +28,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bench.loadgen import LoadSpec, run_load
-from bench.mesh import BenchMesh, free_port
+from bench.mesh import BenchMesh
 from bench.otlp_sink import OtlpSink
+from harag_cli.localports import free_port
 
 CATEGORIES = (  # (name, pattern on the innermost frame's file), first match wins
     ("gRPC (grpcio, its Cython core)", r"grpc/|cygrpc"),

@@ -41,6 +41,7 @@ def core_rpc_limit(cfg: GatewayConfig) -> int:
 
 async def run(cfg: GatewayConfig) -> int:
     upstreams = Upstreams.from_config(cfg)
+    METRICS.observe_guards(u.guard for u in upstreams.all())
     upstreams.start_health_watch()
     prober = BreakerProber(
         upstreams.all(),

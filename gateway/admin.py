@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from gateway.health import breaker_status
@@ -19,12 +21,14 @@ class GatewayAdmin(admin_pb2_grpc.GatewayAdminServiceServicer):
         self.upstreams = upstreams
 
     async def ListBreakers(
-        self, request: admin_pb2.ListBreakersRequest, context: grpc.aio.ServicerContext
+        self, request: admin_pb2.ListBreakersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.ListBreakersResponse:
         return admin_pb2.ListBreakersResponse(breakers=[_entry(u) for u in self.upstreams.all()])
 
     async def TransitionBreaker(
-        self, request: admin_pb2.TransitionBreakerRequest, context: grpc.aio.ServicerContext
+        self,
+        request: admin_pb2.TransitionBreakerRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> admin_pb2.TransitionBreakerResponse:
         upstream = self.upstreams.by_name(request.upstream)
         violations = FieldViolations()

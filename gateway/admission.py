@@ -25,17 +25,17 @@ RESOURCE_EXHAUSTED + RetryInfo, so the loop keeps its time for the queries it to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 import grpc
 
+from gateway.resilience.clock import SYSTEM_CLOCK, Clock, done_within
 from harag.v1 import gateway_pb2, gateway_pb2_grpc
+from servicekit.background import BackgroundTasks
 from servicekit.errors import resource_exhausted
 from servicekit.rpc_client_telemetry import plain_insecure_channel
 
@@ -67,7 +67,8 @@ class SheddingController:
         beta: float = 1.25,
         max_p: float = 0.99,
         max_burst_s: float = 0.15,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
     ) -> None:
         self.target_s = target_s
         self.alpha = alpha
@@ -75,13 +76,15 @@ class SheddingController:
         self.max_p = max_p
         self.max_burst_s = max_burst_s
         self.clock = clock
+        # Seeded per process by the OS unless given: replicas shed different queries.
+        self.rng = rng or random.Random()
         self.probability = 0.0
         self.delay_s: float | None = None  # the latest measurement; None after a pause
         self.burst_allowance_s = max_burst_s
         self._updated_at: float | None = None
 
     def update(self, delay_s: float) -> None:
-        now = self.clock()
+        now = self.clock.monotonic()
         if self._updated_at is not None:
             self.burst_allowance_s = max(0.0, self.burst_allowance_s - (now - self._updated_at))
         self._updated_at = now
@@ -105,7 +108,7 @@ class SheddingController:
     def shed(self) -> bool:
         if self.burst_allowance_s > 0 or self.probability <= 0.0:
             return False
-        return random.random() < self.probability
+        return self.rng.random() < self.probability
 
 
 def _pie_scale(probability: float) -> float:
@@ -121,14 +124,21 @@ def _pie_scale(probability: float) -> float:
 class QueueDelayProbe:
     """Times a marked Query sent to this process's own gRPC port, again and again."""
 
-    def __init__(self, address: str, interval_s: float, controller: SheddingController) -> None:
+    def __init__(
+        self,
+        address: str,
+        interval_s: float,
+        controller: SheddingController,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.address = address
         self.interval_s = interval_s
         self.controller = controller
+        self.clock = clock
         self.token = secrets.token_hex(16)  # only this process's probes carry it
         self.last_query_at = float("-inf")  # noted by the admission check of each query
         self.last_round_trip_s = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks("queue delay probe")
         self._channel: grpc.aio.Channel | None = None
 
     def start(self) -> None:
@@ -136,13 +146,10 @@ class QueueDelayProbe:
         self._channel = plain_insecure_channel(
             self.address, options=[("grpc.use_local_subchannel_pool", 1)]
         )
-        self._task = asyncio.create_task(self._run())
+        self._tasks.start("probe loop", self._run)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._tasks.stop()
         if self._channel is not None:
             await self._channel.close()
 
@@ -151,12 +158,15 @@ class QueueDelayProbe:
 
     async def _run(self) -> None:
         assert self._channel is not None
-        stub = gateway_pb2_grpc.RagGatewayServiceStub(self._channel)
+        await self.probe_forever(gateway_pb2_grpc.RagGatewayServiceStub(self._channel))
+
+    async def probe_forever(self, stub: QueryStub) -> None:
+        """Probes every interval while queries arrive; pauses the controller while none do."""
         request = gateway_pb2.QueryRequest()
         metadata = ((PROBE_HEADER, self.token),)
         while True:
-            await asyncio.sleep(self.interval_s)
-            if time.monotonic() - self.last_query_at > IDLE_AFTER_S:
+            await self.clock.sleep(self.interval_s)
+            if self.clock.monotonic() - self.last_query_at > IDLE_AFTER_S:
                 self.controller.pause()
                 self.last_round_trip_s = 0.0
                 continue
@@ -167,23 +177,24 @@ class QueueDelayProbe:
 
     async def probe_once(
         self,
-        stub: gateway_pb2_grpc.RagGatewayServiceStub,
+        stub: QueryStub,
         request: gateway_pb2.QueryRequest,
         metadata: tuple[tuple[str, str], ...],
     ) -> None:
         """One probe. Until it is answered, the estimate is the last round trip, or this
         probe's age once that is longer (the queue is at least that long now); then it is
         this probe's round trip. The controller gets the estimate every interval."""
-        sent = time.monotonic()
+        now = self.clock.monotonic
+        sent = now()
         answer = asyncio.ensure_future(stub.Query(request, timeout=60, metadata=metadata))
         try:
-            while not (await asyncio.wait({answer}, timeout=self.interval_s))[0]:
-                self.controller.update(max(self.last_round_trip_s, time.monotonic() - sent))
+            while not await done_within(answer, self.interval_s, self.clock):
+                self.controller.update(max(self.last_round_trip_s, now() - sent))
             answer.result()
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
                 return  # not serving yet, or shutting down: nothing was measured
-        self.last_round_trip_s = time.monotonic() - sent
+        self.last_round_trip_s = now() - sent
         self.controller.update(self.last_round_trip_s)
 
 
@@ -191,13 +202,14 @@ class ShedLog:
     """One warning per second at most, with the count since the last: a line per shed
     request would spend, at the worst moment, the CPU that shedding saves."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
         self._count = 0
         self._last = float("-inf")
 
     def shed(self, reason: str, **fields: object) -> None:
         self._count += 1
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if now - self._last >= 1.0:
             log.warning(
                 "shedding requests", extra={"reason": reason, "shed": self._count, **fields}
@@ -206,7 +218,20 @@ class ShedLog:
             self._last = now
 
 
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+class QueryStub(Protocol):
+    """The one method of the gateway's stub that the probe calls."""
+
+    def Query(
+        self,
+        request: gateway_pb2.QueryRequest,
+        *,
+        timeout: float,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> Awaitable[gateway_pb2.QueryResponse]: ...
+
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable["Handler | None"]]
 
 
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):
@@ -225,28 +250,29 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         self.probe = probe
         self.on_shed = on_shed
         self.shed_log = shed_log
+        self._now = probe.clock.monotonic
         self._status = resource_exhausted(
             "gateway overloaded: new queries wait too long to start; retry later",
             retry_after_s,
             "GATEWAY_OVERLOADED",
         )
-        self._probe_answer = grpc.unary_unary_rpc_method_handler(
+        self._probe_answer: Handler = grpc.unary_unary_rpc_method_handler(
             self._answer_probe, response_serializer=gateway_pb2.QueryResponse.SerializeToString
         )
-        self._shed_handlers = {
+        self._shed_handlers: dict[str, Handler] = {
             "unary": grpc.unary_unary_rpc_method_handler(self._shed_unary),
             "stream": grpc.unary_stream_rpc_method_handler(self._shed_stream),
         }
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         kind = QUERY_METHODS.get(handler_call_details.method)
         if kind is None:
             return await continuation(handler_call_details)
         if kind == "unary" and self.probe.is_probe(handler_call_details.invocation_metadata):
             return self._probe_answer
-        self.probe.last_query_at = time.monotonic()
+        self.probe.last_query_at = self._now()
         if self.controller.shed():
             self.on_shed(handler_call_details.method)
             self.shed_log.shed("queue_delay", probability=round(self.controller.probability, 3))
@@ -254,13 +280,13 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         return await continuation(handler_call_details)
 
     async def _answer_probe(
-        self, request: Any, context: grpc.aio.ServicerContext
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gateway_pb2.QueryResponse:
         return gateway_pb2.QueryResponse()  # the wait to get here was the measurement
 
-    async def _shed_unary(self, request: Any, context: grpc.aio.ServicerContext) -> None:
+    async def _shed_unary(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await context.abort(self._status.code, self._status.details, self._status.trailing_metadata)
 
-    async def _shed_stream(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def _shed_stream(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(self._status.code, self._status.details, self._status.trailing_metadata)
         yield  # pragma: no cover - unreachable: abort raises; this makes it a generator

@@ -8,12 +8,12 @@ generator fails, the last good answer for the same query is better than no answe
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
-from cachetools import TLRUCache, TTLCache
+from cachetools import TTLCache
 
+from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from harag.v1 import common_pb2
 
 V = TypeVar("V")
@@ -27,12 +27,14 @@ def cache_key(query: str, top_k: int, filters: Sequence[common_pb2.MetadataFilte
 
 
 class AnswerCache(Generic[V]):
-    def __init__(self, ttl_s: float, stale_ttl_s: float, max_entries: int) -> None:
+    def __init__(
+        self, ttl_s: float, stale_ttl_s: float, max_entries: int, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.fresh: TTLCache[str, V] | None = (
-            TTLCache(maxsize=max_entries, ttl=ttl_s, timer=time.monotonic) if ttl_s > 0 else None
+            TTLCache(maxsize=max_entries, ttl=ttl_s, timer=clock.monotonic) if ttl_s > 0 else None
         )
-        self.stale: TLRUCache[str, V] | None = (
-            TTLCache(maxsize=max_entries, ttl=stale_ttl_s, timer=time.monotonic)
+        self.stale: TTLCache[str, V] | None = (
+            TTLCache(maxsize=max_entries, ttl=stale_ttl_s, timer=clock.monotonic)
             if stale_ttl_s > 0
             else None
         )

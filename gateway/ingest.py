@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from typing import TypeVar
 import grpc
 
 from gateway.config import IngestConfig
+from gateway.resilience.clock import SYSTEM_CLOCK, Clock
+from gateway.resilience.retry import RetryPolicy, decide_retry
 from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import common_pb2, embedder_pb2, gateway_pb2, retriever_pb2
 
@@ -27,8 +30,18 @@ log = logging.getLogger("harag.ingest")
 T = TypeVar("T")
 
 MAX_ID_CHARS = 256
-WRITE_ATTEMPTS = 3
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# Embed and Upsert are idempotent, so a transient failure is worth a short retry: three
+# attempts in all, the waits drawn at random below 0.1 s and then 0.2 s. An overloaded
+# upstream (RESOURCE_EXHAUSTED) is not retried. Ingest spends no retry budget: it is rare
+# operator work, and the queries' budget must not pay for it.
+INGEST_RETRY = RetryPolicy(
+    max_attempts=3,
+    initial_backoff_s=0.1,
+    max_backoff_s=0.2,
+    multiplier=2.0,
+    retryable_codes=frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}),
+    pushback_only_codes=frozenset(),
+)
 
 
 @dataclass
@@ -67,23 +80,41 @@ def _validate(docs: list[common_pb2.Document], cfg: IngestConfig) -> list[_Doc]:
     return checked
 
 
-async def _with_retries(call: Callable[[], Awaitable[T]]) -> T:
-    """Embed and Upsert are idempotent, so a transient failure is worth a short retry."""
-    for attempt in range(WRITE_ATTEMPTS):
-        try:
-            return await call()
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() not in RETRYABLE or attempt == WRITE_ATTEMPTS - 1:
-                raise
-            await asyncio.sleep(0.1 * 2**attempt)
-    raise AssertionError("unreachable")
+@dataclass(frozen=True)
+class Retrying:
+    """How ingest retries a write: the policy, and the clock and randomness it waits by."""
+
+    policy: RetryPolicy = INGEST_RETRY
+    clock: Clock = SYSTEM_CLOCK
+    rng: random.Random = field(default_factory=random.Random)
+
+    async def call(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Runs `attempt` until it succeeds or the policy says stop; raises the last error."""
+        made = 0
+        while True:
+            try:
+                return await attempt()
+            except grpc.aio.AioRpcError as exc:
+                made += 1
+                decision = decide_retry(
+                    exc.code(),
+                    attempts_made=made,
+                    policy=self.policy,
+                    rng=self.rng,
+                    trailing_metadata=exc.trailing_metadata(),
+                )
+                if not decision.retry:
+                    raise
+                await self.clock.sleep(decision.delay_s)
 
 
-async def _embed_with(upstream: Upstream, batch: list[_Doc], cfg: IngestConfig) -> str | None:
+async def _embed_with(
+    upstream: Upstream, batch: list[_Doc], cfg: IngestConfig, retrying: Retrying
+) -> str | None:
     """Adds this embedder's vectors to each document; returns its model id, None on failure."""
     request = embedder_pb2.EmbedRequest(texts=[d.document.text for d in batch])
     try:
-        reply = await _with_retries(
+        reply: embedder_pb2.EmbedResponse = await retrying.call(
             lambda: upstream.stub.Embed(request, timeout=cfg.timeout_s)
         )
     except grpc.aio.AioRpcError as exc:
@@ -98,7 +129,9 @@ async def _embed_with(upstream: Upstream, batch: list[_Doc], cfg: IngestConfig) 
     return reply.model
 
 
-async def _store_in(upstream: Upstream, batch: list[_Doc], cfg: IngestConfig) -> None:
+async def _store_in(
+    upstream: Upstream, batch: list[_Doc], cfg: IngestConfig, retrying: Retrying
+) -> None:
     request = retriever_pb2.UpsertRequest(
         documents=[
             retriever_pb2.IndexedDocument(
@@ -109,7 +142,7 @@ async def _store_in(upstream: Upstream, batch: list[_Doc], cfg: IngestConfig) ->
         ]
     )
     try:
-        await _with_retries(lambda: upstream.stub.Upsert(request, timeout=cfg.timeout_s))
+        await retrying.call(lambda: upstream.stub.Upsert(request, timeout=cfg.timeout_s))
     except grpc.aio.AioRpcError as exc:
         log.warning(
             "ingest upsert failed",
@@ -123,8 +156,12 @@ async def _store_in(upstream: Upstream, batch: list[_Doc], cfg: IngestConfig) ->
 
 
 async def ingest(
-    upstreams: Upstreams, cfg: IngestConfig, documents: list[common_pb2.Document]
+    upstreams: Upstreams,
+    cfg: IngestConfig,
+    documents: list[common_pb2.Document],
+    retrying: Retrying | None = None,
 ) -> gateway_pb2.IngestResponse:
+    retrying = retrying or Retrying()
     started = time.perf_counter()
     docs = _validate(documents, cfg)
     valid = [d for d in docs if not d.reason]
@@ -133,10 +170,12 @@ async def ingest(
     for start in range(0, len(valid), size):
         batch = valid[start : start + size]
         found = await asyncio.gather(
-            *(_embed_with(u, batch, cfg) for u in upstreams.chains["embedder"])
+            *(_embed_with(u, batch, cfg, retrying) for u in upstreams.chains["embedder"])
         )
         models.update(m for m in found if m)
-        await asyncio.gather(*(_store_in(u, batch, cfg) for u in upstreams.chains["retriever"]))
+        await asyncio.gather(
+            *(_store_in(u, batch, cfg, retrying) for u in upstreams.chains["retriever"])
+        )
 
     results = [_result(d) for d in docs]
     response = gateway_pb2.IngestResponse(

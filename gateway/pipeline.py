@@ -19,20 +19,28 @@ cannot starve the rest.
 from __future__ import annotations
 
 import asyncio
-import time
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Generic, TypeVar
 
 from gateway.cache import AnswerCache, cache_key
 from gateway.config import GatewayConfig
-from gateway.query import QueryInput, QueryResult, QueryVector, StageResult, StreamEvent
+from gateway.query import (
+    Answer,
+    QueryInput,
+    QueryResult,
+    QueryVector,
+    StageResult,
+    StreamEvent,
+)
 from gateway.resilience.chain import ChainPolicy, ChainResult, call_chain
+from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.coalesce import Coalescer
 from gateway.resilience.deadline import Deadline
-from gateway.resilience.guard import AttemptObserver, AttemptRecord
+from gateway.resilience.guard import AttemptObserver
 from gateway.telemetry import METRICS, set_stage_result, stage_span
-from gateway.upstreams import HEALTH_NOT_SERVING, Upstream, Upstreams
+from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import (
     common_pb2,
     embedder_pb2,
@@ -51,25 +59,30 @@ STATIC_ANSWER = (
 )
 STREAM_SEPARATOR = "\n\n"
 
+Documents = list[common_pb2.ScoredDocument]
+T = TypeVar("T")  # what a chain's call returns
+V = TypeVar("V")  # what a stage produces
+
 
 @dataclass
 class Pipeline:
     upstreams: Upstreams
     cfg: GatewayConfig
     observer: AttemptObserver | None = None  # telemetry: one span per attempt
+    clock: Clock = SYSTEM_CLOCK
+    rng: random.Random | None = None  # retry jitter; None: the resilience layer's own
     _chains: dict[str, list[Upstream]] = field(init=False)
-    _by_name: dict[str, Upstream] = field(init=False)
     cache: AnswerCache[QueryResult] = field(init=False)
     coalescer: Coalescer[str, QueryResult] = field(init=False)
 
     def __post_init__(self) -> None:
         self._chains = self.upstreams.chains
-        self._by_name = {u.name: u for u in self.upstreams.all()}
         bare = self.cfg.bare
         self.cache = AnswerCache(
             0 if bare else self.cfg.cache.ttl_s,
             0 if bare else self.cfg.cache.stale_ttl_s,
             self.cfg.cache.max_entries,
+            self.clock,
         )
         self.coalescer = Coalescer()
 
@@ -88,7 +101,7 @@ class Pipeline:
         vector = await self.embed(query, deadline)
         context = await self.retrieve(query, vector.value, deadline)
         answer = await self.generate(query, context.value, deadline, key)
-        return self._finish(key, context, [vector, context, answer])
+        return self._finish(key, vector, context, answer)
 
     async def run_streaming(
         self, query: QueryInput, deadline: Deadline
@@ -108,54 +121,59 @@ class Pipeline:
             answer = await generating
         finally:
             generating.cancel()
-        yield StreamEvent(final=self._finish(key, context, [vector, context, answer]))
+        yield StreamEvent(final=self._finish(key, vector, context, answer))
 
-    def _finish(self, key: str, context: StageResult, stages: list[StageResult]) -> QueryResult:
-        text, model, retry_after, stale_sources = stages[-1].value
-        sources = stale_sources if stale_sources is not None else context.value
-        result = QueryResult(text, model, sources, stages, retry_after)
+    def _finish(
+        self,
+        key: str,
+        vector: StageResult[QueryVector | None],
+        context: StageResult[Documents],
+        answer: StageResult[Answer],
+    ) -> QueryResult:
+        generated = answer.value
+        sources = generated.stale_sources if generated.stale_sources is not None else context.value
+        result = QueryResult(
+            generated.text,
+            generated.model,
+            sources,
+            [vector, context, answer],
+            generated.retry_after_s,
+        )
         if not result.degraded:
             self.cache.put(key, result)
         return result
 
     # -- stage 1: embed ----------------------------------------------------------------
 
-    async def embed(self, query: QueryInput, deadline: Deadline) -> StageResult:
+    async def embed(self, query: QueryInput, deadline: Deadline) -> StageResult[QueryVector | None]:
         return await self._observed("embed", "embedder", self._embed(query, deadline))
 
-    async def _embed(self, query: QueryInput, deadline: Deadline) -> StageResult:
+    async def _embed(
+        self, query: QueryInput, deadline: Deadline
+    ) -> StageResult[QueryVector | None]:
         async def call(upstream: Upstream, timeout_s: float) -> QueryVector:
             reply: embedder_pb2.EmbedResponse = await upstream.stub.Embed(
                 embedder_pb2.EmbedRequest(texts=[query.query]), timeout=timeout_s
             )
             return QueryVector(reply.embeddings[0].values, reply.model)
 
-        result, started = await self._walk("embedder", call, deadline, later_stages=2)
-        if result.ok:
-            vector: QueryVector = result.value
-            return self._stage(gateway_pb2.STAGE_EMBED, result, started, vector, vector.model)
-        return self._local(
-            gateway_pb2.STAGE_EMBED,
-            "embedder",
-            LOCAL_LEXICAL,
-            result,
-            started,
-            None,
-            "no query vector: retrieval is lexical",
-        )
+        walk = await self._walk(gateway_pb2.STAGE_EMBED, "embedder", call, deadline, later_stages=2)
+        if (served := walk.chain.served) is not None:
+            return walk.served(served.by, served.value.model, served.value)
+        return walk.local(LOCAL_LEXICAL, "no query vector: retrieval is lexical", None)
 
     # -- stage 2: retrieve -------------------------------------------------------------
 
     async def retrieve(
         self, query: QueryInput, vector: QueryVector | None, deadline: Deadline
-    ) -> StageResult:
+    ) -> StageResult[Documents]:
         return await self._observed(
             "retrieve", "retriever", self._retrieve(query, vector, deadline)
         )
 
     async def _retrieve(
         self, query: QueryInput, vector: QueryVector | None, deadline: Deadline
-    ) -> StageResult:
+    ) -> StageResult[Documents]:
         request = retriever_pb2.SearchRequest(
             query_text=query.query, top_k=query.top_k, filters=list(query.filters)
         )
@@ -164,39 +182,33 @@ class Pipeline:
             request.model = vector.model
 
         async def call(upstream: Upstream, timeout_s: float) -> retriever_pb2.SearchResponse:
-            return await upstream.stub.Search(request, timeout=timeout_s)
+            reply: retriever_pb2.SearchResponse = await upstream.stub.Search(
+                request, timeout=timeout_s
+            )
+            return reply
 
-        result, started = await self._walk("retriever", call, deadline, later_stages=1)
-        if result.ok:
-            reply: retriever_pb2.SearchResponse = result.value
+        walk = await self._walk(
+            gateway_pb2.STAGE_RETRIEVE, "retriever", call, deadline, later_stages=1
+        )
+        if (served := walk.chain.served) is not None:
+            reply = served.value
             mode = retriever_pb2.RetrievalMode.Name(reply.mode).removeprefix("RETRIEVAL_MODE_")
             detail = f"{mode.lower()} search over {reply.index_size} documents"
             if reply.mode == retriever_pb2.RETRIEVAL_MODE_DENSE and vector is not None:
                 detail += f" in the {vector.model} space"
-            return self._stage(
-                gateway_pb2.STAGE_RETRIEVE, result, started, list(reply.documents), detail
-            )
-        return self._local(
-            gateway_pb2.STAGE_RETRIEVE,
-            "retriever",
-            LOCAL_EMPTY_CONTEXT,
-            result,
-            started,
-            [],
-            "no retriever answered: no context",
-        )
+            return walk.served(served.by, detail, list(reply.documents))
+        return walk.local(LOCAL_EMPTY_CONTEXT, "no retriever answered: no context", [])
 
     # -- stage 3: generate ------------------------------------------------------------
 
     async def generate(
         self,
         query: QueryInput,
-        context: list[common_pb2.ScoredDocument],
+        context: Documents,
         deadline: Deadline,
         key: str,
         emit: Callable[[str], None] | None = None,
-    ) -> StageResult:
-        """Value: (answer text, model, retry_after_s or None, stale sources or None)."""
+    ) -> StageResult[Answer]:
         return await self._observed(
             "generate", "generator", self._generate(query, context, deadline, key, emit)
         )
@@ -204,11 +216,11 @@ class Pipeline:
     async def _generate(
         self,
         query: QueryInput,
-        context: list[common_pb2.ScoredDocument],
+        context: Documents,
         deadline: Deadline,
         key: str,
         emit: Callable[[str], None] | None,
-    ) -> StageResult:
+    ) -> StageResult[Answer]:
         emitted: list[str] = []
 
         def send(text: str) -> None:
@@ -216,14 +228,14 @@ class Pipeline:
                 emitted.append(text)
                 emit(text)
 
-        async def call_unary(upstream: Upstream, timeout_s: float) -> tuple[str, str, None, None]:
+        async def call_unary(upstream: Upstream, timeout_s: float) -> Answer:
             reply: generator_pb2.GenerateResponse = await upstream.stub.Generate(
                 generator_pb2.GenerateRequest(query=query.query, context=context),
                 timeout=timeout_s,
             )
-            return reply.text, reply.model, None, None
+            return Answer(reply.text, reply.model)
 
-        async def call_stream(upstream: Upstream, timeout_s: float) -> tuple[str, str, None, None]:
+        async def call_stream(upstream: Upstream, timeout_s: float) -> Answer:
             # A tier that failed mid-stream leaves partial text behind; set it apart.
             if emitted:
                 send(STREAM_SEPARATOR)
@@ -239,10 +251,11 @@ class Pipeline:
                     send(event.delta)
             if final is None:
                 raise RuntimeError("stream ended without a final event")
-            return "".join(emitted), final.model, None, None
+            return Answer("".join(emitted), final.model)
 
         streaming = emit is not None
-        result, started = await self._walk(
+        walk = await self._walk(
+            gateway_pb2.STAGE_GENERATE,
             "generator",
             call_stream if streaming else call_unary,
             deadline,
@@ -250,10 +263,8 @@ class Pipeline:
             idempotent=False,
             repeatable=not streaming,
         )
-        if result.ok:
-            return self._stage(
-                gateway_pb2.STAGE_GENERATE, result, started, result.value, result.value[1]
-            )
+        if (served := walk.chain.served) is not None:
+            return walk.served(served.by, served.value.model, served.value)
 
         def last_resort(answer: str) -> str:
             """Sends a last-resort answer after any partial text; returns the whole answer."""
@@ -263,35 +274,25 @@ class Pipeline:
             return "".join(emitted) if streaming else answer
 
         if (stale := self.cache.get_stale(key)) is not None:
-            return self._local(
-                gateway_pb2.STAGE_GENERATE,
-                "generator",
+            return walk.local(
                 STALE_CACHE,
-                result,
-                started,
-                (last_resort(stale.answer), stale.model, None, stale.sources),
                 "every generator failed: last good answer (stale)",
+                Answer(last_resort(stale.answer), stale.model, stale_sources=stale.sources),
             )
         retry_after = self.cfg.query.retry_after_s
-        return self._local(
-            gateway_pb2.STAGE_GENERATE,
-            "generator",
+        static = last_resort(STATIC_ANSWER.format(retry_after=retry_after))
+        return walk.local(
             LOCAL_STATIC_ANSWER,
-            result,
-            started,
-            (
-                last_resort(STATIC_ANSWER.format(retry_after=retry_after)),
-                "static",
-                retry_after,
-                None,
-            ),
             "every generator failed",
+            Answer(static, "static", retry_after_s=retry_after),
         )
 
     # -- shared mechanics --------------------------------------------------------------
 
     @staticmethod
-    async def _observed(name: str, component: str, stage: Awaitable[StageResult]) -> StageResult:
+    async def _observed(
+        name: str, component: str, stage: Awaitable[StageResult[T]]
+    ) -> StageResult[T]:
         """Runs a stage inside its span (attempt spans nest below it) and counts fallbacks."""
         with stage_span(name) as span:
             result = await stage
@@ -303,13 +304,15 @@ class Pipeline:
 
     async def _walk(
         self,
+        stage: gateway_pb2.Stage,
         component: str,
-        call: Callable[[Upstream, float], Awaitable[Any]],
+        call: Callable[[Upstream, float], Awaitable[T]],
         deadline: Deadline,
         later_stages: int,
         idempotent: bool = True,
         repeatable: bool = True,
-    ) -> tuple[ChainResult[Upstream, Any], float]:
+    ) -> _Walk[T]:
+        """Walks the component's fallback chain (tier 0 first) with the stage's timing."""
         cfg = self.cfg
         policy = ChainPolicy(
             per_try_cap_s=cfg.deadlines.per_try_cap_s(component),
@@ -321,57 +324,37 @@ class Pipeline:
             hedge_delay_s=cfg.hedge.delay_s or None,
             hedge_min_delay_s=cfg.hedge.min_delay_s,
         )
-        started = time.perf_counter()
+        chain = self._chains[component]
+        started = self.clock.monotonic()
         result = await call_chain(
-            self._chains[component],
+            chain,
             call,
             deadline,
             policy,
-            guard_of=lambda u: u.guard,
-            skip=self._skip_reason,
-            on_attempt=self._remember,
             observer=self.observer,
+            clock=self.clock,
+            rng=self.rng,
         )
-        return result, started
+        return _Walk(stage, result, len(chain), started, self.clock)
 
-    def _remember(self, record: AttemptRecord) -> None:
-        upstream = self._by_name.get(record.upstream)
-        if upstream is not None:
-            upstream.record(record.outcome, record.latency_s, record.error)
 
-    def _skip_reason(self, upstream: Upstream) -> str | None:
-        if self.cfg.upstream.skip_not_serving and upstream.health == HEALTH_NOT_SERVING:
-            return HEALTH_NOT_SERVING
-        return None
+@dataclass(frozen=True)
+class _Walk(Generic[T]):
+    """A stage's walk along its chain, ready to say how the stage was served."""
 
-    @staticmethod
-    def _stage(
-        stage: int, result: ChainResult[Upstream, Any], started: float, value: Any, detail: str
-    ) -> StageResult:
-        served = result.served_by
-        assert served is not None
-        return StageResult(
-            stage,
-            served.name,
-            served.tier,
-            time.perf_counter() - started,
-            result.attempts,
-            detail,
-            value,
-        )
+    stage: gateway_pb2.Stage
+    chain: ChainResult[Upstream, T]
+    local_tier: int  # a last resort in the gateway ranks one tier below the last upstream
+    started: float
+    clock: Clock
 
-    def _local(
-        self,
-        stage: int,
-        component: str,
-        served_by: str,
-        result: ChainResult[Upstream, Any],
-        started: float,
-        value: Any,
-        detail: str,
-    ) -> StageResult:
-        tier = len(self._chains[component])
-        return StageResult(
-            stage, served_by, tier, time.perf_counter() - started, result.attempts, detail, value
-        )
+    def served(self, upstream: Upstream, detail: str, value: V) -> StageResult[V]:
+        return self._result(upstream.name, upstream.tier, detail, value)
+
+    def local(self, served_by: str, detail: str, value: V) -> StageResult[V]:
+        return self._result(served_by, self.local_tier, detail, value)
+
+    def _result(self, served_by: str, tier: int, detail: str, value: V) -> StageResult[V]:
+        latency = self.clock.monotonic() - self.started
+        return StageResult(self.stage, served_by, tier, latency, self.chain.attempts, detail, value)
 

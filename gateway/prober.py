@@ -10,17 +10,19 @@ guard whenever its breaker would admit a probe, so the result counts like any ot
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 
 from gateway.resilience.breaker_types import CircuitState
 from gateway.resilience.deadline import Deadline
 from gateway.resilience.guard import Attempts, CallFailed, Guard, Timing, guarded_call
 from gateway.upstreams import Upstream
+from servicekit.background import BackgroundTasks
 
 log = logging.getLogger("harag.prober")
 
 PROBE_STATES = (CircuitState.OPEN, CircuitState.HALF_OPEN)
+LOOP = "loop"
 
 
 class BreakerProber:
@@ -28,20 +30,15 @@ class BreakerProber:
         self.upstreams = upstreams
         self.interval_s = interval_s
         self.timeout_s = timeout_s
-        self._in_flight: dict[str, asyncio.Task[None]] = {}
-        self._loop_task: asyncio.Task[None] | None = None
+        # The loop, and one probe per upstream at most (named after the upstream).
+        self._tasks = BackgroundTasks("breaker prober")
 
     def start(self) -> None:
         if self.interval_s > 0:
-            self._loop_task = asyncio.create_task(self._loop())
+            self._tasks.start(LOOP, self._loop)
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._loop_task, *self._in_flight.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.stop()
 
     async def _loop(self) -> None:
         while True:
@@ -55,10 +52,7 @@ class BreakerProber:
             breaker = guard.breaker
             if breaker is None or guard.last_call is None or breaker.state not in PROBE_STATES:
                 continue
-            running = self._in_flight.get(upstream.name)
-            if running is not None and not running.done():
-                continue
-            self._in_flight[upstream.name] = asyncio.create_task(self._probe(guard))
+            self._tasks.start(f"probe {upstream.name}", functools.partial(self._probe, guard))
 
     async def _probe(self, guard: Guard) -> None:
         assert guard.last_call is not None

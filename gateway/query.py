@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, TypeVar
 
 from gateway.resilience.guard import AttemptRecord
-from harag.v1 import common_pb2
+from harag.v1 import common_pb2, gateway_pb2
 
 
 @dataclass(frozen=True)
@@ -17,21 +17,36 @@ class QueryInput:
     filters: Sequence[common_pb2.MetadataFilter] = ()
 
 
-@dataclass
-class StageResult:
+ValueT = TypeVar("ValueT", covariant=True)
+
+
+@dataclass(frozen=True)
+class StageResult(Generic[ValueT]):
     """How one stage was served; `value` is the stage's output (vector, documents, answer)."""
 
-    stage: int  # gateway_pb2.Stage value
+    stage: gateway_pb2.Stage
     served_by: str
     tier: int
     latency_s: float
     attempts: list[AttemptRecord]
-    detail: str = ""
-    value: Any = None
+    detail: str
+    value: ValueT
 
     @property
     def degraded(self) -> bool:
         return self.tier > 0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the generate stage produced."""
+
+    text: str
+    model: str
+    retry_after_s: float | None = None  # set on the static answer: when to try again
+    # Set on a stale cached answer: the sources it was composed from, which replace the
+    # ones retrieved for this query.
+    stale_sources: list[common_pb2.ScoredDocument] | None = None
 
 
 @dataclass
@@ -39,7 +54,7 @@ class QueryResult:
     answer: str
     model: str
     sources: list[common_pb2.ScoredDocument]
-    stages: list[StageResult]
+    stages: list[StageResult[object]]
     retry_after_s: float | None = None
     cached: bool = False
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from google.protobuf import duration_pb2
 
 from gateway.query import QueryResult, StageResult
-from gateway.resilience.chain import AttemptRecord
+from gateway.resilience.guard import AttemptRecord
 from harag.v1 import common_pb2, gateway_pb2
 
 
@@ -22,8 +24,14 @@ def sources(documents: list[common_pb2.ScoredDocument]) -> list[gateway_pb2.Sour
     ]
 
 
+# Breaker state names as the guard records them ("OPEN") -> the public enum's numbers.
+_CIRCUIT_STATES = {
+    name.removeprefix("CIRCUIT_STATE_"): cast("gateway_pb2.CircuitState", number)
+    for name, number in gateway_pb2.CircuitState.items()
+}
+
+
 def attempt(record: AttemptRecord) -> gateway_pb2.Attempt:
-    state = f"CIRCUIT_STATE_{record.breaker_state}" if record.breaker_state else ""
     return gateway_pb2.Attempt(
         upstream=record.upstream,
         tier=record.tier,
@@ -33,11 +41,11 @@ def attempt(record: AttemptRecord) -> gateway_pb2.Attempt:
         retry=record.retry,
         hedge=record.hedge,
         attempt=record.number,
-        breaker_state=gateway_pb2.CircuitState.Value(state) if state else 0,
+        breaker_state=_CIRCUIT_STATES.get(record.breaker_state),
     )
 
 
-def stage(result: StageResult) -> gateway_pb2.StageReport:
+def stage(result: StageResult[object]) -> gateway_pb2.StageReport:
     return gateway_pb2.StageReport(
         stage=result.stage,
         served_by=result.served_by,

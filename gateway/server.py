@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -29,7 +30,7 @@ log = logging.getLogger("harag.gateway")
 REQUEST_ID_HEADER = "x-request-id"
 
 
-def _request_id(context: grpc.aio.ServicerContext) -> str:
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """Uses the caller's x-request-id when it sent a sane one, so ids correlate end to end."""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 128:
@@ -62,7 +63,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         # Bounded inbound concurrency: past it, shed at once instead of letting latency grow.
         self.inflight = Bulkhead(cfg.admission.max_inflight_requests, name="gateway-inbound")
 
-    async def _admit(self, context: grpc.aio.ServicerContext) -> None:
+    async def _admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if not self.inflight.try_enter():
             METRICS.shed("gateway_inflight_limit")
             self.shed_log.shed("gateway_inflight_limit", in_flight=self.inflight.in_flight)
@@ -75,7 +76,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
                 ),
             )
 
-    async def _deadline(self, context: grpc.aio.ServicerContext) -> Deadline:
+    async def _deadline(self, context: grpc.aio.ServicerContext[Any, Any]) -> Deadline:
         """The request's budget: the caller's deadline (or the default) minus the reply margin.
 
         When not even the margin is left, no answer (not even a local last resort) can
@@ -115,7 +116,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             log.info("answered", extra=fields)
 
     async def Query(
-        self, request: gateway_pb2.QueryRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gateway_pb2.QueryResponse:
         request_id = _request_id(context)
         request_id_var.set(request_id)
@@ -131,7 +132,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         return receipt.query_response(result, request_id, current_trace_id())
 
     async def StreamQuery(
-        self, request: gateway_pb2.StreamQueryRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.StreamQueryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[gateway_pb2.StreamQueryResponse]:
         request_id = _request_id(context)
         request_id_var.set(request_id)
@@ -146,7 +147,11 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             self.inflight.leave()
 
     async def _stream(
-        self, query: QueryInput, context: grpc.aio.ServicerContext, request_id: str, started: float
+        self,
+        query: QueryInput,
+        context: grpc.aio.ServicerContext[Any, Any],
+        request_id: str,
+        started: float,
     ) -> AsyncIterator[gateway_pb2.StreamQueryResponse]:
         async for event in self.pipeline.run_streaming(query, await self._deadline(context)):
             if event.sources is not None:
@@ -162,7 +167,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
                 )
 
     async def Ingest(
-        self, request: gateway_pb2.IngestRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.IngestRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gateway_pb2.IngestResponse:
         request_id_var.set(_request_id(context))
         violations = FieldViolations()
@@ -177,6 +182,8 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         return await ingest(self.upstreams, self.cfg.ingest, list(request.documents))
 
     async def GetSystemHealth(
-        self, request: gateway_pb2.GetSystemHealthRequest, context: grpc.aio.ServicerContext
+        self,
+        request: gateway_pb2.GetSystemHealthRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> gateway_pb2.GetSystemHealthResponse:
         return system_health(self.upstreams, self.started_at)

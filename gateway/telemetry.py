@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, Status, StatusCode
 
+from gateway.resilience.guard import Guard
+from gateway.resilience.retry import RetryReason
 from servicekit.metrics import LATENCY_BUCKETS_S
 from servicekit.rpc_server_telemetry import request_span
 
@@ -169,8 +172,8 @@ class AttemptTelemetry:
 class GatewayMetrics:
     """Every gateway metric; Prometheus names are in the README (Observability)."""
 
-    def __init__(self) -> None:
-        meter = metrics.get_meter("harag.gateway")
+    def __init__(self, meter: metrics.Meter | None = None) -> None:
+        meter = meter or metrics.get_meter("harag.gateway")
         self._requests = meter.create_counter(
             "harag.gateway.requests",
             unit="{request}",
@@ -227,6 +230,84 @@ class GatewayMetrics:
         self._shed = meter.create_counter(
             "harag.gateway.shed", unit="{request}", description="Requests shed, by reason."
         )
+        # Counters the resilience layer keeps anyway, read from the guards at collection
+        # time: nothing is added to the hot path. Filled by `observe_guards`.
+        self._guards: list[Guard] = []
+        meter.create_observable_counter(
+            "harag.gateway.breaker.rejected_calls",
+            callbacks=[self._observe_breaker_rejected],
+            unit="{call}",
+            description="Calls a circuit breaker refused (open, forced open, half-open full).",
+        )
+        meter.create_observable_counter(
+            "harag.gateway.breaker.late_results",
+            callbacks=[self._observe_breaker_late],
+            unit="{result}",
+            description="Results not recorded because the breaker changed state meanwhile.",
+        )
+        meter.create_observable_counter(
+            "harag.gateway.retry.decisions",
+            callbacks=[self._observe_retry_decisions],
+            unit="{decision}",
+            description="Decisions after a failed attempt, by upstream and reason.",
+        )
+        meter.create_observable_counter(
+            "harag.gateway.retry_budget.rejected",
+            callbacks=[self._observe_budget_rejected],
+            unit="{call}",
+            description="Retries and hedges refused because the retry budget was spent.",
+        )
+        meter.create_observable_gauge(
+            "harag.gateway.retry_budget.spent",
+            callbacks=[self._observe_budget_spent],
+            description="Retries and hedges paid from the budget in its rolling window.",
+        )
+        meter.create_observable_gauge(
+            "harag.gateway.retry_budget.allowance",
+            callbacks=[self._observe_budget_allowance],
+            description="Retries and hedges the budget allows in its rolling window.",
+        )
+
+    def observe_guards(self, guards: Iterable[Guard]) -> None:
+        """Exports these upstreams' breaker, retry and budget counters from now on."""
+        self._guards = list(guards)
+
+    def _observe_breaker_rejected(self, _: CallbackOptions) -> Iterable[Observation]:
+        for guard in self._guards:
+            if guard.breaker is not None:
+                snap = guard.breaker.snapshot()
+                yield Observation(snap.rejected_calls, {"upstream": guard.name})
+
+    def _observe_breaker_late(self, _: CallbackOptions) -> Iterable[Observation]:
+        for guard in self._guards:
+            if guard.breaker is not None:
+                snap = guard.breaker.snapshot()
+                yield Observation(snap.late_results, {"upstream": guard.name})
+
+    def _observe_retry_decisions(self, _: CallbackOptions) -> Iterable[Observation]:
+        # Every reason from zero, so a rate() over a reason works from its first decision.
+        for guard in self._guards:
+            if guard.retry is not None:
+                for reason in RetryReason:
+                    yield Observation(
+                        guard.retry_decisions[reason],
+                        {"upstream": guard.name, "reason": reason.value},
+                    )
+
+    def _observe_budget_rejected(self, _: CallbackOptions) -> Iterable[Observation]:
+        for guard in self._guards:
+            if guard.budget is not None:
+                yield Observation(guard.budget.snapshot().rejected, {"upstream": guard.name})
+
+    def _observe_budget_spent(self, _: CallbackOptions) -> Iterable[Observation]:
+        for guard in self._guards:
+            if guard.budget is not None:
+                yield Observation(guard.budget.snapshot().spent, {"upstream": guard.name})
+
+    def _observe_budget_allowance(self, _: CallbackOptions) -> Iterable[Observation]:
+        for guard in self._guards:
+            if guard.budget is not None:
+                yield Observation(guard.budget.snapshot().allowance, {"upstream": guard.name})
 
     def request(self, method: str, code: str, seconds: float) -> None:
         self._requests.add(1, {"method": method, "code": code})

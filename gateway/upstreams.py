@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,13 +14,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import COMPONENTS, GatewayConfig, UpstreamSpec
 from gateway.guards import build_guard
-from gateway.resilience.guard import Guard
+from gateway.resilience.guard import AttemptRecord, Guard
 from harag.v1 import embedder_pb2_grpc, generator_pb2_grpc, retriever_pb2_grpc
+from servicekit.background import BackgroundTasks
 from servicekit.server import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("harag.upstreams")
 
-STUBS = {
+# The generated stubs are untyped: each takes a channel and returns the service's stub.
+STUBS: dict[str, Callable[[grpc.aio.Channel], Any]] = {
     "embedder": embedder_pb2_grpc.EmbedderServiceStub,
     "retriever": retriever_pb2_grpc.RetrieverServiceStub,
     "generator": generator_pb2_grpc.GeneratorServiceStub,
@@ -41,7 +44,10 @@ HEALTH_UNREACHABLE = "UNREACHABLE"
 
 @dataclass
 class Upstream:
-    """A configured upstream process and what the gateway last saw of it."""
+    """A configured upstream process and what the gateway last saw of it.
+
+    One tier of its component's fallback chain (gateway.resilience.chain.ChainTier).
+    """
 
     name: str
     component: str
@@ -54,11 +60,17 @@ class Upstream:
     last_outcome: str = ""
     last_error: str = ""
     last_latency_s: float = 0.0
+    skip_not_serving: bool = True  # pass over it while its health check says NOT_SERVING
 
-    def record(self, outcome: str, latency_s: float, error: str = "") -> None:
-        self.last_outcome, self.last_latency_s = outcome, latency_s
-        if outcome != "OK":
-            self.last_error = error
+    def skip_reason(self) -> str | None:
+        if self.skip_not_serving and self.health == HEALTH_NOT_SERVING:
+            return HEALTH_NOT_SERVING
+        return None
+
+    def record_attempt(self, record: AttemptRecord) -> None:
+        self.last_outcome, self.last_latency_s = record.outcome, record.latency_s
+        if record.outcome != "OK":
+            self.last_error = record.error
 
 
 class Upstreams:
@@ -66,7 +78,7 @@ class Upstreams:
 
     def __init__(self, chains: dict[str, list[Upstream]]) -> None:
         self.chains = chains
-        self._watchers: list[asyncio.Task[None]] = []
+        self._watchers = BackgroundTasks("upstream health watch")
 
     @classmethod
     def from_config(cls, cfg: GatewayConfig) -> Upstreams:
@@ -83,14 +95,11 @@ class Upstreams:
         return next((u for u in self.all() if u.name == name), None)
 
     def start_health_watch(self) -> None:
-        self._watchers = [asyncio.create_task(_watch_health(u)) for u in self.all()]
+        for upstream in self.all():
+            self._watchers.start(upstream.name, functools.partial(_watch_health, upstream))
 
     async def close(self) -> None:
-        for task in self._watchers:
-            task.cancel()
-        for task in self._watchers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._watchers.stop()
         await asyncio.gather(*(u.channel.close() for u in self.all()))
 
 
@@ -104,6 +113,7 @@ def _connect(component: str, spec: UpstreamSpec, cfg: GatewayConfig) -> Upstream
         channel=channel,
         stub=STUBS[component](channel),
         guard=build_guard(spec.name, spec.tier, cfg),
+        skip_not_serving=cfg.upstream.skip_not_serving,
     )
 
 

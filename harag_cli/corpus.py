@@ -9,7 +9,7 @@ from pathlib import Path
 from harag.v1 import common_pb2
 
 SUFFIXES = (".md", ".txt", ".jsonl")
-SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "corpus"
+SAMPLE_CORPUS = Path(__file__).resolve().parent / "sample_corpus"
 
 
 class CorpusError(ValueError):

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import socket
 import sys
 import tempfile
 import time
@@ -24,8 +22,6 @@ from pathlib import Path
 import grpc
 
 from harag.v1 import (
-    fault_injection_pb2,
-    fault_injection_pb2_grpc,
     gateway_pb2,
     gateway_pb2_grpc,
 )
@@ -40,8 +36,10 @@ from harag_cli.demo_watch import (
     Recorder,
     record_of,
 )
+from harag_cli.localports import free_port, taken_ports
+from harag_cli.meshctl import MeshControl, discover, gateway_address
 from harag_cli.supervisor import StartupError, Supervisor, mesh_specs, probe
-from servicekit.ports import COMPONENT_PORTS
+from servicekit.ports import process_ports
 
 DEMO_GATEWAY_ENV = {
     "HARAG_BREAKER_MINIMUM_CALLS": "5",
@@ -58,10 +56,9 @@ OPEN_LIMIT_S = 30.0  # longest a phase keeps asking while waiting for a breaker 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="inject failures phase by phase and watch the mesh degrade")
+    p.add_argument("--addr", help="gateway host:port (default: $HARAG_GATEWAY or 127.0.0.1:50051)")
     p.add_argument(
-        "--addr",
-        default=os.environ.get("HARAG_GATEWAY", "127.0.0.1:50051"),
-        help="gateway host:port",
+        "--port-offset", type=int, help="use the mesh started with `harag up --port-offset N`"
     )
     p.add_argument("--interactive", action="store_true", help="wait for Enter between phases")
     p.add_argument("--queries", type=int, default=4, help="printed queries per phase")
@@ -70,29 +67,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=demo)
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def start_own_mesh(addr: str, data_dir: Path) -> Supervisor:
     """Seven processes with fault injection; components on their default ports when free."""
     host, _, port = addr.rpartition(":")
     if host not in ("127.0.0.1", "localhost") or not port.isdigit():
         raise StartupError(f"no gateway at {addr}, and a mesh can only be started on 127.0.0.1")
-    defaults = {f"{c}-{i}": p for c, by_impl in COMPONENT_PORTS.items() for i, p in by_impl.items()}
-    use_defaults = all(_free(p) for p in defaults.values())
-    ports = {n: (p if use_defaults else _free_port()) for n, p in defaults.items()}
+    defaults = {name: p for name, p in process_ports().items() if name != "gateway"}
+    use_defaults = not taken_ports(defaults)
+    ports = {n: (p if use_defaults else free_port()) for n, p in defaults.items()}
     ports["gateway"] = int(port)
     specs = mesh_specs(ports=ports, data_dir=data_dir, fault_injection=True)
     for spec in specs:
@@ -120,7 +102,7 @@ class Demo:
         self.background = BackgroundLoad(
             self.gateway, self.recorder, questions(), workers=args.background
         )
-        self.addresses: dict[str, str] = {}
+        self.control = MeshControl({}, args.addr)
         self.active: dict[str, view.Episode] = {}  # upstream -> its current fault episode
         self.episodes: list[view.Episode] = []
         self.failures = 0
@@ -130,34 +112,24 @@ class Demo:
 
     async def discover(self) -> None:
         """Component addresses come from the gateway, so any ports work."""
-        reply = await self.gateway.GetSystemHealth(gateway_pb2.GetSystemHealthRequest(), timeout=5)
-        self.addresses = {u.name: u.address for u in reply.upstreams}
-        for name, address in self.addresses.items():
-            async with grpc.aio.insecure_channel(address) as channel:
-                stub = fault_injection_pb2_grpc.FaultInjectionServiceStub(channel)
-                try:
-                    await stub.GetFaults(fault_injection_pb2.GetFaultsRequest(), timeout=5)
-                except grpc.aio.AioRpcError as exc:
-                    raise StartupError(
-                        f"{name} ({address}) does not serve fault injection ({exc.code().name}); "
-                        "restart the mesh with `harag up --fault-injection`, or stop it and let "
-                        "`harag demo` start its own"
-                    ) from None
-
-    async def _fault_stub(self, name: str, call: str, request: object) -> None:
-        async with grpc.aio.insecure_channel(self.addresses[name]) as channel:
-            stub = fault_injection_pb2_grpc.FaultInjectionServiceStub(channel)
-            await getattr(stub, call)(request, timeout=5)
+        self.control.addresses = await discover(self.args.addr)
+        for name, address in self.control.addresses.items():
+            try:
+                await self.control.get_faults(name)
+            except grpc.aio.AioRpcError as exc:
+                raise StartupError(
+                    f"{name} ({address}) does not serve fault injection ({exc.code().name}); "
+                    "restart the mesh with `harag up --fault-injection`, or stop it and let "
+                    "`harag demo` start its own"
+                ) from None
 
     async def apply_faults(self, phase: Phase) -> None:
         now = time.monotonic()
         for name in [n for n in self.active if n not in phase.faults]:
-            await self._fault_stub(name, "ClearFaults", fault_injection_pb2.ClearFaultsRequest())
+            await self.control.clear_faults([name])
             self.active.pop(name).cleared_at = time.monotonic()
         for name, fault in phase.faults.items():
-            await self._fault_stub(
-                name, "SetFault", fault_injection_pb2.SetFaultRequest(fault=fault)
-            )
+            await self.control.set_fault(name, fault)
             if name in self.active:
                 self.active[name].cleared_at = now
             episode = view.Episode(name, phase.number, describe(fault), time.monotonic())
@@ -166,11 +138,10 @@ class Demo:
             self.say(f"  injected: {name} {self.style.paint(describe(fault), 'red')}")
 
     async def clear_all(self) -> None:
-        for name in self.addresses:
+        for name in self.control.addresses:
             with contextlib.suppress(grpc.aio.AioRpcError):
-                await self._fault_stub(
-                    name, "ClearFaults", fault_injection_pb2.ClearFaultsRequest()
-                )
+                await self.control.clear_faults([name])
+        await self.control.close()
 
     async def ask(self, label: str, question: str) -> None:
         started = time.perf_counter()
@@ -295,6 +266,7 @@ class Demo:
 
 
 async def demo(args: argparse.Namespace) -> int:
+    args.addr = gateway_address(args.addr, args.port_offset)
     supervisor: Supervisor | None = None
     with tempfile.TemporaryDirectory(prefix="harag-demo-") as tmp:
         if await probe(args.addr) == "SERVING":

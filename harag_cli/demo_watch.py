@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from harag.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from servicekit.background import BackgroundTasks
 
 OPEN_STATES = ("OPEN", "FORCED_OPEN")
 
@@ -64,7 +65,7 @@ class BreakerWatch:
         self.interval_s = interval_s
         self.states: dict[str, str] = {}
         self.changes: list[tuple[float, str, str]] = []  # (monotonic time, upstream, state)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks("breaker watch")
 
     async def poll(self) -> dict[str, str]:
         reply = await self._admin.ListBreakers(admin_pb2.ListBreakersRequest(), timeout=5)
@@ -85,13 +86,10 @@ class BreakerWatch:
             await asyncio.sleep(self.interval_s)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        self._tasks.start("poll", self._loop)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._tasks.stop()
 
     def first(self, upstream: str, states: Sequence[str], after: float) -> float | None:
         """When `upstream` was first seen in one of `states` at or after `after`."""
@@ -132,7 +130,7 @@ class BackgroundLoad:
         self._pause_s = pause_s
         self._deadline_s = deadline_s
         self._counter = itertools.count()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = BackgroundTasks("background load")
 
     async def _worker(self) -> None:
         while True:
@@ -151,11 +149,8 @@ class BackgroundLoad:
             await asyncio.sleep(self._pause_s)
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self._workers)]
+        for n in range(self._workers):
+            self._tasks.start(f"worker {n}", self._worker)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.stop()

@@ -26,11 +26,13 @@ from harag.v1 import (
 )
 from harag_cli import demo, render, traces
 from harag_cli.corpus import CorpusError, read_documents, sample_corpus
-from harag_cli.supervisor import StartupError, Supervisor, mesh_specs
+from harag_cli.localports import free_port_offset
+from harag_cli.meshctl import default_addresses, discover, gateway_address
+from harag_cli.supervisor import ProcessSpec, StartupError, Supervisor, mesh_specs
+from harag_cli.traceview.receiver import API_PORT, OTLP_PORT, TraceViewer
 from servicekit.errors import details_of
-from servicekit.ports import COMPONENT_PORTS
+from servicekit.ports import process_ports
 
-DEFAULT_GATEWAY = os.environ.get("HARAG_GATEWAY", "127.0.0.1:50051")
 INGEST_BATCH = 64
 
 
@@ -65,21 +67,67 @@ async def _ingest_documents(
     return succeeded, failed, problems
 
 
+def _port_taken(taken: dict[str, int], port_offset: int) -> str:
+    """One line: which process cannot have its port, and an offset that would work."""
+    name, port = next(iter(taken.items()))
+    more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+    offset = free_port_offset(process_ports().values(), start=port_offset + 100)
+    advice = (
+        f"start this mesh beside it with `harag up --port-offset {offset}`"
+        if offset is not None
+        else "stop it or choose a free --port-offset"
+    )
+    return (
+        f"harag up: port {port} for {name} is already in use{more}; "
+        f"is another mesh running? {advice}"
+    )
+
+
+def _ready_banner(specs: list[ProcessSpec], port_offset: int, viewer: TraceViewer | None) -> str:
+    gateway = next(s for s in specs if s.name == "gateway").address
+    flag = f" --port-offset {port_offset}" if port_offset else ""
+    tracing = (
+        f"  traces:  harag traces{flag}; harag trace{flag} <id>"
+        f"  (viewer OTLP in: {viewer.otlp_endpoint})\n"
+        if viewer is not None
+        else ""
+    )
+    return (
+        f"\nharag up: all {len(specs)} processes SERVING; gateway on {gateway}\n"
+        f'  query:   harag query{flag} "How does a circuit breaker decide to open?"\n'
+        f"  health:  harag health{flag}\n"
+        f"  faults:  harag faults{flag} embedder-primary show  (needs --fault-injection)\n"
+        f"  grpcurl: grpcurl -plaintext {gateway} list\n"
+        f"{tracing}"
+        f"  (every command also takes --addr {gateway})\n"
+        "Ctrl-C stops everything.\n"
+    )
+
+
 async def up(args: argparse.Namespace) -> int:
-    viewer, otel_env = await traces.start_viewer_for_mesh(not args.no_trace_viewer)
     specs = mesh_specs(
         port_offset=args.port_offset,
         data_dir=Path(args.data_dir),
         fault_injection=args.fault_injection,
-        env=otel_env,
     )
     supervisor = Supervisor(specs)
+    taken = supervisor.ports_in_use()  # before anything starts, so nothing is left running
+    if taken:
+        print(_port_taken(taken, args.port_offset), file=sys.stderr)
+        return 1
+    viewer, otel_env = await traces.start_viewer_for_mesh(
+        not args.no_trace_viewer,
+        otlp_port=OTLP_PORT + args.port_offset,
+        api_port=API_PORT + args.port_offset,
+    )
+    for spec in specs:
+        spec.env.update(otel_env)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await supervisor.start()
     try:
+        await supervisor.start()
         await supervisor.wait_serving(timeout_s=args.start_timeout, fail_on_exit=True)
     except StartupError as exc:
         print(f"harag up: {exc}", file=sys.stderr)
@@ -99,20 +147,7 @@ async def up(args: argparse.Namespace) -> int:
             print(
                 f"harag up: ingested the sample corpus ({ok} documents, {bad} failed)", flush=True
             )
-    tracing = (
-        f"  traces:  harag traces; harag trace <id>  (viewer OTLP in: {viewer.otlp_endpoint})\n"
-        if viewer is not None
-        else ""
-    )
-    print(
-        f"\nharag up: all {len(specs)} processes SERVING; gateway on {gateway}\n"
-        f'  query:   harag query "How does a circuit breaker decide to open?"\n'
-        f"  health:  harag health\n"
-        f"  grpcurl: grpcurl -plaintext {gateway} list\n"
-        f"{tracing}"
-        "Ctrl-C stops everything.\n",
-        flush=True,
-    )
+    print(_ready_banner(specs, args.port_offset, viewer), flush=True)
     await stop.wait()
     codes = await supervisor.stop()
     if viewer is not None:  # after the services, so their last spans still arrive
@@ -128,7 +163,7 @@ async def query(args: argparse.Namespace) -> int:
     request = gateway_pb2.QueryRequest(query=args.question)
     if args.top_k is not None:
         request.top_k = args.top_k
-    reply = await _gateway(args.addr).Query(request, timeout=args.deadline)
+    reply = await _gateway(_addr(args)).Query(request, timeout=args.deadline)
     if args.json:
         print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
     else:
@@ -145,7 +180,7 @@ async def ingest(args: argparse.Namespace) -> int:
     except (CorpusError, OSError) as exc:
         print(f"harag ingest: {exc}", file=sys.stderr)
         return 2
-    ok, bad, problems = await _ingest_documents(_gateway(args.addr), documents)
+    ok, bad, problems = await _ingest_documents(_gateway(_addr(args)), documents)
     for problem in problems:
         print(f"  {problem}")
     print(f"ingested {ok} documents, {bad} failed")
@@ -153,7 +188,7 @@ async def ingest(args: argparse.Namespace) -> int:
 
 
 async def health(args: argparse.Namespace) -> int:
-    reply = await _gateway(args.addr).GetSystemHealth(
+    reply = await _gateway(_addr(args)).GetSystemHealth(
         gateway_pb2.GetSystemHealthRequest(), timeout=5
     )
     if args.json:
@@ -166,18 +201,22 @@ async def health(args: argparse.Namespace) -> int:
 # -- harag faults ------------------------------------------------------------------------
 
 
-def _component_address(service: str) -> str:
-    component, _, impl = service.partition("-")
+async def _component_address(service: str, gateway: str | None, port_offset: int | None) -> str:
+    """Asks the running mesh's gateway where `service` is; without a gateway, its default
+    port (plus the offset)."""
+    defaults = default_addresses(port_offset or 0)
     try:
-        return f"127.0.0.1:{COMPONENT_PORTS[component][impl]}"
-    except KeyError:
-        raise SystemExit(
-            f"harag faults: unknown service {service!r} (e.g. embedder-primary)"
-        ) from None
+        addresses = await discover(gateway_address(gateway, port_offset))
+    except grpc.aio.AioRpcError:
+        addresses = {n: a for n, a in defaults.items() if n != "gateway"}
+    if service not in addresses:
+        known = ", ".join(sorted(addresses))
+        raise SystemExit(f"harag faults: unknown service {service!r} (one of: {known})")
+    return addresses[service]
 
 
 async def faults(args: argparse.Namespace) -> int:
-    address = args.addr or _component_address(args.service)
+    address = args.addr or await _component_address(args.service, args.gateway, args.port_offset)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = fault_injection_pb2_grpc.FaultInjectionServiceStub(channel)
         if args.action == "clear":
@@ -214,7 +253,7 @@ BREAKER_ACTIONS = {
 
 
 async def breakers(args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(args.addr) as channel:
+    async with grpc.aio.insecure_channel(_addr(args)) as channel:
         admin = admin_pb2_grpc.GatewayAdminServiceStub(channel)
         if args.action:
             if not args.upstream:
@@ -239,6 +278,18 @@ async def config_reference(args: argparse.Namespace) -> int:
 
 
 # -- argument parsing --------------------------------------------------------------------
+
+
+def _addr(args: argparse.Namespace) -> str:
+    return gateway_address(args.addr, args.port_offset)
+
+
+def _add_port_offset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port-offset",
+        type=int,
+        help="talk to the mesh started with `harag up --port-offset N`",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hang", action="store_true")
     p.add_argument("--down", action="store_true")
     p.add_argument("--method", action="append", help="limit to this RPC method (repeatable)")
-    p.add_argument("--addr", help="host:port of the service (default: its local port)")
+    p.add_argument("--addr", help="host:port of the service (default: ask the mesh's gateway)")
+    p.add_argument("--gateway", help="gateway to ask (default: $HARAG_GATEWAY or 127.0.0.1:50051)")
+    _add_port_offset(p)
     p.set_defaults(func=faults)
 
     p = sub.add_parser("breakers", help="list circuit breakers, or transition one by hand")
@@ -305,7 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=config_reference)
 
     for name in ("query", "ingest", "health", "breakers"):
-        sub.choices[name].add_argument("--addr", default=DEFAULT_GATEWAY, help="gateway host:port")
+        sub.choices[name].add_argument(
+            "--addr", help="gateway host:port (default: $HARAG_GATEWAY or 127.0.0.1:50051)"
+        )
+        _add_port_offset(sub.choices[name])
     traces.add_parsers(sub)
     demo.add_parser(sub)
     return parser

@@ -67,24 +67,46 @@ def health(reply: gateway_pb2.GetSystemHealthResponse) -> str:
     out = [
         f"system: {status}   uptime {reply.uptime.ToTimedelta()}   version {reply.version}",
         "",
-        f"  {'upstream':<20} {'tier':<4} {'address':<22} {'health':<12} {'breaker':<10} "
-        f"{'last':<18} {'ms':>7}",
+        f"  {'upstream':<20} {'tier':<4} {'address':<22} {'health':<12} {'breaker':<11} "
+        f"{'rejected':>8} {'last':<18} {'ms':>7}",
     ]
     for u in reply.upstreams:
         h = gateway_pb2.UpstreamHealthStatus.Name(u.health).removeprefix("UPSTREAM_HEALTH_STATUS_")
         b = circuit(u.breaker.state) if u.HasField("breaker") else "-"
+        rejected = str(u.breaker.rejected_calls) if u.HasField("breaker") else "-"
         out.append(
-            f"  {u.name:<20} {u.tier:<4} {u.address:<22} {h:<12} {b:<10} "
+            f"  {u.name:<20} {u.tier:<4} {u.address:<22} {h:<12} {b:<11} {rejected:>8} "
             f"{u.last_outcome or '-':<18} {u.last_latency_ms:7.1f}"
         )
+    out += retries(list(reply.upstreams))
     return "\n".join(out)
+
+
+def retries(upstreams: list[gateway_pb2.UpstreamStatus]) -> list[str]:
+    """Retry budget use (in its rolling window) and retry decisions (since start-up)."""
+    shown = [u for u in upstreams if u.HasField("retry_budget") or u.retry_decisions]
+    if not shown:
+        return []
+    out = [
+        "",
+        "  retries: budget spent/allowed in its window, refused and decisions since start-up",
+        f"  {'upstream':<20} {'budget':>12} {'refused':>8}  decisions",
+    ]
+    for u in shown:
+        budget, refused = "-", "-"
+        if u.HasField("retry_budget"):
+            budget = f"{u.retry_budget.spent}/{u.retry_budget.allowance:g}"
+            refused = str(u.retry_budget.rejected)
+        decisions = " ".join(f"{d.reason}={d.count}" for d in u.retry_decisions) or "-"
+        out.append(f"  {u.name:<20} {budget:>12} {refused:>8}  {decisions}")
+    return out
 
 
 def breakers(entries: list) -> str:
     """`harag breakers`: one line per upstream breaker."""
     out = [
         f"  {'upstream':<20} {'state':<12} {'fail %':>7} {'slow %':>7} {'calls':>6} "
-        f"{'in state':>10} {'trips':>6}  next probe"
+        f"{'in state':>10} {'trips':>6} {'rejected':>8}  next probe"
     ]
     for entry in entries:
         b = entry.breaker
@@ -98,6 +120,6 @@ def breakers(entries: list) -> str:
             f"  {entry.upstream:<20} {circuit(b.state):<12} {rate(b.failure_rate):>7} "
             f"{rate(b.slow_call_rate):>7} {b.calls_in_window:>6} "
             f"{b.time_in_state.ToTimedelta().total_seconds():>9.1f}s "
-            f"{b.consecutive_trips:>6}  {probe}"
+            f"{b.consecutive_trips:>6} {b.rejected_calls:>8}  {probe}"
         )
     return "\n".join(out)

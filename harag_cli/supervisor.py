@@ -2,7 +2,8 @@
 
 This is what `harag up` runs and what the integration tests use, so the tests exercise the
 same code path as `make run`. A component that exits unexpectedly is restarted with
-exponential backoff, as a container orchestrator would.
+exponential backoff, as a container orchestrator would; one that never reaches SERVING is
+given up on after a few tries (`RestartPolicy`).
 """
 
 from __future__ import annotations
@@ -14,16 +15,34 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harag_cli.localports import listens_on, taken_ports
 from servicekit.healthcheck import check_async as probe
 from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
 
 log = logging.getLogger("harag.supervisor")
 
-RESTART_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+TAIL_LINES = 5  # how much of a failed process's output a start-up error shows
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How the supervisor restarts a process that exited.
+
+    The back-off grows with each consecutive restart and starts again from the first step once
+    a run reached SERVING and stayed up `stable_after_s`. A process that exits `give_up_after`
+    times in a row without ever reaching SERVING is not restarted again: it fails the same way
+    each time (a bad setting, a port in use), and restarting it only fills the log.
+    """
+
+    backoff_s: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
+    stable_after_s: float = 30.0
+    give_up_after: int = 4
+    start_poll_s: float = 0.1  # how often a starting process is probed for SERVING
 
 
 class StartupError(RuntimeError):
@@ -91,21 +110,45 @@ def print_sink(name: str, line: str) -> None:
 
 class Supervisor:
     def __init__(
-        self, specs: list[ProcessSpec], sink: LineSink = print_sink, restart: bool = True
+        self,
+        specs: list[ProcessSpec],
+        sink: LineSink = print_sink,
+        restart: bool = True,
+        policy: RestartPolicy | None = None,
     ) -> None:
         self.specs = {s.name: s for s in specs}
         self.sink = sink
         self.restart = restart
+        self.policy = policy or RestartPolicy()
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.restarts: dict[str, int] = dict.fromkeys(self.specs, 0)
         self.last_exit: dict[str, int | None] = dict.fromkeys(self.specs)
+        self.gave_up: dict[str, str] = {}  # name -> why it is no longer restarted
+        self.tails: dict[str, deque[str]] = {n: deque(maxlen=TAIL_LINES) for n in self.specs}
+        self._backoff_step: dict[str, int] = dict.fromkeys(self.specs, 0)
+        self._failed_starts: dict[str, int] = dict.fromkeys(self.specs, 0)
+        self._seen_serving: set[int] = set()  # pids of children that reported SERVING
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
 
+    def ports_in_use(self) -> dict[str, int]:
+        """Processes whose port something else already listens on (process name -> port)."""
+        return taken_ports({name: spec.port for name, spec in self.specs.items()})
+
     async def start(self) -> None:
+        """Starts every process; raises StartupError, with nothing started, if a port is taken.
+
+        Without that check a process would fail to bind while the health probe reached the
+        other server on its port and reported SERVING for it.
+        """
+        taken = self.ports_in_use()
+        if taken:
+            name, port = next(iter(taken.items()))
+            more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+            raise StartupError(f"port {port} for {name} is already in use{more}")
         for spec in self.specs.values():
             await self._spawn(spec)
-        self._tasks = [asyncio.create_task(self._babysit(name)) for name in self.specs]
+        self._tasks += [asyncio.create_task(self._babysit(name)) for name in self.specs]
 
     async def _spawn(self, spec: ProcessSpec) -> None:
         env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
@@ -122,17 +165,68 @@ class Supervisor:
     async def _pump(self, name: str, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
         async for raw in proc.stdout:
-            self.sink(name, raw.decode(errors="replace").rstrip())
+            line = raw.decode(errors="replace").rstrip()
+            self.tails[name].append(line)
+            self.sink(name, line)
+
+    async def is_serving(self, name: str) -> bool:
+        """SERVING from the process this supervisor started, alive and holding its port.
+
+        A probe alone is not enough: while our child starts up (or after it died), another
+        server on the same port would answer for it.
+        """
+        proc = self.procs.get(name)
+        if proc is None or proc.returncode is not None:
+            return False
+        spec = self.specs[name]
+        if await probe(spec.address) != "SERVING" or proc.returncode is not None:
+            return False
+        if listens_on(proc.pid, spec.port) is False:
+            return False
+        self._seen_serving.add(proc.pid)
+        return True
+
+    async def _watch_start(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        """Probes a starting process until it is SERVING or exits."""
+        while proc.returncode is None and proc.pid not in self._seen_serving:
+            if await self.is_serving(name):
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), self.policy.start_poll_s)
+
+    def _output_tail(self, name: str) -> str:
+        lines = list(self.tails[name])
+        return "; last output:\n" + "\n".join(f"  {line}" for line in lines) if lines else ""
 
     async def _babysit(self, name: str) -> None:
         """Restarts the process whenever it exits while the mesh is supposed to run."""
+        policy = self.policy
         while True:
             proc = self.procs[name]
+            started = time.monotonic()
+            await self._watch_start(name, proc)
             code = await proc.wait()
+            reached_serving = proc.pid in self._seen_serving
+            self._seen_serving.discard(proc.pid)  # the pid may be reused by another process
             self.last_exit[name] = code
             if self._stopping or not self.restart:
                 return
-            delay = RESTART_BACKOFF_S[min(self.restarts[name], len(RESTART_BACKOFF_S) - 1)]
+            if reached_serving:
+                self._failed_starts[name] = 0
+                if time.monotonic() - started >= policy.stable_after_s:
+                    self._backoff_step[name] = 0
+            else:
+                self._failed_starts[name] += 1
+            if self._failed_starts[name] >= policy.give_up_after:
+                self.gave_up[name] = (
+                    f"{name} exited with code {code} {self._failed_starts[name]} times in a row "
+                    "before reaching SERVING; not restarting it" + self._output_tail(name)
+                )
+                self.sink("supervisor", self.gave_up[name])
+                return
+            step = self._backoff_step[name]
+            delay = policy.backoff_s[min(step, len(policy.backoff_s) - 1)]
+            self._backoff_step[name] = step + 1
             self.restarts[name] += 1
             self.sink(
                 "supervisor",
@@ -146,25 +240,31 @@ class Supervisor:
     async def wait_serving(
         self, timeout_s: float = 60.0, names: list[str] | None = None, fail_on_exit: bool = False
     ) -> None:
-        """Waits until every process reports SERVING; names the first that cannot.
+        """Waits until every process it started reports SERVING; names the first that cannot.
 
         With `fail_on_exit` (start-up), a process that exits before SERVING fails at once
         instead of being restarted until the timeout.
         """
         deadline = time.monotonic() + timeout_s
         restarts_before = dict(self.restarts)
-        for name in names or list(self.specs):
-            while True:
+        pending = list(names or self.specs)
+        while pending:
+            for name in pending:  # every exit is noticed at once, not in turn
+                if name in self.gave_up:
+                    raise StartupError(self.gave_up[name])
                 proc = self.procs[name]
                 died = proc.returncode is not None or self.restarts[name] > restarts_before[name]
                 if died and (fail_on_exit or not self.restart):
                     code = proc.returncode if proc.returncode is not None else self.last_exit[name]
-                    raise StartupError(f"{name} exited with code {code} during start-up")
-                if await probe(self.specs[name].address) == "SERVING":
-                    break
-                if time.monotonic() > deadline:
-                    raise StartupError(f"{name} did not report SERVING within {timeout_s:g}s")
-                await asyncio.sleep(0.1)
+                    raise StartupError(
+                        f"{name} exited with code {code} during start-up" + self._output_tail(name)
+                    )
+            serving = await asyncio.gather(*(self.is_serving(name) for name in pending))
+            pending = [name for name, ok in zip(pending, serving, strict=True) if not ok]
+            if pending and time.monotonic() > deadline:
+                raise StartupError(f"{pending[0]} did not report SERVING within {timeout_s:g}s")
+            if pending:
+                await asyncio.sleep(self.policy.start_poll_s)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         self.procs[name].send_signal(sig)

@@ -48,7 +48,7 @@ async def start_viewer_for_mesh(
 
 async def traces(args: argparse.Namespace) -> int:
     try:
-        summaries = client.recent(args.viewer, args.limit)
+        summaries = client.recent(viewer_url(args.viewer, args.port_offset), args.limit)
     except client.ViewerError as exc:
         print(f"harag traces: {exc}", file=sys.stderr)
         return 1
@@ -58,7 +58,7 @@ async def traces(args: argparse.Namespace) -> int:
 
 async def trace(args: argparse.Namespace) -> int:
     try:
-        spans = client.spans(args.trace_id, args.viewer)
+        spans = client.spans(args.trace_id, viewer_url(args.viewer, args.port_offset))
     except client.ViewerError as exc:
         print(f"harag trace: {exc}", file=sys.stderr)
         return 1
@@ -83,7 +83,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     for name in ("traces", "trace"):
         sub.choices[name].add_argument(
-            "--viewer",
-            default=client.DEFAULT_VIEWER,
-            help="trace viewer query API (env HARAG_TRACE_VIEWER)",
+            "--viewer", help="trace viewer query API (default: $HARAG_TRACE_VIEWER or local)"
         )
+        sub.choices[name].add_argument(
+            "--port-offset",
+            type=int,
+            help="the viewer of the mesh started with `harag up --port-offset N`",
+        )
+
+
+def viewer_url(viewer: str | None, port_offset: int | None) -> str:
+    """`--viewer`, else the viewer `harag up --port-offset N` started, else the default."""
+    if viewer:
+        return viewer
+    if port_offset is None:
+        return client.DEFAULT_VIEWER
+    return f"http://127.0.0.1:{API_PORT + port_offset}"

@@ -6,7 +6,7 @@ gets RESOURCE_EXHAUSTED with RetryInfo. Each carries an ErrorInfo with a stable 
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -22,7 +22,10 @@ def _status(code: int, message: str, *details: object) -> grpc.Status:
         any_msg = any_pb2.Any()
         any_msg.Pack(detail)  # type: ignore[arg-type]
         packed.append(any_msg)
-    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=packed))
+    status: grpc.Status = rpc_status.to_status(
+        status_pb2.Status(code=code, message=message, details=packed)
+    )
+    return status
 
 
 def _error_info(reason: str) -> error_details_pb2.ErrorInfo:
@@ -55,7 +58,7 @@ class FieldViolations:
         message = "; ".join(f"{f}: {d}" for f, d in self.violations)
         return _status(code_pb2.INVALID_ARGUMENT, message, bad, _error_info("INVALID_ARGUMENT"))
 
-    async def abort_if_any(self, context: grpc.aio.ServicerContext) -> None:
+    async def abort_if_any(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if self.violations:
             await abort(context, self.status())
 
@@ -75,14 +78,14 @@ def failed_precondition(message: str, reason: str) -> grpc.Status:
     return _status(code_pb2.FAILED_PRECONDITION, message, _error_info(reason))
 
 
-async def abort(context: grpc.aio.ServicerContext, status: grpc.Status) -> NoReturn:
+async def abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> NoReturn:
     await context.abort(status.code, status.details, status.trailing_metadata)
     raise AssertionError("unreachable: abort raises")
 
 
 def details_of(error: grpc.aio.AioRpcError | grpc.RpcError) -> list[object]:
     """Decodes the google.rpc.Status details of a client-side error (BadRequest, RetryInfo...)."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     if status is None:
         return []
     decoded: list[object] = []

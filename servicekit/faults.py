@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 
 import grpc
 
 from harag.v1 import fault_injection_pb2 as pb
 from harag.v1 import fault_injection_pb2_grpc as pb_grpc
+from servicekit.interceptors import Context, HandlerWrapper, UnaryStream, UnaryUnary
 
 log = logging.getLogger("harag.faults")
 
@@ -54,7 +55,7 @@ class FaultState:
         fault = self.fault
         return fault is not None and (not fault.methods or method in fault.methods)
 
-    async def apply(self, method: str, context: grpc.aio.ServicerContext) -> None:
+    async def apply(self, method: str, context: Context) -> None:
         """Runs before the real handler; aborts, delays or hangs as the fault says."""
         if not self._applies(method):
             return
@@ -102,9 +103,7 @@ class FaultInjectionServicer(pb_grpc.FaultInjectionServiceServicer):
     def __init__(self, state: FaultState) -> None:
         self.state = state
 
-    async def SetFault(
-        self, request: pb.SetFaultRequest, context: grpc.aio.ServicerContext
-    ) -> pb.SetFaultResponse:
+    async def SetFault(self, request: pb.SetFaultRequest, context: Context) -> pb.SetFaultResponse:
         from servicekit.errors import FieldViolations
 
         violations = FieldViolations()
@@ -115,60 +114,49 @@ class FaultInjectionServicer(pb_grpc.FaultInjectionServiceServicer):
         return pb.SetFaultResponse(fault=request.fault)
 
     async def ClearFaults(
-        self, request: pb.ClearFaultsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ClearFaultsRequest, context: Context
     ) -> pb.ClearFaultsResponse:
         await self.state.set(None)
         return pb.ClearFaultsResponse()
 
     async def GetFaults(
-        self, request: pb.GetFaultsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetFaultsRequest, context: Context
     ) -> pb.GetFaultsResponse:
         return pb.GetFaultsResponse(
             fault=self.state.fault, injected_total=self.state.injected_total
         )
 
 
-class FaultInterceptor(grpc.aio.ServerInterceptor):
+class FaultInterceptor(HandlerWrapper):
     """Applies the active fault before every non-exempt unary or server-streaming handler."""
 
     def __init__(self, state: FaultState) -> None:
+        super().__init__()
         self.state = state
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        full = handler_call_details.method.lstrip("/")
-        if handler is None or full.startswith(EXEMPT_SERVICES):
-            return handler
-        method = full.rsplit("/", 1)[-1]
-        state = self.state
+    def intercepts(self, method: str) -> bool:
+        return not method.lstrip("/").startswith(EXEMPT_SERVICES)
 
-        if handler.unary_unary:
-            inner_unary = handler.unary_unary
+    def wrap_unary_unary(self, method: str, behaviour: UnaryUnary) -> UnaryUnary:
+        state, name = self.state, _method_name(method)
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await state.apply(method, context)
-                return await inner_unary(request, context)
+        async def unary(request: Any, context: Context) -> Any:
+            await state.apply(name, context)
+            return await behaviour(request, context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            inner_stream = handler.unary_stream
+        return unary
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await state.apply(method, context)
-                async for item in inner_stream(request, context):
-                    yield item
+    def wrap_unary_stream(self, method: str, behaviour: UnaryStream) -> UnaryStream:
+        state, name = self.state, _method_name(method)
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            await state.apply(name, context)
+            async for item in cast(AsyncIterator[Any], behaviour(request, context)):
+                yield item
+
+        return stream
+
+
+def _method_name(method: str) -> str:
+    """The method's own name, as a fault lists it: "/harag.v1.EmbedderService/Embed" -> "Embed"."""
+    return method.rsplit("/", 1)[-1]

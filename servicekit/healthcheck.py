@@ -26,7 +26,7 @@ def check(address: str, service: str = "", timeout_s: float = 2.0) -> str:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
         except grpc.RpcError:
             return "UNREACHABLE"
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 async def check_async(address: str, service: str = "", timeout_s: float = 1.0) -> str:
@@ -39,7 +39,7 @@ async def check_async(address: str, service: str = "", timeout_s: float = 1.0) -
             )
         except grpc.aio.AioRpcError:
             return "UNREACHABLE"
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 def default_address(env: Mapping[str, str] = os.environ) -> str:

@@ -64,7 +64,9 @@ class _ClientTelemetry:
         metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
         for key, value in carrier.items():
             metadata.add(key.lower(), value)
-        return span, details._replace(metadata=metadata)
+        return span, grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
 
 
 class UnaryUnaryTelemetry(_ClientTelemetry, grpc.aio.UnaryUnaryClientInterceptor):

@@ -17,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from typing import Any, cast
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from servicekit.interceptors import Context, HandlerWrapper, UnaryStream, UnaryUnary
 from servicekit.metrics import rpc_server_duration
 
 UNTRACED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -40,6 +41,8 @@ SERVER_ERROR_CODES = frozenset(
         grpc.StatusCode.DATA_LOSS,
     }
 )
+
+AsyncGeneratorBehaviour = Callable[[Any, Context], AsyncGenerator[Any, None]]
 
 # (full method "/pkg.Service/Method", status code name, seconds) after every traced RPC.
 RpcObserver = Callable[[str, str, float], None]
@@ -60,7 +63,7 @@ def split_method(method: str) -> tuple[str, str]:
     return service, name
 
 
-def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+def _final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
     set_code = context.code()
     if isinstance(set_code, grpc.StatusCode):
         return set_code
@@ -73,38 +76,30 @@ def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) 
     return grpc.StatusCode.UNKNOWN
 
 
-class ServerTelemetryInterceptor(grpc.aio.ServerInterceptor):
+class ServerTelemetryInterceptor(HandlerWrapper):
     def __init__(self, host: str, port: int, observers: Sequence[RpcObserver] = ()) -> None:
+        super().__init__()
         self._tracer = trace.get_tracer("harag.rpc.server")
-        self._base_attributes = {"rpc.system": "grpc", "server.address": host, "server.port": port}
+        self._base_attributes: dict[str, str | int] = {
+            "rpc.system": "grpc",
+            "server.address": host,
+            "server.port": port,
+        }
         self._observers = tuple(observers)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not traced(method) or handler.request_streaming:
-            return handler  # no client-streaming RPCs in harag.v1; leave them alone
-        if handler.unary_unary and inspect.iscoroutinefunction(handler.unary_unary):
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream and inspect.isasyncgenfunction(handler.unary_stream):
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+    # Client-streaming RPCs (none in harag.v1) and handlers of the sync API are left alone.
+    def intercepts(self, method: str) -> bool:
+        return traced(method)
 
-    def _start(
-        self, method: str, context: grpc.aio.ServicerContext
-    ) -> tuple[Span, otel_context.Context]:
+    def wrap_unary_unary(self, method: str, behaviour: UnaryUnary) -> UnaryUnary | None:
+        return self._unary(method, behaviour) if inspect.iscoroutinefunction(behaviour) else None
+
+    def wrap_unary_stream(self, method: str, behaviour: UnaryStream) -> UnaryStream | None:
+        if not inspect.isasyncgenfunction(behaviour):
+            return None
+        return self._stream(method, cast(AsyncGeneratorBehaviour, behaviour))
+
+    def _start(self, method: str, context: Context) -> tuple[Span, otel_context.Context]:
         carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         parent = propagate.extract(carrier)
         service, name = split_method(method)
@@ -121,7 +116,7 @@ class ServerTelemetryInterceptor(grpc.aio.ServerInterceptor):
         self,
         method: str,
         span: Span,
-        context: grpc.aio.ServicerContext,
+        context: Context,
         error: BaseException | None,
         started: float,
     ) -> None:
@@ -142,10 +137,8 @@ class ServerTelemetryInterceptor(grpc.aio.ServerInterceptor):
         for observe in self._observers:
             observe(method, code.name, seconds)
 
-    def _unary(
-        self, method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def _unary(self, method: str, behavior: UnaryUnary) -> UnaryUnary:
+        async def unary(request: Any, context: Context) -> Any:
             started = time.perf_counter()
             span, ctx = self._start(method, context)
             token = otel_context.attach(ctx)
@@ -161,10 +154,8 @@ class ServerTelemetryInterceptor(grpc.aio.ServerInterceptor):
 
         return unary
 
-    def _stream(
-        self, method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
-    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    def _stream(self, method: str, behavior: AsyncGeneratorBehaviour) -> UnaryStream:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
             span, ctx = self._start(method, context)
             inner = behavior(request, context)

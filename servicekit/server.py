@@ -14,7 +14,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from harag.v1 import fault_injection_pb2, fault_injection_pb2_grpc
 from servicekit import telemetry
 from servicekit.faults import FaultInjectionServicer, FaultInterceptor, FaultState
+from servicekit.interceptors import Context, HandlerWrapper, UnaryStream
 from servicekit.metrics import observe_faults, resolve_port, start_endpoint
 from servicekit.rpc_server_telemetry import RpcObserver, ServerTelemetryInterceptor
 from servicekit.settings import check_fields, setting
@@ -80,7 +81,7 @@ class ServerSettings:
         check_fields(self)
 
 
-class _EndWatchesOnShutdown(grpc.aio.ServerInterceptor):
+class _EndWatchesOnShutdown(HandlerWrapper):
     """Ends open health Watch streams once shutdown has begun.
 
     A Watch stream never finishes by itself, so without this every watcher (the gateway
@@ -91,20 +92,18 @@ class _EndWatchesOnShutdown(grpc.aio.ServerInterceptor):
     WATCH = "/grpc.health.v1.Health/Watch"
 
     def __init__(self) -> None:
+        super().__init__()
         self.stopping = asyncio.Event()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler_call_details.method != self.WATCH or handler is None:
-            return handler
-        inner, stopping = handler.unary_stream, self.stopping
+    def intercepts(self, method: str) -> bool:
+        return method == self.WATCH
 
-        async def watch(request: object, context: grpc.aio.ServicerContext) -> None:
-            watching = asyncio.ensure_future(inner(request, context))
+    def wrap_unary_stream(self, method: str, behaviour: UnaryStream) -> UnaryStream:
+        stopping = self.stopping
+
+        # grpcio-health-checking's Watch is a coroutine that writes with context.write.
+        async def watch(request: object, context: Context) -> None:
+            watching = asyncio.ensure_future(cast(Awaitable[None], behaviour(request, context)))
             ending = asyncio.ensure_future(stopping.wait())
             try:
                 await asyncio.wait({watching, ending}, return_when=asyncio.FIRST_COMPLETED)
@@ -113,11 +112,7 @@ class _EndWatchesOnShutdown(grpc.aio.ServerInterceptor):
                     task.cancel()
                 await asyncio.gather(watching, ending, return_exceptions=True)
 
-        return grpc.unary_stream_rpc_method_handler(
-            watch,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return watch
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,8 @@ def span_exporter(env: Mapping[str, str]) -> SpanExporter | None:
                 "opentelemetry-exporter-otlp-proto-http; traces are not exported"
             )
             return None
-        return HttpSpanExporter()
+        exporter: SpanExporter = HttpSpanExporter()
+        return exporter
     log.warning("unsupported OTLP protocol; traces are not exported", extra={"protocol": protocol})
     return None
 

@@ -10,44 +10,17 @@ from pathlib import Path
 
 import grpc
 import pytest
-from processes import free_port
+from processes import LogBook
 
-from harag.v1 import (
-    admin_pb2,
-    admin_pb2_grpc,
-    fault_injection_pb2,
-    fault_injection_pb2_grpc,
-    gateway_pb2,
-    gateway_pb2_grpc,
-)
+from harag.v1 import fault_injection_pb2, gateway_pb2, gateway_pb2_grpc
 from harag_cli.corpus import SAMPLE_CORPUS, sample_corpus
+from harag_cli.localports import free_port
+from harag_cli.meshctl import MeshControl
 from harag_cli.supervisor import ProcessSpec, Supervisor, mesh_specs, probe
 from servicekit.ports import COMPONENT_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 MESH_NAMES = ("gateway", *COMPONENT_NAMES)
-
-
-class LogBook:
-    """Keeps every process's log lines, so tests can read them and failures can show them."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def __call__(self, name: str, line: str) -> None:
-        self.lines.append((name, line))
-
-    def of(self, name: str) -> list[str]:
-        return [line for n, line in self.lines if n == name]
-
-    def json_of(self, name: str) -> list[dict]:
-        out = []
-        for line in self.of(name):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-        return out
 
 
 class Mesh:
@@ -58,24 +31,20 @@ class Mesh:
         self.gateway_address = self.specs["gateway"].address
         self.channel = grpc.aio.insecure_channel(self.gateway_address)
         self.gateway = gateway_pb2_grpc.RagGatewayServiceStub(self.channel)
+        self.control = MeshControl(
+            {name: spec.address for name, spec in self.specs.items()}, self.gateway_address
+        )
 
     def address(self, name: str) -> str:
         return self.specs[name].address
 
     async def set_fault(self, name: str, fault: fault_injection_pb2.Fault) -> None:
-        async with grpc.aio.insecure_channel(self.address(name)) as channel:
-            await fault_injection_pb2_grpc.FaultInjectionServiceStub(channel).SetFault(
-                fault_injection_pb2.SetFaultRequest(fault=fault), timeout=5
-            )
+        await self.control.set_fault(name, fault)
         await self.wait_gateway_sees(name, "NOT_SERVING" if fault.down else None)
 
     async def clear_faults(self, *names: str) -> None:
-        for name in names or [n for n in self.specs if n != "gateway"]:
-            async with grpc.aio.insecure_channel(self.address(name)) as channel:
-                await fault_injection_pb2_grpc.FaultInjectionServiceStub(channel).ClearFaults(
-                    fault_injection_pb2.ClearFaultsRequest(), timeout=5
-                )
-        for name in names or [n for n in self.specs if n != "gateway"]:
+        await self.control.clear_faults(names)
+        for name in names or self.control.components():
             await self.wait_gateway_sees(name, "SERVING")
 
     async def wait_gateway_sees(self, name: str, health: str | None, timeout_s: float = 10) -> None:
@@ -95,15 +64,7 @@ class Mesh:
         raise AssertionError(f"gateway never saw {name} as {health}")
 
     async def reset_breakers(self) -> None:
-        async with grpc.aio.insecure_channel(self.gateway_address) as channel:
-            admin = admin_pb2_grpc.GatewayAdminServiceStub(channel)
-            for name in MESH_NAMES[1:]:
-                await admin.TransitionBreaker(
-                    admin_pb2.TransitionBreakerRequest(
-                        upstream=name, action=admin_pb2.BREAKER_ACTION_RESET
-                    ),
-                    timeout=5,
-                )
+        await self.control.reset_breakers()
 
     async def wait_serving(self, name: str, timeout_s: float = 30) -> None:
         await self.supervisor.wait_serving(timeout_s, [name])

@@ -1,10 +1,13 @@
-"""Starting real service processes for tests: free loopback ports and one component process."""
+"""Starting real processes for tests: one component process, the `harag` CLI, `harag up`.
+
+`free_port` is re-exported from harag_cli.localports for the tests that import it from here."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,15 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from harag_cli.localports import free_port
 from servicekit.healthcheck import check
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -56,3 +54,95 @@ def service_process(
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+class LogBook:
+    """Keeps every process's log lines, so tests can read them and failures can show them."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def __call__(self, name: str, line: str) -> None:
+        self.lines.append((name, line))
+
+    def of(self, name: str) -> list[str]:
+        return [line for n, line in self.lines if n == name]
+
+    def json_of(self, name: str) -> list[dict]:
+        out = []
+        for line in self.of(name):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        return out
+
+
+HARAG = [sys.executable, "-m", "harag_cli.main"]
+
+
+def harag_env() -> dict[str, str]:
+    """This environment without HARAG_* and OTEL_* settings, so a test sees the defaults."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("HARAG_", "OTEL_"))}
+
+
+async def run_harag(*argv: str, timeout_s: float = 60) -> tuple[int, str, str]:
+    """Runs the `harag` CLI to completion: (exit status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        *HARAG,
+        *argv,
+        cwd=REPO,
+        env=harag_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+class HaragUp:
+    """`harag up` in a subprocess: `async with HaragUp(offset, data_dir) as up:` returns once it
+    printed its whole banner (up.lines holds its output so far); leaving sends Ctrl-C and waits."""
+
+    def __init__(self, port_offset: int, data_dir: Path, *flags: str) -> None:
+        self.argv = [
+            *HARAG,
+            "up",
+            "--port-offset",
+            str(port_offset),
+            "--data-dir",
+            str(data_dir),
+            "--no-trace-viewer",
+            *flags,
+        ]
+        self.lines: list[str] = []
+        self.rest = ""
+        self.returncode: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> HaragUp:
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            cwd=REPO,
+            env=harag_env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert self._proc.stdout is not None
+        try:
+            while not self.lines or "Ctrl-C stops everything" not in self.lines[-1]:
+                raw = await asyncio.wait_for(self._proc.stdout.readline(), 90)
+                assert raw, "harag up ended early:\n" + "\n".join(self.lines[-40:])
+                self.lines.append(raw.decode().rstrip())
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        if self._proc.returncode is None:
+            self._proc.send_signal(signal.SIGINT)
+        self.rest = (await asyncio.wait_for(self._proc.stdout.read(), 60)).decode()
+        self.returncode = await self._proc.wait()

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 
 from bench.loadgen import LoadResult, LoadSpec, run_load
-from bench.mesh import BenchMesh, free_port
+from bench.mesh import BenchMesh
 from bench.report import ScenarioResult, Target, markdown_table
 from bench.stats import Sample, percentile
+from harag_cli.localports import free_port
 
 DEADLINE_S = 5.0
 P99_BOUND = DEADLINE_S / 4  # "bounded": accepted p99 well inside the callers' deadline

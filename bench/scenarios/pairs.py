@@ -19,10 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bench.loadgen import LoadResult, LoadSpec, run_load
-from bench.mesh import BenchMesh, cpu_seconds_of, free_port
+from bench.mesh import BenchMesh, cpu_seconds_of
 from bench.otlp_sink import OtlpSink
 from bench.report import LOAD_COLUMNS, ScenarioResult, Target, markdown_table
 from bench.stats import Sample, summarise
+from harag_cli.localports import free_port
 
 CONCURRENCY = 32  # at the knee of the saturation curve: throughput is what is compared
 ROUNDS = 8

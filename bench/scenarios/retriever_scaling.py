@@ -20,11 +20,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.mesh import Tail, free_port
+from bench.mesh import Tail
 from bench.report import ScenarioResult, markdown_table
 from bench.stats import percentile
 from harag.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 from harag_cli.corpus import SAMPLE_CORPUS
+from harag_cli.localports import free_port
 from harag_cli.supervisor import Supervisor, mesh_specs
 
 SIZES = (1_000, 10_000, 100_000)

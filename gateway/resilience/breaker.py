@@ -24,7 +24,6 @@ from gateway.resilience.breaker_types import (
     TransitionReason,
 )
 from gateway.resilience.clock import SYSTEM_CLOCK, Clock
-from gateway.resilience.outcome import status_of
 from gateway.resilience.window import CountWindow, OutcomeWindow, TimeWindow
 
 _log = logging.getLogger("harag.breaker")
@@ -67,10 +66,6 @@ class Permit:
             return
         self._settled = True
         self._breaker._on_result(self, code, duration_s)
-
-    def on_exception(self, exc: BaseException | None, duration_s: float) -> None:
-        """`on_result(status_of(exc), duration_s)`."""
-        self.on_result(status_of(exc), duration_s)
 
     def release_unused(self) -> None:
         """The call was never made (bulkhead full, deadline too short): give the slot back."""
@@ -303,9 +298,6 @@ class CircuitBreaker:
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def remove_listener(self, listener: Listener) -> None:
-        self._listeners.remove(listener)
-
     @property
     def state(self) -> CircuitState:
         """Stored state; OPEN->HALF_OPEN happens lazily in `try_acquire`."""
@@ -314,11 +306,6 @@ class CircuitBreaker:
     @property
     def generation(self) -> int:
         return self._generation
-
-    @property
-    def next_probe_at(self) -> float | None:
-        """Monotonic time from which `try_acquire` will probe (OPEN only)."""
-        return self._open_until if self._state is CircuitState.OPEN else None
 
     def snapshot(self) -> BreakerSnapshot:
         """Side-effect free: reports lazily-due transitions without performing them."""

@@ -7,18 +7,8 @@ lets the caller fall through to another tier while the deadline still has room.
 from __future__ import annotations
 
 import logging
-from types import TracebackType
 
 _log = logging.getLogger("harag.bulkhead")
-
-
-class BulkheadFull(Exception):
-    """Raised by `Bulkhead.slot()` when no capacity is left."""
-
-    def __init__(self, name: str, max_concurrent: int) -> None:
-        super().__init__(f"bulkhead {name!r} full ({max_concurrent} in flight)")
-        self.name = name
-        self.max_concurrent = max_concurrent
 
 
 class Bulkhead:
@@ -41,10 +31,6 @@ class Bulkhead:
         return self._in_flight
 
     @property
-    def available(self) -> int:
-        return self._max - self._in_flight
-
-    @property
     def rejected(self) -> int:
         """Rejections since construction (monotonic counter, for metrics)."""
         return self._rejected
@@ -63,38 +49,3 @@ class Bulkhead:
             _log.error("bulkhead leave without enter", extra={"bulkhead": self.name})
             return
         self._in_flight -= 1
-
-    def slot(self) -> _Slot:
-        """`async with bulkhead.slot(): ...` (or plain `with`); raises BulkheadFull on entry."""
-        return _Slot(self)
-
-
-class _Slot:
-    __slots__ = ("_bulkhead",)
-
-    def __init__(self, bulkhead: Bulkhead) -> None:
-        self._bulkhead = bulkhead
-
-    def __enter__(self) -> Bulkhead:
-        if not self._bulkhead.try_enter():
-            raise BulkheadFull(self._bulkhead.name, self._bulkhead.max_concurrent)
-        return self._bulkhead
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._bulkhead.leave()
-
-    async def __aenter__(self) -> Bulkhead:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)

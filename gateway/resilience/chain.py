@@ -1,12 +1,13 @@
 """Fallback chain: try ordered tiers of upstreams until one succeeds, hedging when allowed.
 
-Generic: a tier is anything with a `name` and a `tier`; the caller supplies the call and
-each tier's Guard (breaker, bulkhead, retry budget). Each tier gets the request's
-remaining time minus a reserve for the tiers (and later work) after it, so a hanging tier
-can never starve the ones behind it. For idempotent calls, when a tier has not answered
-after its hedge delay (default: its observed p95), the next tier is started too; the first
-success wins and the loser is cancelled. Hedges spend the retry budget of the tier that
-was slow. Every attempt, including those never made, is recorded for the receipt.
+Generic: a tier is any object that offers what the chain needs (`ChainTier`: its Guard,
+whether to skip it now, and a place to hear of each attempt); the caller supplies the call.
+Each tier gets the request's remaining time minus a reserve for the tiers (and later work)
+after it, so a hanging tier can never starve the ones behind it. For idempotent calls, when
+a tier has not answered after its hedge delay (default: its observed p95), the next tier is
+started too; the first success wins and the loser is cancelled. Hedges spend the retry
+budget of the tier that was slow. Every attempt, including those never made, is recorded
+for the receipt.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, cast
 
 from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.deadline import Deadline
@@ -33,23 +34,34 @@ from gateway.resilience.hedge import hedged
 T = TypeVar("T")
 
 
-class Tier(Protocol):
-    name: str
-    tier: int
+class ChainTier(Protocol):
+    """What the chain needs of one tier (an upstream, to the gateway)."""
+
+    @property
+    def guard(self) -> Guard: ...
+
+    def skip_reason(self) -> str | None:
+        """Why not to call this tier now (e.g. it reports NOT_SERVING), or None to call it."""
+        ...
+
+    def record_attempt(self, record: AttemptRecord) -> None:
+        """Hears of every attempt on this tier, made or decided, once it has settled."""
+        ...
 
 
-TierT = TypeVar("TierT", bound=Tier)
+TierT = TypeVar("TierT", bound=ChainTier)
+
+
+@dataclass(frozen=True)
+class Served(Generic[TierT, T]):
+    by: TierT
+    value: T
 
 
 @dataclass
 class ChainResult(Generic[TierT, T]):
-    value: T | None = None
-    served_by: TierT | None = None
+    served: Served[TierT, T] | None = None  # None: every tier failed or was skipped
     attempts: list[AttemptRecord] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.served_by is not None
 
 
 @dataclass(frozen=True)
@@ -70,15 +82,12 @@ async def call_chain(
     deadline: Deadline,
     policy: ChainPolicy,
     *,
-    guard_of: Callable[[TierT], Guard],
-    skip: Callable[[TierT], str | None] | None = None,
-    on_attempt: Callable[[AttemptRecord], None] | None = None,
     observer: AttemptObserver | None = None,
     clock: Clock = SYSTEM_CLOCK,
     rng: random.Random | None = None,
 ) -> ChainResult[TierT, T]:
     """Calls `call(tier, timeout_s)` tier by tier until one returns."""
-    attempts = Attempts(on_attempt=on_attempt, observer=observer)
+    attempts = Attempts(observer=observer)
     result: ChainResult[TierT, T] = ChainResult()
 
     def timing(position: int) -> Timing:
@@ -89,7 +98,7 @@ async def call_chain(
         tier = tiers[position]
         return partial(
             guarded_call,
-            guard_of(tier),
+            tier.guard,
             partial(call, tier),
             timing(position),
             attempts,
@@ -97,26 +106,28 @@ async def call_chain(
             repeatable=policy.repeatable,
             rng=rng,
             clock=clock,
+            on_attempt=tier.record_attempt,
         )
 
     def usable_after(position: int) -> int | None:
         for later in range(position + 1, len(tiers)):
-            if skip is None or skip(tiers[later]) is None:
+            if tiers[later].skip_reason() is None:
                 return later
         return None
 
     position = 0
     while position < len(tiers):
         tier = tiers[position]
-        reason = skip(tier) if skip is not None else None
+        reason = tier.skip_reason()
         if reason is not None:
-            attempts.decided(attempts.begin(guard_of(tier), retry=False, hedge=False), reason, "")
+            record = attempts.begin(tier.guard, retry=False, hedge=False)
+            attempts.decided(record, reason, "", tier.record_attempt)
             position += 1
             continue
         backup = usable_after(position) if policy.hedge else None
-        delay = _hedge_delay(policy, guard_of(tier)) if backup is not None else None
+        delay = _hedge_delay(policy, tier.guard) if backup is not None else None
         if backup is not None and delay is not None:
-            budget = guard_of(tier).budget
+            budget = tier.guard.budget
             outcome = await hedged(
                 runner(position),
                 runner(backup, hedge=True),
@@ -126,16 +137,17 @@ async def call_chain(
             )
             if outcome.ok:
                 winner = tier if outcome.winner == 0 else tiers[backup]
-                result.value, result.served_by = outcome.value, winner
+                # A winner means its value is a T (None only while nobody has won).
+                result.served = Served(winner, cast(T, outcome.value))
                 break
             position = backup + 1 if outcome.hedged else position + 1
             continue
         try:
-            result.value = await runner(position)()
+            value = await runner(position)()
         except CallFailed:
             position += 1
             continue
-        result.served_by = tier
+        result.served = Served(tier, value)
         break
     result.attempts = attempts.ordered()
     return result

@@ -10,7 +10,10 @@ import asyncio
 import heapq
 import itertools
 import time
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -27,14 +30,33 @@ class SystemClock:
 
     __slots__ = ()
 
-    def monotonic(self) -> float:
-        return time.monotonic()
+    # The builtin itself, not a method wrapping it: hot paths read the clock several times
+    # per call, and this keeps `clock.monotonic()` as cheap as `time.monotonic()`.
+    monotonic = staticmethod(time.monotonic)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+async def done_within(future: asyncio.Future[Any], seconds: float, clock: Clock) -> bool:
+    """Waits until `future` is done or `seconds` have passed on `clock`; True if it is done.
+
+    The future is neither cancelled nor awaited for its result. On the system clock this is
+    a single loop timer (asyncio.wait's timeout); any other clock is raced through its sleep
+    so that tests can drive the wait.
+    """
+    if clock is SYSTEM_CLOCK:
+        done, _ = await asyncio.wait({future}, timeout=max(0.0, seconds))
+        return bool(done)
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait({future, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+    return future.done()
 
 
 class FakeClock:
@@ -76,3 +98,27 @@ class FakeClock:
     def pending_sleepers(self) -> int:
         """Sleepers still waiting (cancelled ones excluded)."""
         return sum(1 for _, _, fut in self._sleepers if not fut.done())
+
+    @property
+    def next_wakeup(self) -> float | None:
+        """When the earliest sleeper still waiting wakes up (None: nobody sleeps)."""
+        live = [at for at, _, fut in self._sleepers if not fut.done()]
+        return min(live) if live else None
+
+    async def drive(self, awaitable: Awaitable[T], *, settle_rounds: int = 50) -> T:
+        """Runs `awaitable` to its end, moving time on only when nothing else can run:
+        whenever every task has been waiting for `settle_rounds` loop iterations, time jumps
+        to the next sleeper's wake-up. Raises if the awaitable waits on anything but time."""
+        task = asyncio.ensure_future(awaitable)
+        try:
+            while True:
+                for _ in range(settle_rounds):
+                    if task.done():
+                        return task.result()
+                    await asyncio.sleep(0)
+                wakeup = self.next_wakeup
+                if wakeup is None:
+                    raise RuntimeError("stuck: waiting on something other than the clock")
+                self.advance(max(0.0, wakeup - self._now))
+        finally:
+            task.cancel()

@@ -22,22 +22,6 @@ class Deadline:
         clk = clock or SYSTEM_CLOCK
         return cls(clk.monotonic() + timeout_s, clk)
 
-    @classmethod
-    def from_timeout(
-        cls,
-        timeout_s: float | None,
-        *,
-        default_s: float,
-        max_s: float | None = None,
-        clock: Clock | None = None,
-    ) -> Deadline:
-        """From e.g. `ServicerContext.time_remaining()`: None (client sent no deadline)
-        becomes `default_s`; `max_s` caps what a client may ask for."""
-        timeout = default_s if timeout_s is None else timeout_s
-        if max_s is not None:
-            timeout = min(timeout, max_s)
-        return cls.after(timeout, clock)
-
     def remaining(self) -> float:
         """Seconds left, never negative."""
         return max(0.0, self.at - self._clock.monotonic())
@@ -56,18 +40,5 @@ class Deadline:
             return None
         return timeout if cap_s is None else min(timeout, cap_s)
 
-    def fits(self, delay_s: float, reserve_s: float = 0.0, minimum_s: float = 0.0) -> bool:
-        """Would an attempt of at least `minimum_s` still fit after waiting `delay_s`?"""
-        timeout = self.at - self._clock.monotonic() - delay_s - reserve_s
-        return timeout > 0.0 and timeout >= minimum_s
-
     def __repr__(self) -> str:
         return f"Deadline(at={self.at:.3f}, remaining={self.remaining():.3f}s)"
-
-
-def reserve_for(tiers_after: int, per_tier_s: float, local_last_resort_s: float = 0.0) -> float:
-    """Time to hold back for later tiers: each remote tier after this one gets `per_tier_s`
-    and the local last resort (which must always be able to answer) gets its own slice."""
-    if tiers_after < 0 or per_tier_s < 0 or local_last_resort_s < 0:
-        raise ValueError("tiers_after, per_tier_s and local_last_resort_s must be >= 0")
-    return tiers_after * per_tier_s + local_last_resort_s

@@ -9,9 +9,9 @@ reserve for whatever must still run after it, and none starts with less than the
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import random
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -25,7 +25,7 @@ from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.deadline import Deadline
 from gateway.resilience.hedge import LatencyTracker
 from gateway.resilience.outcome import status_of
-from gateway.resilience.retry import RetryBudget, RetryPolicy, decide_retry
+from gateway.resilience.retry import Metadata, RetryBudget, RetryPolicy, RetryReason, decide_retry
 
 T = TypeVar("T")
 
@@ -63,6 +63,9 @@ class Guard:
     # The most recent request sent, replayed by the prober when an open breaker gets no
     # traffic (only set for requests that are safe to repeat).
     last_call: Callable[[float], Awaitable[Any]] | None = None
+    # Every retry decision taken after a failed attempt, by reason (exported as metrics and
+    # in GetSystemHealth; never reset).
+    retry_decisions: collections.Counter[RetryReason] = field(default_factory=collections.Counter)
 
     @property
     def breaker_state(self) -> str:
@@ -85,14 +88,16 @@ class AttemptObserver(Protocol):
     def finish(self, handle: Any, record: AttemptRecord) -> None: ...
 
 
+AttemptListener = Callable[[AttemptRecord], None]
+
+
 @dataclass
 class Attempts:
     """Attempt records of one stage, numbered in start order, reported as they settle."""
 
     records: list[AttemptRecord] = field(default_factory=list)
-    on_attempt: Callable[[AttemptRecord], None] | None = None
     observer: AttemptObserver | None = None
-    _numbers: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def begin(self, guard: Guard, *, retry: bool, hedge: bool) -> AttemptRecord:
         return AttemptRecord(
@@ -107,8 +112,11 @@ class Attempts:
         )
 
     @contextmanager
-    def span(self, record: AttemptRecord) -> Iterator[None]:
-        """Wraps one attempt so an observer's span is the parent of the RPC made inside."""
+    def span(
+        self, record: AttemptRecord, on_attempt: AttemptListener | None = None
+    ) -> Iterator[None]:
+        """Wraps one attempt so an observer's span is the parent of the RPC made inside;
+        `on_attempt` hears of the attempt once it has settled."""
         handle = self.observer.start(record) if self.observer is not None else nullcontext()
         with handle as opened:
             try:
@@ -117,13 +125,19 @@ class Attempts:
                 if self.observer is not None:
                     self.observer.finish(opened, record)
                 self.records.append(record)
-                if self.on_attempt is not None:
-                    self.on_attempt(record)
+                if on_attempt is not None:
+                    on_attempt(record)
 
-    def decided(self, record: AttemptRecord, outcome: str, error: str) -> None:
+    def decided(
+        self,
+        record: AttemptRecord,
+        outcome: str,
+        error: str,
+        on_attempt: AttemptListener | None = None,
+    ) -> None:
         """Records an attempt decided without a call (it still gets its span)."""
         record.outcome, record.error = outcome, error
-        with self.span(record):
+        with self.span(record, on_attempt):
             pass
 
     def ordered(self) -> list[AttemptRecord]:
@@ -154,10 +168,12 @@ async def guarded_call(
     repeatable: bool = False,
     rng: random.Random | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    on_attempt: AttemptListener | None = None,
 ) -> T:
     """Runs one logical call; returns its value or raises CallFailed (or CancelledError).
 
     `repeatable` requests (reads) are remembered for probing an idle open breaker.
+    `on_attempt` hears of every attempt, made or decided, once it has settled.
     """
     rng = rng or _RNG
     if repeatable:
@@ -165,7 +181,10 @@ async def guarded_call(
     permit = guard.breaker.try_acquire() if guard.breaker is not None else None
     if guard.breaker is not None and permit is None:
         attempts.decided(
-            attempts.begin(guard, retry=False, hedge=hedge), BREAKER_OPEN, "circuit breaker is open"
+            attempts.begin(guard, retry=False, hedge=hedge),
+            BREAKER_OPEN,
+            "circuit breaker is open",
+            on_attempt,
         )
         raise CallFailed(BREAKER_OPEN)
     if guard.bulkhead is not None and not guard.bulkhead.try_enter():
@@ -175,6 +194,7 @@ async def guarded_call(
             attempts.begin(guard, retry=False, hedge=hedge),
             BULKHEAD_FULL,
             f"{guard.bulkhead.in_flight} calls in flight",
+            on_attempt,
         )
         raise CallFailed(BULKHEAD_FULL)
 
@@ -191,15 +211,18 @@ async def guarded_call(
             )
             if timeout is None:
                 attempts.decided(
-                    record, NO_TIME, f"{timing.deadline.remaining() * 1000:.0f} ms left"
+                    record,
+                    NO_TIME,
+                    f"{timing.deadline.remaining() * 1000:.0f} ms left",
+                    on_attempt,
                 )
                 if made == 0 and permit is not None:
                     permit.release_unused()
                     permit = None
                 raise CallFailed(NO_TIME if made == 0 else code.name)
-            attempt_started = time.perf_counter()
+            attempt_started = clock.monotonic()
             failure: BaseException | None = None
-            with attempts.span(record):
+            with attempts.span(record, on_attempt):
                 try:
                     value = await attempt_fn(timeout)
                     record.outcome = "OK"
@@ -211,7 +234,7 @@ async def guarded_call(
                     detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
                     record.outcome, record.error = code.name, detail or ""
                 finally:
-                    record.latency_s = time.perf_counter() - attempt_started
+                    record.latency_s = clock.monotonic() - attempt_started
             if failure is None:
                 guard.latency.record(record.latency_s)
                 code = grpc.StatusCode.OK
@@ -231,6 +254,8 @@ async def guarded_call(
                 if guard.retry is not None
                 else None
             )
+            if decision is not None:
+                guard.retry_decisions[decision.reason] += 1
             if decision is None or not decision.retry:
                 raise CallFailed(code.name) from failure
             await clock.sleep(decision.delay_s)
@@ -248,7 +273,7 @@ async def guarded_call(
             guard.bulkhead.leave()
 
 
-def _trailers(exc: BaseException) -> object:
+def _trailers(exc: BaseException) -> Metadata | None:
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.trailing_metadata()
     return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
-from gateway.resilience.clock import SYSTEM_CLOCK, Clock
+from gateway.resilience.clock import SYSTEM_CLOCK, Clock, done_within
 
 T = TypeVar("T")
 
@@ -58,12 +58,6 @@ class HedgeResult(Generic[T]):
     def hedged(self) -> bool:
         return len(self.attempts) > 1
 
-    def unwrap(self) -> T:
-        """The winning value, or raises the last error."""
-        if self.winner is None:
-            raise self.error or RuntimeError("hedge finished without a winner or an error")
-        return self.value  # type: ignore[return-value]
-
 
 async def _invoke(fn: Callable[[], Awaitable[T]]) -> T:
     # Calling fn() inside the task routes even a synchronous raise into the task's outcome.
@@ -98,6 +92,7 @@ async def hedged(
         nonlocal winner, value, last_error
         task = tasks[i]
         elapsed = clk.monotonic() - started[i]
+        err: BaseException | None
         if task.cancelled():
             if i in cancelled_by_us:
                 status, err = AttemptStatus.CANCELLED, None
@@ -115,7 +110,8 @@ async def hedged(
 
     try:
         if delay_s is not None:
-            await _first_or_delay(tasks[0], max(0.0, delay_s), clk)
+            # Every hedgeable call waits here, hedge or not: one loop timer on the real clock.
+            await done_within(tasks[0], max(0.0, delay_s), clk)
             if not tasks[0].done():
                 if may_hedge():
                     tasks.append(asyncio.create_task(_invoke(second)))
@@ -148,22 +144,6 @@ async def hedged(
         error=None if winner is not None else last_error,
         hedge_declined=declined,
     )
-
-
-async def _first_or_delay(task: asyncio.Task[T], delay_s: float, clk: Clock) -> None:
-    """Returns when `task` is done or `delay_s` has passed, whichever is first.
-
-    Every hedgeable call waits here, hedge or not, so on the real clock it is one loop
-    timer (asyncio.wait's timeout); a clock that can be driven by tests needs its sleep.
-    """
-    if clk is SYSTEM_CLOCK:
-        await asyncio.wait({task}, timeout=delay_s)
-        return
-    timer = asyncio.create_task(clk.sleep(delay_s))
-    try:
-        await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        timer.cancel()
 
 
 async def _cancel_all(tasks: list[asyncio.Task[T]], cancelled_by_us: set[int]) -> None:

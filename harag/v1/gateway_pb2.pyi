@@ -249,7 +249,7 @@ class GetSystemHealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class BreakerStatus(_message.Message):
-    __slots__ = ("state", "failure_rate", "slow_call_rate", "calls_in_window", "time_in_state", "next_probe_time", "consecutive_trips")
+    __slots__ = ("state", "failure_rate", "slow_call_rate", "calls_in_window", "time_in_state", "next_probe_time", "consecutive_trips", "rejected_calls", "late_results")
     STATE_FIELD_NUMBER: _ClassVar[int]
     FAILURE_RATE_FIELD_NUMBER: _ClassVar[int]
     SLOW_CALL_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -257,6 +257,8 @@ class BreakerStatus(_message.Message):
     TIME_IN_STATE_FIELD_NUMBER: _ClassVar[int]
     NEXT_PROBE_TIME_FIELD_NUMBER: _ClassVar[int]
     CONSECUTIVE_TRIPS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_CALLS_FIELD_NUMBER: _ClassVar[int]
+    LATE_RESULTS_FIELD_NUMBER: _ClassVar[int]
     state: CircuitState
     failure_rate: float
     slow_call_rate: float
@@ -264,10 +266,32 @@ class BreakerStatus(_message.Message):
     time_in_state: _duration_pb2.Duration
     next_probe_time: _timestamp_pb2.Timestamp
     consecutive_trips: int
-    def __init__(self, state: _Optional[_Union[CircuitState, str]] = ..., failure_rate: _Optional[float] = ..., slow_call_rate: _Optional[float] = ..., calls_in_window: _Optional[int] = ..., time_in_state: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., next_probe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consecutive_trips: _Optional[int] = ...) -> None: ...
+    rejected_calls: int
+    late_results: int
+    def __init__(self, state: _Optional[_Union[CircuitState, str]] = ..., failure_rate: _Optional[float] = ..., slow_call_rate: _Optional[float] = ..., calls_in_window: _Optional[int] = ..., time_in_state: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., next_probe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consecutive_trips: _Optional[int] = ..., rejected_calls: _Optional[int] = ..., late_results: _Optional[int] = ...) -> None: ...
+
+class RetryBudgetStatus(_message.Message):
+    __slots__ = ("requests", "spent", "allowance", "rejected")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    SPENT_FIELD_NUMBER: _ClassVar[int]
+    ALLOWANCE_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    spent: int
+    allowance: float
+    rejected: int
+    def __init__(self, requests: _Optional[int] = ..., spent: _Optional[int] = ..., allowance: _Optional[float] = ..., rejected: _Optional[int] = ...) -> None: ...
+
+class RetryDecisionCount(_message.Message):
+    __slots__ = ("reason", "count")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    count: int
+    def __init__(self, reason: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class UpstreamStatus(_message.Message):
-    __slots__ = ("name", "component", "address", "tier", "health", "last_outcome", "last_error", "last_latency_ms", "breaker", "in_flight", "p95_latency_ms")
+    __slots__ = ("name", "component", "address", "tier", "health", "last_outcome", "last_error", "last_latency_ms", "breaker", "in_flight", "p95_latency_ms", "retry_budget", "retry_decisions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     COMPONENT_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -279,6 +303,8 @@ class UpstreamStatus(_message.Message):
     BREAKER_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     P95_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    RETRY_DECISIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     component: str
     address: str
@@ -290,7 +316,9 @@ class UpstreamStatus(_message.Message):
     breaker: BreakerStatus
     in_flight: int
     p95_latency_ms: float
-    def __init__(self, name: _Optional[str] = ..., component: _Optional[str] = ..., address: _Optional[str] = ..., tier: _Optional[int] = ..., health: _Optional[_Union[UpstreamHealthStatus, str]] = ..., last_outcome: _Optional[str] = ..., last_error: _Optional[str] = ..., last_latency_ms: _Optional[float] = ..., breaker: _Optional[_Union[BreakerStatus, _Mapping]] = ..., in_flight: _Optional[int] = ..., p95_latency_ms: _Optional[float] = ...) -> None: ...
+    retry_budget: RetryBudgetStatus
+    retry_decisions: _containers.RepeatedCompositeFieldContainer[RetryDecisionCount]
+    def __init__(self, name: _Optional[str] = ..., component: _Optional[str] = ..., address: _Optional[str] = ..., tier: _Optional[int] = ..., health: _Optional[_Union[UpstreamHealthStatus, str]] = ..., last_outcome: _Optional[str] = ..., last_error: _Optional[str] = ..., last_latency_ms: _Optional[float] = ..., breaker: _Optional[_Union[BreakerStatus, _Mapping]] = ..., in_flight: _Optional[int] = ..., p95_latency_ms: _Optional[float] = ..., retry_budget: _Optional[_Union[RetryBudgetStatus, _Mapping]] = ..., retry_decisions: _Optional[_Iterable[_Union[RetryDecisionCount, _Mapping]]] = ...) -> None: ...
 
 class GetSystemHealthResponse(_message.Message):
     __slots__ = ("status", "upstreams", "uptime", "version")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ GPU_OVERLAY = DEPLOY / "overlays" / "gpu"
 COMPOSE = DEPLOY / "compose.yaml"
 COMPOSE_CHAOS = DEPLOY / "compose.chaos.yaml"
 GATEWAY_CONFIG = K8S / "config" / "gateway.yaml"
+# The one Dockerfile every image is built from, with build args per service.
+DOCKERFILE = DEPLOY / "Dockerfile"
 
 # The Kubernetes version the manifests are validated against; kubernetes-validate ships its
 # schemas offline (pinned package version), so nothing is downloaded at test time.
@@ -44,9 +47,14 @@ class Service:
     component: str
     impl: str | None  # None for the gateway, which has one implementation
 
-    @property
-    def dockerfile(self) -> Path:
-        return REPO / self.package / "Dockerfile"
+    def build_args(self) -> dict[str, str]:
+        """The build args compose builds this service's image with (from DOCKERFILE)."""
+        build = load_compose()["services"][self.name]["build"]
+        return {key: str(value) for key, value in build.get("args", {}).items()}
+
+    def image_stages(self) -> list[list[Instruction]]:
+        """The build stages of this service's image: DOCKERFILE with its build args."""
+        return parse_dockerfile(DOCKERFILE, self.build_args())
 
     @property
     def image(self) -> str:
@@ -92,9 +100,36 @@ class Instruction:
     args: str
 
 
-def parse_dockerfile(path: Path) -> list[list[Instruction]]:
-    """Instructions per build stage, continuation lines joined, comments dropped."""
+# Where Docker substitutes build args: the instructions it expands variables in, plus RUN,
+# whose shell sees a stage's ARGs as environment variables. Exec-form ENTRYPOINT, CMD and
+# HEALTHCHECK are taken literally.
+_EXPANDED = {"ADD", "COPY", "ENV", "EXPOSE", "FROM", "LABEL", "STOPSIGNAL", "USER", "VOLUME",
+             "WORKDIR", "RUN"}  # fmt: skip
+_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def declared_args(path: Path) -> dict[str, str | None]:
+    """Every ARG the Dockerfile declares, with its default (None: no default)."""
+    declared: dict[str, str | None] = {}
+    for stage in parse_dockerfile(path):
+        for instruction in stage:
+            if instruction.keyword == "ARG":
+                name, sep, default = instruction.args.partition("=")
+                declared[name] = default if sep else None
+    return declared
+
+
+def parse_dockerfile(
+    path: Path, build_args: dict[str, str] | None = None
+) -> list[list[Instruction]]:
+    """Instructions per build stage, continuation lines joined, comments dropped.
+
+    With `build_args`, `$NAME` / `${NAME}` of an ARG declared in the stage are replaced as
+    Docker would: by the given value, else the ARG's default, else nothing. Without, the
+    instructions are returned as written.
+    """
     stages: list[list[Instruction]] = []
+    in_scope: dict[str, str] = {}
     pending = ""
     for raw in path.read_text().splitlines():
         line = raw.strip()
@@ -110,10 +145,25 @@ def parse_dockerfile(path: Path) -> list[list[Instruction]]:
         instruction = Instruction(keyword.upper(), args.strip())
         if instruction.keyword == "FROM":
             stages.append([])
+            in_scope = {}  # a stage sees only the ARGs it declares itself
+        if build_args is not None:
+            if instruction.keyword == "ARG":
+                name, sep, default = instruction.args.partition("=")
+                in_scope[name] = build_args.get(name, default if sep else "")
+            elif instruction.keyword in _EXPANDED:
+                instruction = Instruction(instruction.keyword, _expand(instruction.args, in_scope))
         if not stages:
             raise AssertionError(f"{path}: {keyword} before the first FROM")
         stages[-1].append(instruction)
     return stages
+
+
+def _expand(text: str, values: dict[str, str]) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return values[name] if name in values else match.group(0)
+
+    return _VARIABLE.sub(value, text)
 
 
 def only(stage: list[Instruction], keyword: str) -> Instruction:
@@ -146,13 +196,22 @@ def healthcheck_command(stage: list[Instruction]) -> list[str]:
     return exec_form(command)
 
 
+def copied_sources(service: Service) -> list[str]:
+    """The repository paths the image's builder stage COPYs, as written (`dir/` for a tree)."""
+    sources = []
+    for instruction in service.image_stages()[0]:
+        if instruction.keyword == "COPY" and not instruction.args.startswith("--"):
+            sources += instruction.args.split()[:-1]
+    return sources
+
+
 def image_entrypoint(service: Service) -> list[str]:
-    return exec_form(only(parse_dockerfile(service.dockerfile)[-1], "ENTRYPOINT").args)
+    return exec_form(only(service.image_stages()[-1], "ENTRYPOINT").args)
 
 
 def image_cmd(service: Service) -> list[str]:
     """The final stage's CMD; compose `command` and Kubernetes `args` replace it."""
-    cmds = [i for i in parse_dockerfile(service.dockerfile)[-1] if i.keyword == "CMD"]
+    cmds = [i for i in service.image_stages()[-1] if i.keyword == "CMD"]
     return exec_form(cmds[-1].args) if cmds else []
 
 

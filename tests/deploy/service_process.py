@@ -23,15 +23,19 @@ from deploy_support import (
     healthcheck_command,
     image_cmd,
     image_entrypoint,
-    parse_dockerfile,
 )
 from processes import free_port
 
 # The image's interpreter is /opt/venv/bin/python on PATH; here it is this venv's python.
 IMAGE_PYTHON = "python"
+IMAGE_SHELL = "/bin/sh"
 
 
 def localize(argv: list[str]) -> list[str]:
+    """An exec-form command of the image, run here: its `python` is this venv's python. A
+    command run through the shell finds `python` on PATH, which service_env points here."""
+    if argv[0] == IMAGE_SHELL:
+        return argv
     assert argv[0] == IMAGE_PYTHON, argv
     return [sys.executable, *argv[1:]]
 
@@ -43,11 +47,11 @@ def command_line(service: Service, args: list[str] | None) -> list[str]:
 
 def service_env(service: Service, deployed: dict[str, str], tmp_path: Path) -> dict[str, str]:
     """Image ENV, then the deployment's env, then the loopback substitutions."""
-    image = {
-        k: v for k, v in env_of(parse_dockerfile(service.dockerfile)[-1]).items() if k != "PATH"
-    }
+    image = {k: v for k, v in env_of(service.image_stages()[-1]).items() if k != "PATH"}
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("HARAG_", "OTEL_"))}
     env = {**clean, **image, **deployed}
+    # The image's PATH starts with its venv; here that is this venv.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
     env["HARAG_HOST"] = "127.0.0.1"
     env["HARAG_PORT"] = str(free_port())
     env["HARAG_METRICS_PORT"] = str(free_port())
@@ -61,7 +65,7 @@ def service_env(service: Service, deployed: dict[str, str], tmp_path: Path) -> d
 
 def probe(service: Service, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The image's HEALTHCHECK command, in the service's environment."""
-    command = localize(healthcheck_command(parse_dockerfile(service.dockerfile)[-1]))
+    command = localize(healthcheck_command(service.image_stages()[-1]))
     return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=10)
 
 

@@ -8,6 +8,7 @@ from deploy_support import (
     COMPONENT_SERVICES,
     COMPOSE_CHAOS,
     DEPLOY,
+    DOCKERFILE,
     GATEWAY_CONFIG,
     GATEWAY_CONFIG_MOUNT,
     REPO,
@@ -17,7 +18,6 @@ from deploy_support import (
     healthcheck_command,
     load_compose,
     memory_bytes,
-    parse_dockerfile,
     project_version,
 )
 
@@ -58,13 +58,13 @@ def test_builds_the_service_image_from_the_repo_root(service):
     spec = COMPOSE["services"][service.name]
     assert spec["image"] == f"{service.image}:{project_version()}"
     assert (DEPLOY / spec["build"]["context"]).resolve() == REPO
-    assert (REPO / spec["build"]["dockerfile"]).resolve() == service.dockerfile
+    assert (REPO / spec["build"]["dockerfile"]).resolve() == DOCKERFILE
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
 def test_health_is_the_image_probe_and_dependents_wait_for_it(service):
     spec = COMPOSE["services"][service.name]
-    final_stage = parse_dockerfile(service.dockerfile)[-1]
+    final_stage = service.image_stages()[-1]
     assert spec["healthcheck"]["test"] == ["CMD", *healthcheck_command(final_stage)]
     assert spec["depends_on"]["jaeger"] == {"condition": "service_healthy"}
     if service.impl is None:

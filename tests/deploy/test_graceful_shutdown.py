@@ -75,7 +75,10 @@ async def test_sigterm_flips_readiness_drains_and_exits_zero(tmp_path):
                     generate_request(), timeout=30
                 )
             )
-            await asyncio.sleep(0.3)  # the call is now held by the latency fault, in flight
+            # Time for the call to reach the server, where the latency fault holds it. No
+            # signal says "in flight" (a latency fault counts nothing in GetFaults), so this
+            # one wait stays a pause; the assertion below checks the call is still open.
+            await asyncio.sleep(0.3)
             assert not call.done()
 
             started = time.monotonic()

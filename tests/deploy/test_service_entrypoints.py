@@ -3,6 +3,8 @@ same probe its HEALTHCHECK runs, then stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from deploy_support import SERVICES, compose_env, load_compose
 from service_process import ServiceProcess, command_line, free_port, probe, service_env
@@ -17,6 +19,9 @@ def test_serves_from_the_image_command_line(service, tmp_path):
     env = service_env(service, compose_env(COMPOSE, service.name), tmp_path)
     with ServiceProcess(service, argv, env) as process:
         assert process.wait_serving().stdout.strip() == "SERVING"
+        # The entry point's shell has exec'd python: the process the runtime started (PID 1 in
+        # the container) is python itself, so SIGTERM reaches the server.
+        assert Path(f"/proc/{process.proc.pid}/exe").resolve().name.startswith("python")
         process.terminate()
         drain = float(env["HARAG_SHUTDOWN_DRAIN_S"])
         grace = float(env["HARAG_SHUTDOWN_GRACE_S"])

@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 
-from processes import REPO
-
-HARAG = [sys.executable, "-m", "harag_cli.main"]
-
-
-async def harag(*argv: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HARAG_", "OTEL_"))}
-    proc = await asyncio.create_subprocess_exec(
-        *HARAG,
-        *argv,
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode, out.decode(), err.decode()
+from processes import run_harag as harag
 
 
 async def test_ingest_txt_md_jsonl_then_query(clean_faults, tmp_path):
@@ -68,7 +49,7 @@ async def test_ingest_rejects_a_bad_jsonl_line_naming_it(mesh, tmp_path):
 
 async def test_faults_set_show_clear_through_the_cli(clean_faults):
     mesh = clean_faults
-    address = mesh.address("generator-primary")
+    # No component address given: the CLI asks the mesh's gateway where generator-primary is.
     code, out, err = await harag(
         "faults",
         "generator-primary",
@@ -77,8 +58,8 @@ async def test_faults_set_show_clear_through_the_cli(clean_faults):
         "1",
         "--code",
         "INTERNAL",
-        "--addr",
-        address,
+        "--gateway",
+        mesh.gateway_address,
     )
     assert code == 0, err
     assert "'errorRate': 1.0" in out and "'errorCode': 13" in out
@@ -88,8 +69,17 @@ async def test_faults_set_show_clear_through_the_cli(clean_faults):
     generate = reply["stages"][2]
     assert generate["served_by"] == "generator-fallback"
     assert generate["attempts"][0]["outcome"] == "INTERNAL"
+    address = mesh.address("generator-primary")
     code, out, _ = await harag("faults", "generator-primary", "clear", "--addr", address)
     assert code == 0 and "faults cleared" in out
+
+
+async def test_faults_names_the_known_services_for_an_unknown_one(mesh):
+    code, _, err = await harag(
+        "faults", "embedder-tertiary", "show", "--gateway", mesh.gateway_address
+    )
+    assert code == 1 and "Traceback" not in err
+    assert "unknown service 'embedder-tertiary'" in err and "embedder-primary" in err
 
 
 async def test_bad_query_prints_the_field_violation(mesh):

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import sys
 from pathlib import Path
 
-from processes import free_port
+from harag_cli.localports import free_port, port_is_free
 
 HARAG = str(Path(sys.executable).parent / "harag")
 PHASES = (
@@ -20,15 +19,6 @@ PHASES = (
     "Phase 5: Both generators down",
     "Phase 6: Every fault cleared",
 )
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def summary_rows(out: str) -> dict[int, list[str]]:

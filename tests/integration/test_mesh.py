@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from waiting import wait_until
 
 from harag.v1 import (
     fault_injection_pb2,
@@ -120,10 +120,10 @@ async def test_retriever_sigkill_and_restart_keeps_documents(clean_faults, known
     assert before.documents >= 40
     old_pid = mesh.supervisor.procs["retriever-primary"].pid
     mesh.supervisor.kill("retriever-primary", signal.SIGKILL)
-    for _ in range(100):  # the supervisor restarts it, as an orchestrator would
-        if mesh.supervisor.procs["retriever-primary"].pid != old_pid:
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(  # the supervisor restarts it, as an orchestrator would
+        lambda: mesh.supervisor.procs["retriever-primary"].pid != old_pid,
+        what="retriever-primary restarted",
+    )
     await mesh.wait_serving("retriever-primary")
     async with grpc.aio.insecure_channel(mesh.address("retriever-primary")) as channel:
         stub = retriever_pb2_grpc.RetrieverServiceStub(channel)
@@ -281,13 +281,11 @@ async def test_health_watch_sees_not_serving_on_sigterm(mesh):
     assert seen == ["SERVING", "NOT_SERVING"]
     proc = mesh.supervisor.procs[name]
     # The supervisor restarts it; the original process itself exited 0.
-    exit_codes = [line for line in mesh.logs.of("supervisor") if line.startswith(name)]
-    for _ in range(100):
-        exit_codes = [line for line in mesh.logs.of("supervisor") if line.startswith(name)]
-        if exit_codes:
-            break
-        await asyncio.sleep(0.05)
-    assert exit_codes and "exited with 0" in exit_codes[-1], exit_codes
+    exit_codes = await wait_until(
+        lambda: [line for line in mesh.logs.of("supervisor") if line.startswith(name)],
+        what=f"the supervisor reported {name}'s exit",
+    )
+    assert "exited with 0" in exit_codes[-1], exit_codes
     del proc
     await mesh.wait_serving(name)
     await mesh.wait_gateway_sees(name, "SERVING")

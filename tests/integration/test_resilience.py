@@ -14,6 +14,8 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
+from telemetry.support import metrics_address, scrape, value
+from waiting import wait_until
 
 from harag.v1 import (
     admin_pb2,
@@ -22,6 +24,7 @@ from harag.v1 import (
     fault_injection_pb2_grpc,
     gateway_pb2,
 )
+from harag_cli import render
 from servicekit.errors import details_of
 
 INTERNAL = grpc.StatusCode.INTERNAL.value[0]
@@ -81,6 +84,13 @@ def state(status: gateway_pb2.BreakerStatus) -> str:
     return gateway_pb2.CircuitState.Name(status.state).removeprefix("CIRCUIT_STATE_")
 
 
+async def probe_due(address: str, name: str) -> bool:
+    """The breaker's open wait has passed: its next call will be a half-open probe."""
+    status = (await breakers(address))[name]
+    due = status.next_probe_time.ToNanoseconds()
+    return state(status) == "OPEN" and 0 < due <= time.time_ns()
+
+
 async def query(stub, text: str, deadline_s: float = 5.0) -> gateway_pb2.QueryResponse:
     return await stub.Query(gateway_pb2.QueryRequest(query=text), timeout=deadline_s)
 
@@ -123,7 +133,7 @@ async def test_half_open_admits_bounded_probes_under_50_concurrent(clean_faults,
             "embedder-primary",
             fault_injection_pb2.Fault(error_rate=1.0, error_code=INTERNAL, latency=ms(0.3)),
         )
-        await asyncio.sleep(0.6)  # the open wait (0.5 s, no jitter) has passed
+        await wait_until(lambda: probe_due(gw.address, "embedder-primary"), what="probe due")
         before = await injected(mesh, "embedder-primary")
         replies = await asyncio.gather(*(query(gw.stub, f"probe {i}") for i in range(50)))
         reached = await injected(mesh, "embedder-primary") - before
@@ -272,7 +282,7 @@ async def test_cache_hit_then_stale_if_error(clean_faults, extra_gateway):
         first = await query(gw.stub, "How does load shedding protect a server?")
         again = await query(gw.stub, "how does LOAD shedding protect a server?")
         assert not first.cached and again.cached and again.answer == first.answer
-        await asyncio.sleep(0.6)  # the fresh entry expires; the stale one remains
+        await asyncio.sleep(0.6)  # lets the fresh entry's 0.5 s TTL run out; the stale one remains
         await mesh.set_fault("generator-primary", fault_injection_pb2.Fault(down=True))
         await mesh.set_fault("generator-fallback", fault_injection_pb2.Fault(down=True))
         stale = await query(gw.stub, "How does load shedding protect a server?")
@@ -379,12 +389,12 @@ async def test_idle_fallback_breaker_is_probed_closed_after_recovery(clean_fault
         await mesh.clear_faults("embedder-primary", "embedder-fallback")
         reply = await query(gw.stub, "back on the primary")
         assert stage(reply, gateway_pb2.STAGE_EMBED).served_by == "embedder-primary"
+
         # No query reaches the fallback now; the prober's replayed requests close it.
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 5.0
-        while state((await breakers(gw.address))["embedder-fallback"]) != "CLOSED":
-            assert loop.time() < end, "idle fallback breaker never closed"
-            await asyncio.sleep(0.1)
+        async def fallback_closed() -> bool:
+            return state((await breakers(gw.address))["embedder-fallback"]) == "CLOSED"
+
+        await wait_until(fallback_closed, what="idle fallback breaker closed", timeout_s=5.0)
         assert any(
             '"breaker probe"' in line and "embedder-fallback" in line
             for line in mesh.logs.of("gateway-extra")
@@ -418,3 +428,73 @@ async def test_hung_primary_trips_once_hedges_are_no_longer_affordable(clean_fau
         assert outcomes[-1] == "BREAKER_OPEN", outcomes
         status = (await breakers(gw.address))["embedder-primary"]
         assert state(status) == "OPEN" and status.failure_rate == 100.0
+
+
+async def test_rejections_and_retry_decisions_are_shown_in_health_and_metrics(
+    clean_faults, extra_gateway
+):
+    """Counters the resilience layer keeps (breaker rejections, retry decisions by reason,
+    budget use) reach an operator through GetSystemHealth and /metrics, with equal values."""
+    mesh = clean_faults
+    env = {
+        **LONG_OPEN,
+        "HARAG_RETRY_MAX_ATTEMPTS": "3",
+        "HARAG_RETRY_INITIAL_BACKOFF_S": "0.001",
+        "HARAG_RETRY_MAX_BACKOFF_S": "0.002",
+    }
+    async with extra_gateway(**env) as gw:
+        async with grpc.aio.insecure_channel(gw.address) as channel:
+            await admin_pb2_grpc.GatewayAdminServiceStub(channel).TransitionBreaker(
+                admin_pb2.TransitionBreakerRequest(
+                    upstream="generator-primary", action=admin_pb2.BREAKER_ACTION_FORCE_OPEN
+                ),
+                timeout=5,
+            )
+        await mesh.set_fault(
+            "embedder-primary", fault_injection_pb2.Fault(error_rate=1.0, error_code=UNAVAILABLE)
+        )
+        for i in range(3):  # each: UNAVAILABLE, retry, retry, then attempts exhausted
+            reply = await query(gw.stub, f"counted retries {i}")
+            assert stage(reply, gateway_pb2.STAGE_GENERATE).served_by == "generator-fallback"
+        await mesh.set_fault(
+            "embedder-primary", fault_injection_pb2.Fault(error_rate=1.0, error_code=INTERNAL)
+        )
+        await query(gw.stub, "an error that is not worth a retry")
+
+        health = await gw.stub.GetSystemHealth(gateway_pb2.GetSystemHealthRequest(), timeout=5)
+        by_name = {u.name: u for u in health.upstreams}
+        generator = by_name["generator-primary"]
+        assert generator.breaker.rejected_calls == 4
+        assert generator.breaker.late_results == 0
+        embedder = by_name["embedder-primary"]
+        decisions = {d.reason: d.count for d in embedder.retry_decisions}
+        assert decisions == {"retry": 6, "not_retryable": 1, "attempts_exhausted": 3}
+        assert embedder.retry_budget.spent == 6
+        assert embedder.retry_budget.requests == 4
+        assert embedder.retry_budget.rejected == 0
+        assert embedder.retry_budget.allowance >= 30  # the floor: 3/s over 10 s
+        assert not by_name["embedder-fallback"].retry_decisions, "no failure, no decision"
+        shown = render.health(health).splitlines()  # what `harag health` prints
+        assert any(
+            line.split()[:1] + line.split()[4:6] == ["generator-primary", "FORCED_OPEN", "4"]
+            for line in shown
+        )
+        assert any(
+            line.startswith("  embedder-primary")
+            and line.endswith("retry=6 not_retryable=1 attempts_exhausted=3")
+            for line in shown
+        )
+
+        samples = scrape(metrics_address(mesh.logs.json_of("gateway-extra")))
+        rejected = "harag_gateway_breaker_rejected_calls_total"
+        assert value(samples, rejected, upstream="generator-primary") == 4
+        assert value(samples, rejected, upstream="embedder-primary") == 0
+        decided = "harag_gateway_retry_decisions_total"
+        for reason in ("retry", "not_retryable", "attempts_exhausted", "budget_exhausted"):
+            assert value(samples, decided, upstream="embedder-primary", reason=reason) == (
+                decisions.get(reason, 0)
+            ), reason
+        budget = {"upstream": "embedder-primary"}
+        assert value(samples, "harag_gateway_retry_budget_rejected_total", **budget) == 0
+        assert value(samples, "harag_gateway_retry_budget_spent", **budget) == 6
+        assert value(samples, "harag_gateway_breaker_late_results_total", **budget) == 0

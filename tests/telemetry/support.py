@@ -81,8 +81,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def metrics_address(logs: list[dict]) -> str:
-    """The /metrics URL a process logged at start-up."""
-    for line in logs:
+    """The /metrics URL a process logged at its latest start-up (an earlier process of the
+    same name, such as a previous extra gateway, may have logged another)."""
+    for line in reversed(logs):
         if line.get("msg") == "metrics endpoint":
             return line["metrics_address"]
     raise AssertionError("the process never logged its metrics endpoint")

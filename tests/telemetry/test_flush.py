@@ -9,6 +9,7 @@ import signal
 import sys
 
 import grpc
+from waiting import wait_until
 
 from harag.v1 import embedder_pb2, embedder_pb2_grpc
 from harag_cli.supervisor import probe
@@ -39,10 +40,11 @@ async def test_sigterm_flushes_pending_spans(viewer: TraceViewer, unused_tcp_por
     )
     address = f"127.0.0.1:{unused_tcp_port}"
     try:
-        for _ in range(200):
-            if await probe(address) == "SERVING":
-                break
-            await asyncio.sleep(0.05)
+
+        async def serving() -> bool:
+            return await probe(address) == "SERVING"
+
+        await wait_until(serving, what="the embedder serving")
         # Our own trace id, sent as the W3C parent, so we know which trace to look for.
         trace_id = secrets.token_hex(16)
         traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
@@ -54,6 +56,7 @@ async def test_sigterm_flushes_pending_spans(viewer: TraceViewer, unused_tcp_por
                     metadata=(("traceparent", traceparent),),
                     timeout=5,
                 )
+        # An absence can only be checked after a pause: nothing may arrive within 0.3 s.
         await asyncio.sleep(0.3)
         assert viewer.store.get(trace_id) is None, "spans were exported before shutdown"
         proc.send_signal(signal.SIGTERM)

@@ -60,6 +60,8 @@ async def test_gateway_and_component_counters_follow_known_traffic(traced_mesh) 
     assert value(during, "harag_gateway_breaker_state", upstream=primary, state="CLOSED") == 0
     assert value(after, "harag_gateway_breaker_state", upstream=primary, state="CLOSED") == 1
     assert delta("harag_gateway_breaker_transitions_total", upstream=primary, to="FORCED_OPEN") == 1
+    # Every rejected call is counted, whatever the state that rejected it.
+    assert delta("harag_gateway_breaker_rejected_calls_total", upstream=primary) == 3
 
     # The component counts the calls it served, by method and status.
     served = "rpc_server_call_duration_seconds_count"

@@ -1,11 +1,11 @@
-"""Admission control: the PIE controller's arithmetic, and the queue probe over real gRPC."""
+"""Admission control: the PIE controller and the queue probe on a fake clock (with a seeded
+random), and the shedding interceptor over real gRPC."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
-import time
 
 import grpc
 import pytest
@@ -18,8 +18,15 @@ from gateway.admission import (
     ShedLog,
     _pie_scale,
 )
+from gateway.resilience.clock import FakeClock
 from harag.v1 import gateway_pb2, gateway_pb2_grpc
 from servicekit.errors import details_of
+
+
+async def drain(rounds: int = 20) -> None:
+    """Lets every task that can run do so (the fake clock only moves when told)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
 
 
 def updates_until(controller: SheddingController, delay_s: float, probability: float) -> int:
@@ -80,37 +87,52 @@ def test_the_first_measurement_after_a_pause_has_no_trend() -> None:
 
 
 def test_a_burst_that_drains_within_the_allowance_sheds_nothing() -> None:
-    now = [0.0]
-    controller = SheddingController(target_s=0.1, clock=lambda: now[0])
+    clock = FakeClock()
+    controller = SheddingController(target_s=0.1, clock=clock, rng=random.Random(3))
     controller.update(0.01)
     for _ in range(7):  # 140 ms of a 0.6 s queue: p rises, but the burst allowance holds
-        now[0] += 0.02
+        clock.advance(0.02)
         controller.update(0.6)
     assert controller.probability > 0.01
     assert not any(controller.shed() for _ in range(1000))
     for _ in range(20):  # the queue persists past the 150 ms allowance: shedding starts
-        now[0] += 0.02
+        clock.advance(0.02)
         controller.update(0.6)
-    assert sum(controller.shed() for _ in range(1000)) > 100
+    shed_share = sum(controller.shed() for _ in range(10_000)) / 10_000
+    assert shed_share == pytest.approx(controller.probability, abs=0.02)
     for _ in range(200):  # drained: p back to zero, and the next burst is allowed again
-        now[0] += 0.02
+        clock.advance(0.02)
         controller.update(0.01)
     assert controller.probability == 0.0 and controller.burst_allowance_s == 0.15
+    assert not any(controller.shed() for _ in range(1000))
+
+
+def test_the_same_seed_sheds_the_same_queries() -> None:
+    def decisions(seed: int) -> list[bool]:
+        controller = SheddingController(target_s=0.1, rng=random.Random(seed))
+        controller.probability, controller.burst_allowance_s = 0.3, 0.0
+        return [controller.shed() for _ in range(200)]
+
+    assert decisions(5) == decisions(5) and decisions(5) != decisions(6)
+    assert 30 < sum(decisions(5)) < 90  # about 30% of 200
 
 
 def test_shed_log_writes_at_most_a_line_a_second_with_the_count(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    shed_log = ShedLog()
+    clock = FakeClock()
+    shed_log = ShedLog(clock)
     with caplog.at_level(logging.WARNING, logger="harag.admission"):
         for _ in range(500):
             shed_log.shed("queue_delay")
+            clock.advance(0.001)
     lines = [r for r in caplog.records if r.getMessage() == "shedding requests"]
     assert len(lines) == 1 and lines[0].shed == 1  # the first one at once
-    shed_log._last -= 1.0  # a second later
+    clock.advance(0.5)  # 1 s after the first line
     with caplog.at_level(logging.WARNING, logger="harag.admission"):
         shed_log.shed("queue_delay")
-    assert caplog.records[-1].shed == 500
+    lines = [r for r in caplog.records if r.getMessage() == "shedding requests"]
+    assert len(lines) == 2 and lines[-1].shed == 500
 
 
 class _HeldGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
@@ -128,6 +150,22 @@ class _HeldGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
     async def StreamQuery(self, request, context):
         self.calls += 1
         yield gateway_pb2.StreamQueryResponse(chunk="held")
+
+
+class _HeldStub:
+    """Stands in for the gateway's own stub: a Query waits in the "queue" until `gate` opens."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.calls: list[tuple[tuple[str, str], ...]] = []
+
+    def Query(self, request, *, timeout, metadata):  # like grpc's: returns an awaitable call
+        self.calls.append(metadata)
+        return self._answer()
+
+    async def _answer(self) -> gateway_pb2.QueryResponse:
+        await self.gate.wait()
+        return gateway_pb2.QueryResponse()
 
 
 class _Recorder(SheddingController):
@@ -152,49 +190,81 @@ async def _serve(servicer: gateway_pb2_grpc.RagGatewayServiceServicer, *intercep
 
 
 async def test_probe_reports_a_stuck_query_by_its_growing_age_then_its_round_trip() -> None:
-    servicer = _HeldGateway()
-    server, address = await _serve(servicer)
+    clock, stub, recorder = FakeClock(), _HeldStub(), _Recorder()
+    probe = QueueDelayProbe("unused:1", interval_s=0.02, controller=recorder, clock=clock)
+    probe.last_round_trip_s = 0.03  # the previous probe's
+    metadata = ((PROBE_HEADER, probe.token),)
+    probing = asyncio.create_task(probe.probe_once(stub, gateway_pb2.QueryRequest(), metadata))
+    await drain()
+    assert stub.calls == [metadata] and recorder.seen == []
+    for _ in range(5):
+        clock.advance(0.02)
+        await drain()
+    # Unanswered: at least the last round trip, then the probe's age at every interval.
+    assert recorder.seen == pytest.approx([0.03, 0.04, 0.06, 0.08, 0.10])
+    clock.advance(0.005)
+    stub.gate.set()
+    await probing
+    assert recorder.seen[-1] == pytest.approx(0.105)  # answered: its whole round trip
+    assert probe.last_round_trip_s == pytest.approx(0.105)
+    await probe.probe_once(stub, gateway_pb2.QueryRequest(), metadata)  # answered at once
+    assert recorder.seen[-1] == 0.0 and len(recorder.seen) == 7
+
+
+async def test_probe_counts_only_answers_and_deadlines() -> None:
+    class Failing:
+        def __init__(self, code: grpc.StatusCode) -> None:
+            self.code = code
+
+        def Query(self, request, *, timeout, metadata):
+            return self._fail()
+
+        async def _fail(self) -> gateway_pb2.QueryResponse:
+            raise _rpc_error(self.code)
+
     recorder = _Recorder()
-    probe = QueueDelayProbe(address, interval_s=0.02, controller=recorder)
-    probe.last_query_at = time.monotonic() + 3600  # busy: probe
-    probe.start()
-    try:
-        await asyncio.sleep(0.3)
-        held = list(recorder.seen)
-        assert len(held) >= 5 and held == sorted(held)  # one probe, older at every interval
-        assert held[-1] >= 0.2
-        servicer.gate.set()
-        await asyncio.sleep(0.2)
-        after = recorder.seen[len(held) :]
-        assert after[0] >= held[-1]  # the answered probe's round trip: it waited all along
-        assert len(after) >= 3 and after[-1] < 0.1  # and the next ones are answered at once
-    finally:
-        await probe.stop()
-        await server.stop(0)
+    probe = QueueDelayProbe("unused:1", interval_s=0.02, controller=recorder, clock=FakeClock())
+    await probe.probe_once(Failing(grpc.StatusCode.UNAVAILABLE), gateway_pb2.QueryRequest(), ())
+    assert recorder.seen == []  # not serving yet: nothing was measured
+    await probe.probe_once(
+        Failing(grpc.StatusCode.DEADLINE_EXCEEDED), gateway_pb2.QueryRequest(), ()
+    )
+    assert recorder.seen == [0.0]  # a probe that timed out waited its whole round trip
+
+
+def _rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="x")
 
 
 async def test_probe_sends_nothing_while_no_queries_arrive() -> None:
-    servicer = _HeldGateway()
-    servicer.gate.set()
-    server, address = await _serve(servicer)
-    recorder = _Recorder()
-    probe = QueueDelayProbe(address, interval_s=0.01, controller=recorder)
-    probe.start()
+    clock, stub, recorder = FakeClock(), _HeldStub(), _Recorder()
+    stub.gate.set()
+    probe = QueueDelayProbe("unused:1", interval_s=0.125, controller=recorder, clock=clock)
+    looping = asyncio.create_task(probe.probe_forever(stub))
+    await drain()
     try:
-        await asyncio.sleep(0.2)
-        assert servicer.calls == 0 and recorder.seen == [] and recorder.pauses > 5
-        probe.last_query_at = time.monotonic()
-        await asyncio.sleep(0.2)
-        assert servicer.calls >= 3 and len(recorder.seen) >= 3
+        for _ in range(10):
+            clock.advance(0.125)
+            await drain()
+        assert stub.calls == [] and recorder.seen == [] and recorder.pauses == 10
+        probe.last_query_at = clock.monotonic()  # a query arrived: probe while they come
+        for _ in range(4):
+            clock.advance(0.125)
+            await drain()
+        assert len(stub.calls) == 4 and len(recorder.seen) == 4
+        clock.advance(1.0)  # the last query came 1.5 s ago: idle again, nothing sent
+        await drain()
+        assert len(stub.calls) == 4 and recorder.pauses == 11
     finally:
-        await probe.stop()
-        await server.stop(0)
+        looping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await looping
 
 
 async def test_interceptor_sheds_queries_with_retry_info_and_lets_the_rest_through() -> None:
     servicer = _HeldGateway()
     servicer.gate.set()
-    controller = SheddingController(target_s=0.05)
+    controller = SheddingController(target_s=0.05, rng=random.Random(1))
     probe = QueueDelayProbe("unused:1", interval_s=1, controller=controller)
     shed: list[str] = []
     interceptor = AdmissionInterceptor(controller, probe, 0.25, shed.append, ShedLog())

@@ -78,11 +78,15 @@ function healthReply(reply) {
       `up ${(seconds(reply.uptime) ?? 0).toFixed(0)}s`,
   ];
   for (const u of reply.upstreams) {
-    const breaker = u.breaker ? `breaker ${u.breaker.state.replace('CIRCUIT_STATE_', '')}` : 'no breaker';
+    let breaker = u.breaker ? `breaker ${u.breaker.state.replace('CIRCUIT_STATE_', '')}` : 'no breaker';
+    // 64-bit counters arrive as strings (see protos.js).
+    if (u.breaker && Number(u.breaker.rejectedCalls)) breaker += ` (${u.breaker.rejectedCalls} rejected)`;
     const last = u.lastOutcome ? `last ${u.lastOutcome} ${ms(u.lastLatencyMs)}` : 'no calls yet';
+    const retries = u.retryDecisions.map((d) => `${d.reason}=${d.count}`).join(' ');
     lines.push(
       `  ${u.component.padEnd(9)} ${u.name.padEnd(20)} ${u.address}  tier ${u.tier}  ` +
         `${u.health.replace('UPSTREAM_HEALTH_STATUS_', '')}  ${breaker}  ${last}` +
+        (retries ? `  retries: ${retries}` : '') +
         (u.lastError ? `  (${u.lastError})` : ''),
     );
   }

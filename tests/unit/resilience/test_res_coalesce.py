@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from gateway.resilience import Coalescer
+from gateway.resilience.coalesce import Coalescer
 
 
 async def drain(rounds: int = 20) -> None:

@@ -6,17 +6,10 @@ import asyncio
 
 import pytest
 
-from gateway.resilience import (
-    Bulkhead,
-    BulkheadFull,
-    CountWindow,
-    Deadline,
-    FakeClock,
-    RollingCounters,
-    SystemClock,
-    TimeWindow,
-    reserve_for,
-)
+from gateway.resilience.bulkhead import Bulkhead
+from gateway.resilience.clock import FakeClock, SystemClock, done_within
+from gateway.resilience.deadline import Deadline
+from gateway.resilience.window import CountWindow, RollingCounters, TimeWindow
 
 
 async def drain(rounds: int = 20) -> None:
@@ -55,6 +48,39 @@ async def test_system_clock() -> None:
     before = clock.monotonic()
     await clock.sleep(0.001)
     assert clock.monotonic() > before
+
+
+async def test_fake_clock_drive_jumps_to_each_wakeup_in_turn() -> None:
+    clock = FakeClock()
+    woke: list[float] = []
+
+    async def napper(seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append(clock.monotonic())
+
+    async def both() -> str:
+        await asyncio.gather(napper(3.0), napper(1.5))
+        return "done"
+
+    assert await clock.drive(both()) == "done"
+    assert woke == [1.5, 3.0] and clock.monotonic() == 3.0
+
+
+async def test_fake_clock_drive_refuses_to_wait_on_anything_but_time() -> None:
+    clock = FakeClock()
+    never = asyncio.Event()
+    with pytest.raises(RuntimeError, match="stuck"):
+        await clock.drive(never.wait())
+
+
+async def test_done_within_on_a_fake_clock() -> None:
+    clock = FakeClock()
+    slow = asyncio.ensure_future(clock.sleep(2.0))
+    assert not await clock.drive(done_within(slow, 0.5, clock))
+    assert clock.monotonic() == 0.5 and not slow.done()
+    assert await clock.drive(done_within(slow, 5.0, clock))
+    assert clock.monotonic() == 2.0  # returned as soon as it was done
+    assert clock.pending_sleepers == 0  # the timer was cleaned up
 
 
 # -- windows -------------------------------------------------------------------------------
@@ -116,13 +142,14 @@ async def test_bulkhead_never_exceeds_limit() -> None:
 
     async def worker() -> None:
         nonlocal peak, admitted
+        if not bh.try_enter():
+            return
         try:
-            async with bh.slot():
-                admitted += 1
-                peak = max(peak, bh.in_flight)
-                await asyncio.sleep(0)
-        except BulkheadFull:
-            pass
+            admitted += 1
+            peak = max(peak, bh.in_flight)
+            await asyncio.sleep(0)
+        finally:
+            bh.leave()
 
     await asyncio.gather(*(worker() for _ in range(100)))
     assert peak == 5 and admitted == 5
@@ -133,7 +160,7 @@ def test_bulkhead_try_enter_leave() -> None:
     bh = Bulkhead(2)
     assert bh.try_enter() and bh.try_enter()
     assert not bh.try_enter()
-    assert bh.in_flight == 2 and bh.available == 0
+    assert bh.in_flight == 2
     bh.leave()
     assert bh.try_enter()
     bh.leave()
@@ -141,15 +168,6 @@ def test_bulkhead_try_enter_leave() -> None:
     bh.leave()  # unmatched: clamped, capacity does not grow
     assert bh.in_flight == 0
     assert bh.try_enter() and bh.try_enter() and not bh.try_enter()
-    with pytest.raises(BulkheadFull), bh.slot():
-        pass
-
-
-def test_bulkhead_slot_releases_on_error() -> None:
-    bh = Bulkhead(1)
-    with pytest.raises(RuntimeError), bh.slot():
-        raise RuntimeError("call failed")
-    assert bh.in_flight == 0
 
 
 # -- deadline ------------------------------------------------------------------------------
@@ -163,29 +181,8 @@ def test_deadline_arithmetic() -> None:
     assert d.attempt_timeout(reserve_s=0.5, minimum_s=0.1, cap_s=0.8) == pytest.approx(0.8)
     assert d.attempt_timeout(reserve_s=1.95, minimum_s=0.1) is None  # 0.05 < minimum
     assert d.attempt_timeout(reserve_s=2.5) is None
-    assert d.fits(1.0, reserve_s=0.5, minimum_s=0.5)
-    assert not d.fits(1.0, reserve_s=0.5, minimum_s=0.6)
     clock.advance(1.5)
     assert d.remaining() == pytest.approx(0.5)
     clock.advance(1.0)
     assert d.expired and d.remaining() == 0.0
     assert d.attempt_timeout() is None
-
-
-def test_deadline_from_timeout() -> None:
-    clock = FakeClock()
-    assert Deadline.from_timeout(None, default_s=3.0, clock=clock).remaining() == 3.0
-    assert Deadline.from_timeout(1.0, default_s=3.0, clock=clock).remaining() == 1.0
-    assert Deadline.from_timeout(60.0, default_s=3.0, max_s=10.0, clock=clock).remaining() == 10.0
-
-
-def test_reserve_for_later_tiers() -> None:
-    assert reserve_for(0, 0.3) == 0.0
-    assert reserve_for(2, 0.3, local_last_resort_s=0.05) == pytest.approx(0.65)
-    clock = FakeClock()
-    d = Deadline.after(1.0, clock)
-    # Tier 1 of 3 remote tiers keeps 2 x 0.3 s + 0.05 s for the others.
-    assert d.attempt_timeout(reserve_for(2, 0.3, 0.05), minimum_s=0.2) == pytest.approx(0.35)
-    assert d.attempt_timeout(reserve_for(3, 0.3, 0.05), minimum_s=0.2) is None
-    with pytest.raises(ValueError):
-        reserve_for(-1, 0.3)

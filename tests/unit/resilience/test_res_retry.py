@@ -7,8 +7,8 @@ import grpc
 import pytest
 from grpc import aio
 
-from gateway.resilience import (
-    FakeClock,
+from gateway.resilience.clock import FakeClock
+from gateway.resilience.retry import (
     RetryBudget,
     RetryBudgetConfig,
     RetryDecision,

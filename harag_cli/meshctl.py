@@ -1,0 +1,142 @@
+"""Talking to a running local mesh: where its processes are, their faults, the gateway's breakers.
+
+One implementation for the CLI (`harag faults`), the demo, the tests and the benchmarks. A
+component's address comes from the gateway (its upstream list), so any ports work; the
+default ports plus an offset are the answer when no gateway is there to ask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+
+import grpc
+
+from harag.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    fault_injection_pb2,
+    fault_injection_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
+from servicekit.ports import GATEWAY_PORT, process_ports
+
+RPC_TIMEOUT_S = 5.0
+
+
+def gateway_address(addr: str | None = None, port_offset: int | None = None) -> str:
+    """The gateway to talk to: `--addr`, else `--port-offset`, else $HARAG_GATEWAY, else the
+    default port."""
+    if addr:
+        return addr
+    if port_offset is None:
+        env = os.environ.get("HARAG_GATEWAY")
+        if env:
+            return env
+        port_offset = 0
+    return f"127.0.0.1:{GATEWAY_PORT + port_offset}"
+
+
+def default_addresses(port_offset: int = 0) -> dict[str, str]:
+    """Every process of a mesh started by `harag up --port-offset port_offset`."""
+    return {name: f"127.0.0.1:{port}" for name, port in process_ports(port_offset).items()}
+
+
+async def discover(gateway: str) -> dict[str, str]:
+    """Component name -> address, as the gateway at `gateway` reaches them."""
+    async with grpc.aio.insecure_channel(gateway) as channel:
+        reply = await gateway_pb2_grpc.RagGatewayServiceStub(channel).GetSystemHealth(
+            gateway_pb2.GetSystemHealthRequest(), timeout=RPC_TIMEOUT_S
+        )
+    return {u.name: u.address for u in reply.upstreams}
+
+
+class MeshControl:
+    """Fault injection and breaker control over a mesh whose addresses are known.
+
+    By default every call opens its own channel, so a restarted process is reached at once; a
+    load generator that calls often keeps one channel per address (`keep_channels`), closed by
+    `close()`.
+    """
+
+    def __init__(
+        self, addresses: Mapping[str, str], gateway: str, keep_channels: bool = False
+    ) -> None:
+        self.addresses = dict(addresses)
+        self.gateway = gateway
+        self.keep_channels = keep_channels
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        """The kept channel to `address` (opened on first use)."""
+        if address not in self._channels:
+            self._channels[address] = grpc.aio.insecure_channel(address)
+        return self._channels[address]
+
+    @contextlib.asynccontextmanager
+    async def _open(self, address: str) -> AsyncIterator[grpc.aio.Channel]:
+        if self.keep_channels:
+            yield self.channel(address)
+        else:
+            async with grpc.aio.insecure_channel(address) as channel:
+                yield channel
+
+    def components(self) -> list[str]:
+        return [name for name, address in self.addresses.items() if address != self.gateway]
+
+    async def set_fault(self, name: str, fault: fault_injection_pb2.Fault) -> None:
+        async with self._open(self.addresses[name]) as channel:
+            await fault_injection_pb2_grpc.FaultInjectionServiceStub(channel).SetFault(
+                fault_injection_pb2.SetFaultRequest(fault=fault), timeout=RPC_TIMEOUT_S
+            )
+
+    async def _clear(self, name: str) -> None:
+        async with self._open(self.addresses[name]) as channel:
+            await fault_injection_pb2_grpc.FaultInjectionServiceStub(channel).ClearFaults(
+                fault_injection_pb2.ClearFaultsRequest(), timeout=RPC_TIMEOUT_S
+            )
+
+    async def clear_faults(self, names: Iterable[str] = ()) -> None:
+        """Clears the faults of `names` (every component when empty)."""
+        await asyncio.gather(*(self._clear(name) for name in (list(names) or self.components())))
+
+    async def get_faults(self, name: str) -> fault_injection_pb2.GetFaultsResponse:
+        async with self._open(self.addresses[name]) as channel:
+            reply: fault_injection_pb2.GetFaultsResponse = await (
+                fault_injection_pb2_grpc.FaultInjectionServiceStub(channel).GetFaults(
+                    fault_injection_pb2.GetFaultsRequest(), timeout=RPC_TIMEOUT_S
+                )
+            )
+            return reply
+
+    async def reset_breakers(self, names: Iterable[str] = ()) -> None:
+        async with self._open(self.gateway) as channel:
+            admin = admin_pb2_grpc.GatewayAdminServiceStub(channel)
+            for name in list(names) or self.components():
+                await admin.TransitionBreaker(
+                    admin_pb2.TransitionBreakerRequest(
+                        upstream=name, action=admin_pb2.BREAKER_ACTION_RESET
+                    ),
+                    timeout=RPC_TIMEOUT_S,
+                )
+
+    async def breaker_states(self, gateway: str | None = None) -> dict[str, str]:
+        """Breaker state name (CLOSED, OPEN, ...) per upstream of a gateway."""
+        async with self._open(gateway or self.gateway) as channel:
+            reply = await admin_pb2_grpc.GatewayAdminServiceStub(channel).ListBreakers(
+                admin_pb2.ListBreakersRequest(), timeout=RPC_TIMEOUT_S
+            )
+        return {
+            b.upstream: gateway_pb2.CircuitState.Name(b.breaker.state).removeprefix(
+                "CIRCUIT_STATE_"
+            )
+            for b in reply.breakers
+        }
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
