@@ -207,6 +207,8 @@ def section(cls: type[Any]) -> Any:
 
 @dataclass(frozen=True)
 class Declared:
+    """A setting found on a configuration class, and where it sits in the tree."""
+
     path: str
     """Dotted field path from the root dataclass, e.g. "breaker.window_size"."""
     setting: Setting
@@ -255,6 +257,8 @@ def settings_of(cls: type[Any]) -> list[Setting]:
 
 @dataclass(frozen=True)
 class SectionDoc:
+    """One table of the configuration reference: a section's class and its own settings."""
+
     path: str
     """Field path of the section from the root ("" for the root's own settings)."""
     cls: type[Any]
