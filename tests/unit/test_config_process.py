@@ -67,6 +67,14 @@ EMBEDDER_CASES = {
         {"HARAG_MAX_BATCH_SIZE": "0"},
         ["max_batch_size = '0' (from env HARAG_MAX_BATCH_SIZE)", "[1, 100000]"],
     ),
+    "bad combination": (
+        {"HARAG_PORT": "7123", "HARAG_METRICS_PORT": "7123"},
+        [
+            "metrics_port must differ from port",
+            "metrics_port = 7123 (from env HARAG_METRICS_PORT)",
+            "port = 7123 (from env HARAG_PORT)",
+        ],
+    ),
     "wrong type": (
         {"HARAG_SHUTDOWN_GRACE_S": "soon"},
         ["shutdown_grace_s = 'soon' (from env HARAG_SHUTDOWN_GRACE_S)"],
