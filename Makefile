@@ -56,9 +56,10 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: install $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
-## lint: ruff and buf lint.
+## lint: ruff, mypy (strict on gateway/, servicekit/ and the client library harag/) and buf lint.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	cd protos && ../$(BUF) lint
 
 ## breaking: buf breaking against main (run before changing a .proto).
