@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
@@ -61,10 +63,10 @@ class Service:
         return f"ha-rag/{self.component}"
 
     def default_port(self) -> int:
-        """The port the service's own config defaults to (its settings module)."""
+        """The port the service defaults to (declared once, in servicekit.ports)."""
         if self.impl is None:
-            return importlib.import_module("gateway.config").PORT
-        return importlib.import_module(f"{self.package}.settings").PORTS[self.impl]
+            return GATEWAY_PORT
+        return COMPONENT_PORTS[self.component][self.impl]
 
     def settings(self) -> list[Any]:
         module = "gateway.config" if self.impl is None else f"{self.package}.settings"
