@@ -7,7 +7,9 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2, json_format
@@ -34,6 +36,8 @@ INGEST_BATCH = 64
 INGEST_TIMEOUT_S = 120.0
 HEALTH_TIMEOUT_S = 5.0
 CALLER_ERROR = 2  # exit status for a caller's mistake, as argparse uses for a bad flag
+
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 def _client(addr: str) -> harag.AsyncClient:
@@ -62,7 +66,7 @@ async def _ingest_documents(
 ) -> tuple[int, int, list[str]]:
     bar = None
     if progress and len(documents) > INGEST_BATCH:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
 
         bar = tqdm(total=len(documents), unit="doc", file=sys.stderr)
     succeeded, failed, problems = 0, 0, []
@@ -391,7 +395,8 @@ def _hint(args: argparse.Namespace, failure: harag.HaragError) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return asyncio.run(args.func(args))
+        command: Command = args.func
+        return asyncio.run(command(args))
     except (harag.HaragError, grpc.aio.AioRpcError) as exc:
         # Admin and fault commands call raw stubs; their errors are decoded the same way.
         failure = exc if isinstance(exc, harag.HaragError) else error_from_rpc(exc)

@@ -105,6 +105,11 @@ def retries(upstreams: list[gateway_pb2.UpstreamStatus]) -> list[str]:
     return out
 
 
+def _rate(percent: float) -> str:
+    """A breaker's failure or slow-call rate; negative until it has seen enough calls."""
+    return "-" if percent < 0 else f"{percent:.1f}"
+
+
 def breakers(entries: Sequence[admin_pb2.UpstreamBreaker]) -> str:
     """`harag breakers`: one line per upstream breaker."""
     out = [
@@ -113,15 +118,14 @@ def breakers(entries: Sequence[admin_pb2.UpstreamBreaker]) -> str:
     ]
     for entry in entries:
         b = entry.breaker
-        rate = lambda v: "-" if v < 0 else f"{v:.1f}"  # noqa: E731 - tiny formatter
         probe = (
             b.next_probe_time.ToDatetime().strftime("%H:%M:%S.%f")[:-3]
             if b.HasField("next_probe_time")
             else "-"
         )
         out.append(
-            f"  {entry.upstream:<20} {circuit(b.state):<12} {rate(b.failure_rate):>7} "
-            f"{rate(b.slow_call_rate):>7} {b.calls_in_window:>6} "
+            f"  {entry.upstream:<20} {circuit(b.state):<12} {_rate(b.failure_rate):>7} "
+            f"{_rate(b.slow_call_rate):>7} {b.calls_in_window:>6} "
             f"{b.time_in_state.ToTimedelta().total_seconds():>9.1f}s "
             f"{b.consecutive_trips:>6} {b.rejected_calls:>8}  {probe}"
         )
