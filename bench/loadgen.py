@@ -27,13 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from google.rpc import error_details_pb2
 
 from bench.report import RESULTS, markdown_table, write_json, write_markdown
 from bench.stats import Sample, Summary, summarise
+from harag.errors import error_from_rpc
 from harag.v1 import gateway_pb2, gateway_pb2_grpc
 from harag_cli.corpus import SAMPLE_CORPUS
-from servicekit.errors import details_of
 
 CLIENT_OVERLOAD = "CLIENT_OVERLOAD"  # open loop: too many queries outstanding to send more
 CLIENT_ERROR = "CLIENT_ERROR"  # anything that is not a gRPC status (a bug in the client)
@@ -104,10 +103,8 @@ class QuerySource:
 
 
 def _retry(error: grpc.aio.AioRpcError) -> float:
-    for detail in details_of(error):
-        if isinstance(detail, error_details_pb2.RetryInfo):
-            return detail.retry_delay.ToTimedelta().total_seconds()
-    return 0.0
+    """The delay the server's RetryInfo asks for (0 when it sent none)."""
+    return error_from_rpc(error).retry_delay_s or 0.0
 
 
 async def _one(

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from harag.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from harag.v1 import gateway_pb2, gateway_pb2_grpc
+from harag_cli.meshctl import list_breakers, states_of
 from servicekit.background import BackgroundTasks
 
 OPEN_STATES = ("OPEN", "FORCED_OPEN")
@@ -61,22 +62,19 @@ class BreakerWatch:
     """Polls ListBreakers every `interval_s`, keeping the latest states and every change."""
 
     def __init__(self, channel: grpc.aio.Channel, interval_s: float = 0.05) -> None:
-        self._admin = admin_pb2_grpc.GatewayAdminServiceStub(channel)
+        self._channel = channel
         self.interval_s = interval_s
         self.states: dict[str, str] = {}
         self.changes: list[tuple[float, str, str]] = []  # (monotonic time, upstream, state)
         self._tasks = BackgroundTasks("breaker watch")
 
     async def poll(self) -> dict[str, str]:
-        reply = await self._admin.ListBreakers(admin_pb2.ListBreakersRequest(), timeout=5)
+        states = states_of(await list_breakers(self._channel))
         now = time.monotonic()
-        for entry in reply.breakers:
-            state = gateway_pb2.CircuitState.Name(entry.breaker.state).removeprefix(
-                "CIRCUIT_STATE_"
-            )
-            if self.states.get(entry.upstream) != state:
-                self.changes.append((now, entry.upstream, state))
-            self.states[entry.upstream] = state
+        for upstream, state in states.items():
+            if self.states.get(upstream) != state:
+                self.changes.append((now, upstream, state))
+            self.states[upstream] = state
         return self.states
 
     async def _loop(self) -> None:

@@ -4,59 +4,75 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2, json_format
 
+import harag
+from harag.errors import error_from_rpc
 from harag.v1 import (
     admin_pb2,
-    admin_pb2_grpc,
     common_pb2,
     fault_injection_pb2,
     fault_injection_pb2_grpc,
-    gateway_pb2,
-    gateway_pb2_grpc,
     retriever_pb2,
     retriever_pb2_grpc,
 )
 from harag_cli import demo, render, traces
 from harag_cli.corpus import CorpusError, read_documents, sample_corpus
 from harag_cli.localports import free_port_offset
-from harag_cli.meshctl import default_addresses, discover, gateway_address
+from harag_cli.meshctl import MeshControl, default_addresses, discover, gateway_address
 from harag_cli.supervisor import ProcessSpec, StartupError, Supervisor, mesh_specs
 from harag_cli.traceview.receiver import API_PORT, OTLP_PORT, TraceViewer
-from servicekit.errors import details_of
 from servicekit.ports import process_ports
 
 INGEST_BATCH = 64
+INGEST_TIMEOUT_S = 120.0
+HEALTH_TIMEOUT_S = 5.0
+CALLER_ERROR = 2  # exit status for a caller's mistake, as argparse uses for a bad flag
+
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
-def _gateway(addr: str) -> gateway_pb2_grpc.RagGatewayServiceStub:
-    return gateway_pb2_grpc.RagGatewayServiceStub(grpc.aio.insecure_channel(addr))
+def _client(addr: str) -> harag.AsyncClient:
+    """The client library every command that calls the public API goes through, so the CLI
+    behaves as a user's program does. Credentials (an API key) will be added here."""
+    return harag.AsyncClient(addr)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0 seconds, got {text}")
+    return seconds
 
 
 # -- harag up ---------------------------------------------------------------------------
 
 
 async def _ingest_documents(
-    stub: gateway_pb2_grpc.RagGatewayServiceStub,
+    client: harag.AsyncClient,
     documents: list[common_pb2.Document],
     progress: bool = True,
 ) -> tuple[int, int, list[str]]:
     bar = None
     if progress and len(documents) > INGEST_BATCH:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
 
         bar = tqdm(total=len(documents), unit="doc", file=sys.stderr)
     succeeded, failed, problems = 0, 0, []
     for start in range(0, len(documents), INGEST_BATCH):
         batch = documents[start : start + INGEST_BATCH]
-        reply = await stub.Ingest(gateway_pb2.IngestRequest(documents=batch), timeout=120)
+        reply = await client.ingest(batch, timeout=INGEST_TIMEOUT_S)
         succeeded += reply.succeeded
         failed += reply.failed
         problems += [f"{r.id}: {r.reason}" for r in reply.results if r.reason]
@@ -135,35 +151,40 @@ async def up(args: argparse.Namespace) -> int:
         if viewer is not None:
             await viewer.stop()
         return 1
-    gateway = specs[-1].address
-    if not args.no_ingest:
-        retriever = next(s for s in specs if s.name == "retriever-primary").address
-        async with grpc.aio.insecure_channel(retriever) as channel:
-            stats = await retriever_pb2_grpc.RetrieverServiceStub(channel).GetStats(
-                retriever_pb2.GetStatsRequest(), timeout=10
-            )
-        if stats.documents == 0:
-            ok, bad, _ = await _ingest_documents(_gateway(gateway), sample_corpus())
-            print(
-                f"harag up: ingested the sample corpus ({ok} documents, {bad} failed)", flush=True
-            )
-    print(_ready_banner(specs, args.port_offset, viewer), flush=True)
-    await stop.wait()
-    codes = await supervisor.stop()
-    if viewer is not None:  # after the services, so their last spans still arrive
-        await viewer.stop()
+    try:
+        if not args.no_ingest:
+            await _ingest_sample_corpus(specs)
+        print(_ready_banner(specs, args.port_offset, viewer), flush=True)
+        await stop.wait()
+    finally:  # a failed ingest ends `harag up` too, and leaves no process behind
+        codes = await supervisor.stop()
+        if viewer is not None:  # after the services, so their last spans still arrive
+            await viewer.stop()
     print(f"harag up: stopped ({', '.join(f'{n}={c}' for n, c in codes.items())})", flush=True)
     return 0
+
+
+async def _ingest_sample_corpus(specs: list[ProcessSpec]) -> None:
+    """Loads the sample corpus unless the retrievers kept an index from an earlier run."""
+    retriever = next(s for s in specs if s.name == "retriever-primary").address
+    async with grpc.aio.insecure_channel(retriever) as channel:
+        stats = await retriever_pb2_grpc.RetrieverServiceStub(channel).GetStats(
+            retriever_pb2.GetStatsRequest(), timeout=10
+        )
+    if stats.documents:
+        return
+    gateway = next(s for s in specs if s.name == "gateway").address
+    async with _client(gateway) as client:
+        ok, bad, _ = await _ingest_documents(client, sample_corpus())
+    print(f"harag up: ingested the sample corpus ({ok} documents, {bad} failed)", flush=True)
 
 
 # -- harag query / ingest / health -----------------------------------------------------
 
 
 async def query(args: argparse.Namespace) -> int:
-    request = gateway_pb2.QueryRequest(query=args.question)
-    if args.top_k is not None:
-        request.top_k = args.top_k
-    reply = await _gateway(_addr(args)).Query(request, timeout=args.deadline)
+    async with _client(_addr(args)) as client:
+        reply = await client.query(args.question, top_k=args.top_k, timeout=args.deadline)
     if args.json:
         print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
     else:
@@ -180,7 +201,8 @@ async def ingest(args: argparse.Namespace) -> int:
     except (CorpusError, OSError) as exc:
         print(f"harag ingest: {exc}", file=sys.stderr)
         return 2
-    ok, bad, problems = await _ingest_documents(_gateway(_addr(args)), documents)
+    async with _client(_addr(args)) as client:
+        ok, bad, problems = await _ingest_documents(client, documents)
     for problem in problems:
         print(f"  {problem}")
     print(f"ingested {ok} documents, {bad} failed")
@@ -188,9 +210,8 @@ async def ingest(args: argparse.Namespace) -> int:
 
 
 async def health(args: argparse.Namespace) -> int:
-    reply = await _gateway(_addr(args)).GetSystemHealth(
-        gateway_pb2.GetSystemHealthRequest(), timeout=5
-    )
+    async with _client(_addr(args)) as client:
+        reply = await client.get_system_health(timeout=HEALTH_TIMEOUT_S)
     if args.json:
         print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
     else:
@@ -207,7 +228,7 @@ async def _component_address(service: str, gateway: str | None, port_offset: int
     defaults = default_addresses(port_offset or 0)
     try:
         addresses = await discover(gateway_address(gateway, port_offset))
-    except grpc.aio.AioRpcError:
+    except harag.HaragError:
         addresses = {n: a for n, a in defaults.items() if n != "gateway"}
     if service not in addresses:
         known = ", ".join(sorted(addresses))
@@ -253,20 +274,13 @@ BREAKER_ACTIONS = {
 
 
 async def breakers(args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(_addr(args)) as channel:
-        admin = admin_pb2_grpc.GatewayAdminServiceStub(channel)
-        if args.action:
-            if not args.upstream:
-                print("harag breakers: name the upstream, e.g. embedder-primary", file=sys.stderr)
-                return 2
-            await admin.TransitionBreaker(
-                admin_pb2.TransitionBreakerRequest(
-                    upstream=args.upstream, action=BREAKER_ACTIONS[args.action]
-                ),
-                timeout=5,
-            )
-        reply = await admin.ListBreakers(admin_pb2.ListBreakersRequest(), timeout=5)
-    print(render.breakers(list(reply.breakers)))
+    control = MeshControl({}, _addr(args))
+    if args.action:
+        if not args.upstream:
+            print("harag breakers: name the upstream, e.g. embedder-primary", file=sys.stderr)
+            return CALLER_ERROR
+        await control.transition_breaker(args.upstream, BREAKER_ACTIONS[args.action])
+    print(render.breakers(await control.list_breakers()))
     return 0
 
 
@@ -322,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="ask a question")
     p.add_argument("question")
     p.add_argument("--top-k", type=int)
-    p.add_argument("--deadline", type=float, default=10.0, help="seconds")
+    p.add_argument("--deadline", type=_positive_seconds, default=10.0, help="seconds")
     p.add_argument("--json", action="store_true", help="print the raw response as JSON")
     p.set_defaults(func=query)
 
@@ -367,18 +381,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _hint(args: argparse.Namespace, failure: harag.HaragError) -> str:
+    """What the user can do about an error the client met before any server answered."""
+    if failure.status is not None:  # the server explained itself
+        return ""
+    if isinstance(failure, harag.DeadlineExceeded) and hasattr(args, "deadline"):
+        return f"no answer within --deadline {args.deadline:g} s"
+    if isinstance(failure, harag.Unavailable):
+        return "is the mesh running? `harag up` starts one"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return asyncio.run(args.func(args))
-    except grpc.aio.AioRpcError as exc:
-        print(f"harag: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        for detail in details_of(exc):
-            print(
-                f"  {type(detail).__name__}: {json.dumps(json_format.MessageToDict(detail))}",
-                file=sys.stderr,
-            )
-        return 1
+        command: Command = args.func
+        return asyncio.run(command(args))
+    except (harag.HaragError, grpc.aio.AioRpcError) as exc:
+        # Admin and fault commands call raw stubs; their errors are decoded the same way.
+        failure = exc if isinstance(exc, harag.HaragError) else error_from_rpc(exc)
+        print(render.error(args.command, failure, _hint(args, failure)), file=sys.stderr)
+        return CALLER_ERROR if isinstance(failure, harag.InvalidArgument) else 1
     except KeyboardInterrupt:
         return 130
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 import grpc
 
+import harag
 from harag.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     fault_injection_pb2,
     fault_injection_pb2_grpc,
     gateway_pb2,
-    gateway_pb2_grpc,
 )
 from servicekit.ports import GATEWAY_PORT, process_ports
 
@@ -46,12 +46,30 @@ def default_addresses(port_offset: int = 0) -> dict[str, str]:
 
 
 async def discover(gateway: str) -> dict[str, str]:
-    """Component name -> address, as the gateway at `gateway` reaches them."""
-    async with grpc.aio.insecure_channel(gateway) as channel:
-        reply = await gateway_pb2_grpc.RagGatewayServiceStub(channel).GetSystemHealth(
-            gateway_pb2.GetSystemHealthRequest(), timeout=RPC_TIMEOUT_S
-        )
+    """Component name -> address, as the gateway at `gateway` reaches them.
+
+    Raises harag.HaragError when the gateway does not answer."""
+    async with harag.AsyncClient(gateway, timeout=RPC_TIMEOUT_S) as client:
+        reply = await client.get_system_health()
     return {u.name: u.address for u in reply.upstreams}
+
+
+def state_name(state: int) -> str:
+    """A breaker state as the CLI, the demo and the tests name it: CLOSED, OPEN, ..."""
+    return gateway_pb2.CircuitState.Name(state).removeprefix("CIRCUIT_STATE_")
+
+
+async def list_breakers(channel: grpc.aio.Channel) -> Sequence[admin_pb2.UpstreamBreaker]:
+    """Every upstream breaker of the gateway at the other end of `channel`."""
+    reply = await admin_pb2_grpc.GatewayAdminServiceStub(channel).ListBreakers(
+        admin_pb2.ListBreakersRequest(), timeout=RPC_TIMEOUT_S
+    )
+    return list(reply.breakers)
+
+
+def states_of(breakers: Iterable[admin_pb2.UpstreamBreaker]) -> dict[str, str]:
+    """Breaker state name per upstream."""
+    return {b.upstream: state_name(b.breaker.state) for b in breakers}
 
 
 class MeshControl:
@@ -112,29 +130,27 @@ class MeshControl:
             )
             return reply
 
-    async def reset_breakers(self, names: Iterable[str] = ()) -> None:
+    async def transition_breaker(self, upstream: str, action: admin_pb2.BreakerAction) -> None:
+        """An operator's breaker action (force open, disable, reset) on the gateway."""
         async with self._open(self.gateway) as channel:
-            admin = admin_pb2_grpc.GatewayAdminServiceStub(channel)
-            for name in list(names) or self.components():
-                await admin.TransitionBreaker(
-                    admin_pb2.TransitionBreakerRequest(
-                        upstream=name, action=admin_pb2.BREAKER_ACTION_RESET
-                    ),
-                    timeout=RPC_TIMEOUT_S,
-                )
+            await admin_pb2_grpc.GatewayAdminServiceStub(channel).TransitionBreaker(
+                admin_pb2.TransitionBreakerRequest(upstream=upstream, action=action),
+                timeout=RPC_TIMEOUT_S,
+            )
+
+    async def reset_breakers(self, names: Iterable[str] = ()) -> None:
+        for name in list(names) or self.components():
+            await self.transition_breaker(name, admin_pb2.BREAKER_ACTION_RESET)
+
+    async def list_breakers(
+        self, gateway: str | None = None
+    ) -> Sequence[admin_pb2.UpstreamBreaker]:
+        async with self._open(gateway or self.gateway) as channel:
+            return await list_breakers(channel)
 
     async def breaker_states(self, gateway: str | None = None) -> dict[str, str]:
         """Breaker state name (CLOSED, OPEN, ...) per upstream of a gateway."""
-        async with self._open(gateway or self.gateway) as channel:
-            reply = await admin_pb2_grpc.GatewayAdminServiceStub(channel).ListBreakers(
-                admin_pb2.ListBreakersRequest(), timeout=RPC_TIMEOUT_S
-            )
-        return {
-            b.upstream: gateway_pb2.CircuitState.Name(b.breaker.state).removeprefix(
-                "CIRCUIT_STATE_"
-            )
-            for b in reply.breakers
-        }
+        return states_of(await self.list_breakers(gateway))
 
     async def close(self) -> None:
         for channel in self._channels.values():

@@ -1,10 +1,13 @@
-"""Human-readable output for the CLI: answers, the stage receipt, health tables."""
+"""Human-readable output for the CLI: answers, the stage receipt, health tables, errors."""
 
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 
-from harag.v1 import gateway_pb2
+from harag.errors import HaragError
+from harag.v1 import admin_pb2, gateway_pb2
+from harag_cli.meshctl import state_name
 
 STAGE_NAMES = {
     gateway_pb2.STAGE_EMBED: "embed",
@@ -14,7 +17,7 @@ STAGE_NAMES = {
 
 
 def circuit(state: int) -> str:
-    return gateway_pb2.CircuitState.Name(state).removeprefix("CIRCUIT_STATE_") if state else "-"
+    return state_name(state) if state else "-"
 
 
 def receipt(stages: list[gateway_pb2.StageReport]) -> list[str]:
@@ -102,7 +105,12 @@ def retries(upstreams: list[gateway_pb2.UpstreamStatus]) -> list[str]:
     return out
 
 
-def breakers(entries: list) -> str:
+def _rate(percent: float) -> str:
+    """A breaker's failure or slow-call rate; negative until it has seen enough calls."""
+    return "-" if percent < 0 else f"{percent:.1f}"
+
+
+def breakers(entries: Sequence[admin_pb2.UpstreamBreaker]) -> str:
     """`harag breakers`: one line per upstream breaker."""
     out = [
         f"  {'upstream':<20} {'state':<12} {'fail %':>7} {'slow %':>7} {'calls':>6} "
@@ -110,16 +118,44 @@ def breakers(entries: list) -> str:
     ]
     for entry in entries:
         b = entry.breaker
-        rate = lambda v: "-" if v < 0 else f"{v:.1f}"  # noqa: E731 - tiny formatter
         probe = (
             b.next_probe_time.ToDatetime().strftime("%H:%M:%S.%f")[:-3]
             if b.HasField("next_probe_time")
             else "-"
         )
         out.append(
-            f"  {entry.upstream:<20} {circuit(b.state):<12} {rate(b.failure_rate):>7} "
-            f"{rate(b.slow_call_rate):>7} {b.calls_in_window:>6} "
+            f"  {entry.upstream:<20} {circuit(b.state):<12} {_rate(b.failure_rate):>7} "
+            f"{_rate(b.slow_call_rate):>7} {b.calls_in_window:>6} "
             f"{b.time_in_state.ToTimedelta().total_seconds():>9.1f}s "
             f"{b.consecutive_trips:>6} {b.rejected_calls:>8}  {probe}"
         )
     return "\n".join(out)
+
+
+def error(command: str, failure: HaragError, hint: str = "") -> str:
+    """One line for a failed call: the status code, the server's message, every bad field it
+    named that the message does not already, when to retry, and its stable reason.
+
+    e.g. `harag query: INVALID_ARGUMENT: top_k: must be within 1..50`, or
+    `harag query: RESOURCE_EXHAUSTED: gateway at capacity (retry in 0.25 s; reason ADMISSION_SHED)`.
+    """
+    said = [failure.message] if failure.message else []
+    said += [
+        f"{v.field}: {v.description}"
+        for v in failure.field_violations
+        if f"{v.field}: {v.description}" not in failure.message
+    ]
+    extras = []
+    if failure.retry_delay_s is not None:
+        extras.append(f"retry in {failure.retry_delay_s:g} s")
+    if failure.reason and failure.reason != failure.code.name:
+        extras.append(f"reason {failure.reason}")
+    if hint:
+        extras.append(hint)
+    # grpcio's own messages may span lines; the error stays on one.
+    text = " ".join("; ".join(said).split())
+    return (
+        f"harag {command}: {failure.code.name}"
+        + (f": {text}" if text else "")
+        + (f" ({'; '.join(extras)})" if extras else "")
+    )

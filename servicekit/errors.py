@@ -81,22 +81,3 @@ def failed_precondition(message: str, reason: str) -> grpc.Status:
 async def abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> NoReturn:
     await context.abort(status.code, status.details, status.trailing_metadata)
     raise AssertionError("unreachable: abort raises")
-
-
-def details_of(error: grpc.aio.AioRpcError | grpc.RpcError) -> list[object]:
-    """Decodes the google.rpc.Status details of a client-side error (BadRequest, RetryInfo...)."""
-    status = rpc_status.from_call(error)
-    if status is None:
-        return []
-    decoded: list[object] = []
-    for detail in status.details:
-        for kind in (
-            error_details_pb2.BadRequest,
-            error_details_pb2.RetryInfo,
-            error_details_pb2.ErrorInfo,
-        ):
-            if detail.Is(kind.DESCRIPTOR):
-                msg = kind()
-                detail.Unpack(msg)
-                decoded.append(msg)
-    return decoded

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -14,17 +15,15 @@ import grpc
 from chaos.schedule import Action, Episode
 from harag.v1 import (
     admin_pb2,
-    admin_pb2_grpc,
     common_pb2,
     embedder_pb2,
     embedder_pb2_grpc,
-    fault_injection_pb2,
-    fault_injection_pb2_grpc,
     gateway_pb2,
     gateway_pb2_grpc,
     retriever_pb2,
     retriever_pb2_grpc,
 )
+from harag_cli.meshctl import MeshControl
 
 
 @dataclass(frozen=True)
@@ -114,19 +113,22 @@ class Chaos:
         self.log: list[str] = []
         self.kills = 0
 
-    async def _call(self, name: str, method: str, request) -> None:
-        """A fault RPC, waiting out a restart in progress (a killed process comes back)."""
+    async def _call(self, name: str, what: str, call: Callable[[], Awaitable[None]]) -> None:
+        """A fault RPC, waiting out a restart in progress (a killed process comes back).
+
+        The mesh's control opens a channel per call, so a restarted process is reached."""
         for _ in range(3):
-            async with grpc.aio.insecure_channel(self.mesh.address(name)) as channel:
-                stub = fault_injection_pb2_grpc.FaultInjectionServiceStub(channel)
-                try:
-                    await getattr(stub, method)(request, timeout=5)
-                    return
-                except grpc.aio.AioRpcError as exc:
-                    if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                        raise
+            try:
+                await call()
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
             await self.mesh.wait_serving(name, timeout_s=30)
-        raise AssertionError(f"{name} never took {method}")
+        raise AssertionError(f"{name} never took {what}")
+
+    async def _clear(self, name: str) -> None:
+        await self._call(name, "ClearFaults", lambda: self.mesh.control.clear_faults([name]))
 
     async def _apply(self, action: Action) -> None:
         self.log.append(f"{time.monotonic() - self.origin:6.2f}s {action.describe()}")
@@ -134,10 +136,11 @@ class Chaos:
             self.mesh.supervisor.kill(action.upstream)
             self.kills += 1
         else:
+            fault = action.fault
             await self._call(
                 action.upstream,
                 "SetFault",
-                fault_injection_pb2.SetFaultRequest(fault=action.fault),
+                lambda: self.mesh.control.set_fault(action.upstream, fault),
             )
 
     async def run(self, episodes: list[Episode]) -> None:
@@ -147,34 +150,21 @@ class Chaos:
             await asyncio.sleep(episode.hold_s)
             for action in episode.actions:
                 if action.fault is not None:
-                    await self._call(
-                        action.upstream, "ClearFaults", fault_injection_pb2.ClearFaultsRequest()
-                    )
+                    await self._clear(action.upstream)
 
     async def clear_everything(self, names: list[str]) -> float:
         """Clears every fault and waits for every process to serve; returns that moment."""
         for name in names:
             await self.mesh.wait_serving(name, timeout_s=30)
-            await self._call(name, "ClearFaults", fault_injection_pb2.ClearFaultsRequest())
+            await self._clear(name)
         return time.monotonic()
-
-
-async def breaker_states(address: str) -> dict[str, str]:
-    async with grpc.aio.insecure_channel(address) as channel:
-        reply = await admin_pb2_grpc.GatewayAdminServiceStub(channel).ListBreakers(
-            admin_pb2.ListBreakersRequest(), timeout=5
-        )
-    return {
-        b.upstream: gateway_pb2.CircuitState.Name(b.breaker.state).removeprefix("CIRCUIT_STATE_")
-        for b in reply.breakers
-    }
 
 
 class BreakerTrips:
     """Polls the breakers while the chaos runs and counts how often each was seen opening."""
 
-    def __init__(self, address: str) -> None:
-        self.address = address
+    def __init__(self, control: MeshControl) -> None:
+        self.control = control
         self.opened: dict[str, int] = {}
         self._last: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
@@ -182,7 +172,7 @@ class BreakerTrips:
     async def _loop(self) -> None:
         while True:
             with contextlib.suppress(grpc.aio.AioRpcError):
-                for name, state in (await breaker_states(self.address)).items():
+                for name, state in (await self.control.breaker_states()).items():
                     if state == "OPEN" and self._last.get(name) != "OPEN":
                         self.opened[name] = self.opened.get(name, 0) + 1
                     self._last[name] = state
@@ -199,27 +189,20 @@ class BreakerTrips:
 
 
 async def wait_closed(
-    address: str, names: list[str], limit_s: float
+    control: MeshControl, names: list[str], limit_s: float
 ) -> tuple[float | None, dict[str, str]]:
     """Seconds until every breaker in `names` reads CLOSED (None if not within `limit_s`)."""
     started = time.monotonic()
     states: dict[str, str] = {}
     while time.monotonic() - started < limit_s:
-        states = await breaker_states(address)
+        states = await control.breaker_states()
         if all(states[n] == "CLOSED" for n in names):
             return time.monotonic() - started, states
         await asyncio.sleep(0.1)
     return None, states
 
 
-async def _transition(address: str, upstream: str, action: int) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        await admin_pb2_grpc.GatewayAdminServiceStub(channel).TransitionBreaker(
-            admin_pb2.TransitionBreakerRequest(upstream=upstream, action=action), timeout=5
-        )
-
-
-async def route_through(address: str, fallback: str, limit_s: float) -> float | None:
+async def route_through(control: MeshControl, fallback: str, limit_s: float) -> float | None:
     """Seconds until `fallback`'s breaker closes once it gets traffic.
 
     A breaker closes only on calls, and a healthy primary leaves its fallback none (only
@@ -227,11 +210,11 @@ async def route_through(address: str, fallback: str, limit_s: float) -> float | 
     by hand (FORCED_OPEN, an operator action, not a fault), then reset.
     """
     primary = fallback.replace("-fallback", "-primary")
-    await _transition(address, primary, admin_pb2.BREAKER_ACTION_FORCE_OPEN)
+    await control.transition_breaker(primary, admin_pb2.BREAKER_ACTION_FORCE_OPEN)
     try:
-        took, _ = await wait_closed(address, [fallback], limit_s)
+        took, _ = await wait_closed(control, [fallback], limit_s)
     finally:
-        await _transition(address, primary, admin_pb2.BREAKER_ACTION_RESET)
+        await control.transition_breaker(primary, admin_pb2.BREAKER_ACTION_RESET)
     return took
 
 

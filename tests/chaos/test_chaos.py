@@ -19,7 +19,6 @@ from chaos.runner import (
     BreakerTrips,
     Chaos,
     Traffic,
-    breaker_states,
     missing_documents,
     route_through,
     wait_closed,
@@ -86,17 +85,17 @@ async def run_chaos(mesh) -> None:
     origin = time.monotonic()
     traffic = Traffic(mesh.gateway, questions, DEADLINE_S, origin)
     chaos = Chaos(mesh, origin)
-    trips = BreakerTrips(mesh.gateway_address)
+    trips = BreakerTrips(mesh.control)
     traffic.start(WORKERS, SEED)
     trips.start()
     try:
         await chaos.run(episodes)
         await trips.stop()
         cleared = await chaos.clear_everything(list(UPSTREAMS))
-        recovered_s, states = await wait_closed(mesh.gateway_address, PRIMARIES, RECOVERY_BOUND_S)
+        recovered_s, states = await wait_closed(mesh.control, PRIMARIES, RECOVERY_BOUND_S)
         idle = [n for n in FALLBACKS if states.get(n) != "CLOSED"]
-        routed = {n: await route_through(mesh.gateway_address, n, RECOVERY_BOUND_S) for n in idle}
-        final = await breaker_states(mesh.gateway_address)
+        routed = {n: await route_through(mesh.control, n, RECOVERY_BOUND_S) for n in idle}
+        final = await mesh.control.breaker_states()
         await traffic.wait_for(MIN_QUERIES)
     finally:
         await trips.stop()

@@ -12,14 +12,14 @@ import asyncio
 import time
 
 import grpc
-from google.rpc import error_details_pb2
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from processes import free_port
 from telemetry.support import scrape, value
 
 from gateway.admission import PROBE_HEADER
+from harag.errors import error_from_rpc
 from harag.v1 import gateway_pb2
-from servicekit.errors import details_of
 
 UNMEETABLE = {
     "HARAG_ADMISSION_QUEUE_TARGET_S": "0.000001",
@@ -56,11 +56,9 @@ async def test_queued_queries_are_shed_with_retry_info_and_counted(clean_faults,
         assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, codes
         assert len(errors) >= 50, f"no shedding under sustained load: {codes}"
         for error in errors[:5]:
-            details = details_of(error)
-            retry = [d for d in details if isinstance(d, error_details_pb2.RetryInfo)]
-            info = [d for d in details if isinstance(d, error_details_pb2.ErrorInfo)]
-            assert retry and retry[0].retry_delay.ToMilliseconds() == 300
-            assert info and info[0].reason == "GATEWAY_OVERLOADED"
+            decoded = error_from_rpc(error)
+            assert decoded.retry_delay_s == pytest.approx(0.3)
+            assert decoded.reason == "GATEWAY_OVERLOADED"
             assert "overloaded" in error.details()
 
         # Shedding is for queries; health and the system view stay answerable.

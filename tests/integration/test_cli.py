@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from processes import free_port
 from processes import run_harag as harag
 
 
@@ -82,7 +83,26 @@ async def test_faults_names_the_known_services_for_an_unknown_one(mesh):
     assert "unknown service 'embedder-tertiary'" in err and "embedder-primary" in err
 
 
-async def test_bad_query_prints_the_field_violation(mesh):
-    code, _, err = await harag("query", "x", "--top-k", "0", "--addr", mesh.gateway_address)
-    assert code == 1
-    assert "INVALID_ARGUMENT" in err and '"field": "top_k"' in err
+async def test_bad_query_is_one_line_naming_the_field_and_exits_2(mesh):
+    code, out, err = await harag("query", "x", "--top-k", "0", "--addr", mesh.gateway_address)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.count("\n") == 1, err
+    assert err.startswith("harag query: INVALID_ARGUMENT: top_k: "), err
+
+
+async def test_a_missed_deadline_is_one_line_naming_the_flag(mesh):
+    # 1 ms cannot cover three upstream hops, so the client's deadline expires first.
+    code, out, err = await harag(
+        "query", "What is BM25?", "--deadline", "0.001", "--addr", mesh.gateway_address
+    )
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert err.count("\n") == 1, err
+    assert err.startswith("harag query: DEADLINE_EXCEEDED: "), err
+    assert err.endswith("(no answer within --deadline 0.001 s)\n"), err
+
+
+async def test_no_gateway_is_one_line_suggesting_harag_up():
+    port = free_port()  # nothing listens there
+    code, _, err = await harag("health", "--addr", f"127.0.0.1:{port}")
+    assert code == 1 and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith("harag health: UNAVAILABLE: ") and "`harag up` starts one" in err

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from processes import service_process
 
+from harag.errors import error_from_rpc
 from harag.v1 import common_pb2, generator_pb2, generator_pb2_grpc
-from servicekit.errors import details_of
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_DOCS = 3
@@ -129,8 +128,7 @@ async def test_bad_input_is_invalid_argument_naming_the_field(
         else:
             await stream(address, streamed)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    bad = [d for d in details_of(raised.value) if isinstance(d, error_details_pb2.BadRequest)]
-    assert [v.field for v in bad[0].field_violations] == fields
+    assert [v.field for v in error_from_rpc(raised.value).field_violations] == fields
 
 
 @pytest.mark.parametrize("impl", ["primary", "fallback"])

@@ -6,17 +6,16 @@ import signal
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from waiting import wait_until
 
+from harag.errors import error_from_rpc
 from harag.v1 import (
     fault_injection_pb2,
     gateway_pb2,
     retriever_pb2,
     retriever_pb2_grpc,
 )
-from servicekit.errors import details_of
 
 DOWN = fault_injection_pb2.Fault(down=True)
 
@@ -152,8 +151,7 @@ async def test_bad_query_input_is_invalid_argument_naming_the_field(mesh, reques
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await mesh.gateway.Query(gateway_pb2.QueryRequest(**request_fields), timeout=5)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    bad = [d for d in details_of(caught.value) if isinstance(d, error_details_pb2.BadRequest)]
-    assert [v.field for v in bad[0].field_violations] == [field]
+    assert [v.field for v in error_from_rpc(caught.value).field_violations] == [field]
 
 
 async def test_bad_stream_query_input_is_invalid_argument(mesh):

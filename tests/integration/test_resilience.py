@@ -13,10 +13,10 @@ import time
 import grpc
 import pytest
 from google.protobuf import duration_pb2
-from google.rpc import error_details_pb2
 from telemetry.support import metrics_address, scrape, value
 from waiting import wait_until
 
+from harag.errors import error_from_rpc
 from harag.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -25,7 +25,6 @@ from harag.v1 import (
     gateway_pb2,
 )
 from harag_cli import render
-from servicekit.errors import details_of
 
 INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
@@ -248,8 +247,8 @@ async def test_inbound_overload_is_shed_with_retry_info(clean_faults, extra_gate
         )
         shed = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
         assert len(shed) == 9 and all(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for e in shed)
-        retry_info = [d for d in details_of(shed[0]) if isinstance(d, error_details_pb2.RetryInfo)]
-        assert retry_info and retry_info[0].retry_delay.ToTimedelta().total_seconds() > 0
+        retry_delay_s = error_from_rpc(shed[0]).retry_delay_s
+        assert retry_delay_s is not None and retry_delay_s > 0
 
 
 async def test_identical_concurrent_queries_share_one_run(clean_faults, extra_gateway):

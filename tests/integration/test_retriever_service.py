@@ -14,11 +14,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from google.rpc import error_details_pb2
 from processes import free_port, service_process
 
+from harag.errors import error_from_rpc
 from harag.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
-from servicekit.errors import details_of
 
 
 def retriever_process(impl: str, data_dir: Path, **settings: str):
@@ -49,12 +48,12 @@ def indexed(doc_id: str, text: str = "", embeddings: dict | None = None, **metad
 
 
 def bad_fields(error: grpc.aio.AioRpcError) -> list[str]:
-    [bad] = [d for d in details_of(error) if isinstance(d, error_details_pb2.BadRequest)]
-    return [v.field for v in bad.field_violations]
+    return [v.field for v in error_from_rpc(error).field_violations]
 
 
 def reason(error: grpc.aio.AioRpcError) -> str:
-    [info] = [d for d in details_of(error) if isinstance(d, error_details_pb2.ErrorInfo)]
+    info = error_from_rpc(error).error_info
+    assert info is not None, "no ErrorInfo in the status details"
     return info.reason
 
 

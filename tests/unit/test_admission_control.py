@@ -19,8 +19,8 @@ from gateway.admission import (
     _pie_scale,
 )
 from gateway.resilience.clock import FakeClock
+from harag.errors import error_from_rpc
 from harag.v1 import gateway_pb2, gateway_pb2_grpc
-from servicekit.errors import details_of
 
 
 async def drain(rounds: int = 20) -> None:
@@ -279,10 +279,9 @@ async def test_interceptor_sheds_queries_with_retry_info_and_lets_the_rest_throu
                 for _ in range(50):  # 0.99 each: shed within a few
                     await stub.Query(gateway_pb2.QueryRequest(), timeout=5)
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            details = details_of(caught.value)
-            retry = [d for d in details if hasattr(d, "retry_delay")]
-            assert retry and retry[0].retry_delay.ToMilliseconds() == 250
-            assert any(getattr(d, "reason", "") == "GATEWAY_OVERLOADED" for d in details)
+            decoded = error_from_rpc(caught.value)
+            assert decoded.retry_delay_s == pytest.approx(0.25)
+            assert decoded.reason == "GATEWAY_OVERLOADED"
             assert shed and shed[0].endswith("/Query")
             with pytest.raises(grpc.aio.AioRpcError) as streamed:
                 for _ in range(50):
