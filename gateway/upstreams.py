@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.config import COMPONENTS, GatewayConfig, UpstreamSpec
 from gateway.guards import build_guard
 from gateway.resilience.guard import AttemptRecord, Guard
+from gateway.resilience.recent import StatusConfig
 from harag.v1 import embedder_pb2_grpc, generator_pb2_grpc, retriever_pb2_grpc
 from servicekit.background import BackgroundTasks
 from servicekit.server import MAX_MESSAGE_BYTES
@@ -88,8 +89,12 @@ class Upstream:
 class Upstreams:
     """All chains, by component, in tier order; owns channels and health watchers."""
 
-    def __init__(self, chains: dict[str, list[Upstream]]) -> None:
+    def __init__(
+        self, chains: dict[str, list[Upstream]], status: StatusConfig | None = None
+    ) -> None:
         self.chains = chains
+        # When an upstream's recent calls make the system DEGRADED (gateway.health).
+        self.status = status or StatusConfig()
         self._watchers = BackgroundTasks("upstream health watch")
 
     @classmethod
@@ -98,7 +103,7 @@ class Upstreams:
         for component in COMPONENTS:
             specs: list[UpstreamSpec] = cfg.chains.specs(component)
             chains[component] = [_connect(component, spec, cfg) for spec in specs]
-        return cls(chains)
+        return cls(chains, cfg.status)
 
     def all(self) -> list[Upstream]:
         return [u for component in COMPONENTS for u in self.chains.get(component, [])]
