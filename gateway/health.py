@@ -54,6 +54,7 @@ def breaker_status(upstream: Upstream) -> gateway_pb2.BreakerStatus | None:
         consecutive_trips=snap.consecutive_trips,
         rejected_calls=snap.rejected_calls,
         late_results=snap.late_results,
+        transitions=snap.generation,  # every transition starts a new generation
     )
     status.time_in_state.FromNanoseconds(int(snap.time_in_state_s * 1e9))
     if snap.next_probe_in_s is not None:

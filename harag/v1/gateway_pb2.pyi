@@ -249,7 +249,7 @@ class GetSystemHealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class BreakerStatus(_message.Message):
-    __slots__ = ("state", "failure_rate", "slow_call_rate", "calls_in_window", "time_in_state", "next_probe_time", "consecutive_trips", "rejected_calls", "late_results")
+    __slots__ = ("state", "failure_rate", "slow_call_rate", "calls_in_window", "time_in_state", "next_probe_time", "consecutive_trips", "rejected_calls", "late_results", "transitions")
     STATE_FIELD_NUMBER: _ClassVar[int]
     FAILURE_RATE_FIELD_NUMBER: _ClassVar[int]
     SLOW_CALL_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -259,6 +259,7 @@ class BreakerStatus(_message.Message):
     CONSECUTIVE_TRIPS_FIELD_NUMBER: _ClassVar[int]
     REJECTED_CALLS_FIELD_NUMBER: _ClassVar[int]
     LATE_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
     state: CircuitState
     failure_rate: float
     slow_call_rate: float
@@ -268,7 +269,8 @@ class BreakerStatus(_message.Message):
     consecutive_trips: int
     rejected_calls: int
     late_results: int
-    def __init__(self, state: _Optional[_Union[CircuitState, str]] = ..., failure_rate: _Optional[float] = ..., slow_call_rate: _Optional[float] = ..., calls_in_window: _Optional[int] = ..., time_in_state: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., next_probe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consecutive_trips: _Optional[int] = ..., rejected_calls: _Optional[int] = ..., late_results: _Optional[int] = ...) -> None: ...
+    transitions: int
+    def __init__(self, state: _Optional[_Union[CircuitState, str]] = ..., failure_rate: _Optional[float] = ..., slow_call_rate: _Optional[float] = ..., calls_in_window: _Optional[int] = ..., time_in_state: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., next_probe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consecutive_trips: _Optional[int] = ..., rejected_calls: _Optional[int] = ..., late_results: _Optional[int] = ..., transitions: _Optional[int] = ...) -> None: ...
 
 class RetryBudgetStatus(_message.Message):
     __slots__ = ("requests", "spent", "allowance", "rejected")

@@ -13,11 +13,13 @@ import time
 
 import grpc
 from google.protobuf import duration_pb2
+from telemetry.support import metrics_address, scrape, value
 from waiting import wait_until
 
 from harag.v1 import admin_pb2, admin_pb2_grpc, fault_injection_pb2, gateway_pb2
 
-# Every query is a fresh one; hedging stays on (the default) unless a test says otherwise.
+# Every query is a fresh one. Hedging is off, as on the shared mesh, unless a test turns it
+# on (a hung primary under hedging: test_resilience.py's hedging test).
 FRESH = {"HARAG_CACHE_TTL_S": "0", "HARAG_STALE_TTL_S": "0", "HARAG_COALESCE_ENABLED": "false"}
 LONG_OPEN = {"HARAG_BREAKER_WAIT_IN_OPEN_S": "30", "HARAG_BREAKER_MAX_WAIT_IN_OPEN_S": "60"}
 BOUND_CALLS = 5
@@ -90,8 +92,11 @@ async def hung_until_open(gw, mesh, name: str, which: int, deadline_s: float) ->
     assert took <= max(BOUND_S, 1.0 + len(paid) * deadline_s), took
     assert stage(paid[-1], which).attempts[0].outcome == "HUNG"  # gave up when it opened
     assert await breaker_state(gw.address, name) == "OPEN"
-    reasons = {r.reason for r in upstream(await health(gw), name).degraded_reasons}
-    assert {"breaker", "slow_call_rate"} <= reasons, reasons
+    status = upstream(await health(gw), name)
+    assert {"breaker", "slow_call_rate"} <= {r.reason for r in status.degraded_reasons}
+    samples = scrape(metrics_address(mesh.logs.json_of("gateway-extra")))
+    rate = value(samples, "harag_gateway_upstream_recent_slow_call_rate_percent", upstream=name)
+    assert rate == status.recent_slow_call_rate > 0
 
 
 async def test_a_hung_embedder_opens_within_the_bound_and_degrades_status_at_once(
@@ -107,6 +112,33 @@ async def test_a_hung_generator_opens_within_the_bound_and_degrades_status_at_on
     async with extra_gateway(**FRESH, **LONG_OPEN) as gw:
         await hung_until_open(
             gw, clean_faults, "generator-primary", gateway_pb2.STAGE_GENERATE, 2.0
+        )
+
+
+async def test_hedge_races_lost_show_in_status_and_metrics(clean_faults, extra_gateway):
+    """A primary that keeps losing hedge races to its fallback degrades the status (callers
+    wait its hedge delay), though its breaker has nothing against it."""
+    mesh = clean_faults
+    name = "embedder-primary"
+    hedging = {"HARAG_HEDGE_ENABLED": "true", "HARAG_HEDGE_DELAY_S": "0.03"}
+    async with extra_gateway(**FRESH, **hedging) as gw:
+        await mesh.set_fault(
+            name, fault_injection_pb2.Fault(latency=seconds(0.3), methods=["Embed"])
+        )
+        for i in range(6):
+            await gw.stub.Query(gateway_pb2.QueryRequest(query=f"race {i}"), timeout=5)
+        reply = await health(gw)
+        primary, fallback = upstream(reply, name), upstream(reply, "embedder-fallback")
+        assert primary.hedges_lost >= 5 and primary.hedges_won == 0
+        assert fallback.hedges_won == primary.hedges_lost
+        assert "hedges_lost" in {r.reason for r in primary.degraded_reasons}
+        assert reply.status == gateway_pb2.SYSTEM_STATUS_DEGRADED
+        assert primary.breaker.state == gateway_pb2.CIRCUIT_STATE_CLOSED
+        samples = scrape(metrics_address(mesh.logs.json_of("gateway-extra")))
+        races = "harag_gateway_hedge_races_total"
+        assert value(samples, races, upstream=name, result="lost") == primary.hedges_lost
+        assert value(samples, races, upstream="embedder-fallback", result="won") == (
+            fallback.hedges_won
         )
 
 
