@@ -139,11 +139,12 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 
 
 def upstream_status(
-    upstream: Upstream, status: StatusConfig | None = None
+    upstream: Upstream, status: StatusConfig | None = None, now: float | None = None
 ) -> gateway_pb2.UpstreamStatus:
+    """`now`: the guards' clock reading (time.monotonic() in the gateway)."""
     status = status or StatusConfig()
     guard = upstream.guard
-    now = time.monotonic()
+    now = time.monotonic() if now is None else now
     recent = guard.recent
     return gateway_pb2.UpstreamStatus(
         name=upstream.name,
