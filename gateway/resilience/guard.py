@@ -286,6 +286,11 @@ async def guarded_call(
                     failure, code = exc, status_of(exc)
                     detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
                     record.outcome, record.error = code.name, detail or ""
+                    if tracked is not None and tracked.abandoned:
+                        # The cancellation surfaced as an error (e.g. gRPC's CANCELLED):
+                        # still ours to take back, and still a give-up.
+                        _uncancel()
+                        record.outcome = HUNG
                 finally:
                     if tracked is not None:
                         tracked.awaiting = False
@@ -320,7 +325,7 @@ async def guarded_call(
         # Abandoned unanswered (a hedge won, or the caller left). Losing a race says little
         # about health: under load a busy primary loses many, and counting them would open
         # healthy breakers. A hung primary still trips once the retry budget stops paying
-        # for hedges and its attempts time out.
+        # for hedges and its calls wait past the slow-call threshold (Guard.watch).
         code = grpc.StatusCode.CANCELLED
         raise
     finally:
