@@ -78,6 +78,9 @@ class Guard:
     # Hedge races this upstream took part in, since start-up.
     hedges_won: int = 0
     hedges_lost: int = 0
+    # When the upstream last answered anything (an answer or an error of its own, not a
+    # timeout): a call is hang evidence only if nothing was answered since it started.
+    answered_at: float = float("-inf")
 
     @property
     def breaker_state(self) -> str:
@@ -104,6 +107,11 @@ class Guard:
         for call in slow:
             if self.recent is not None:
                 self.recent.slow_in_flight()
+            # Hang-like only if the upstream answered nothing since the call started: a
+            # starved but healthy upstream still answers, slowly; such a call is left to
+            # be recorded when it ends, like any other.
+            if self.answered_at > call.started:
+                continue
             if call.permit is not None and call.permit.on_slow_in_flight():
                 opened = True
         if opened:
@@ -275,6 +283,7 @@ async def guarded_call(
                         tracked.awaiting = True
                     value = await attempt_fn(timeout)
                     record.outcome = "OK"
+                    guard.answered_at = clock.monotonic()
                 except asyncio.CancelledError:
                     if tracked is None or not tracked.abandoned or _uncancel() > 0:
                         record.outcome, record.error = HEDGE_LOST, "cancelled: another attempt won"
@@ -286,6 +295,8 @@ async def guarded_call(
                     failure, code = exc, status_of(exc)
                     detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
                     record.outcome, record.error = code.name, detail or ""
+                    if code not in _NO_ANSWER:
+                        guard.answered_at = clock.monotonic()
                     if tracked is not None and tracked.abandoned:
                         # The cancellation surfaced as an error (e.g. gRPC's CANCELLED):
                         # still ours to take back, and still a give-up.
@@ -344,6 +355,10 @@ async def guarded_call(
                 )
         if guard.bulkhead is not None:
             guard.bulkhead.leave()
+
+
+# Outcomes that are no answer from the upstream (it may be hung).
+_NO_ANSWER = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 
 
 def _uncancel() -> int:

@@ -259,3 +259,28 @@ async def test_a_lost_hedge_race_is_not_counted_against_the_upstream() -> None:
     assert guard.oldest_in_flight_s(clock.monotonic()) == 0.0
     guard.hedge_race(won=False)
     assert (guard.hedges_lost, guard.recent.hedges_lost_rate) == (1, 100.0)
+
+
+async def test_a_slow_call_is_no_hang_evidence_while_the_upstream_answers_others() -> None:
+    """A starved but healthy upstream still answers, slowly: calls past the threshold while
+    others are answered are left to be recorded when they end (the rates decide), and
+    never open the breaker at once."""
+    clock = FakeClock()
+    guard = watched_guard(clock, slow_calls_to_open=1)
+    assert guard.breaker is not None and guard.recent is not None
+    waiting = [
+        asyncio.ensure_future(one_call(clock, guard, hung(clock), timeout_s=10.0)) for _ in range(3)
+    ]
+    await asyncio.sleep(0)
+    clock.advance(0.2)
+    answered = asyncio.ensure_future(one_call(clock, guard, taking(clock, 0.1)))
+    await asyncio.sleep(0)
+    clock.advance(0.1)
+    await answered  # the upstream answered one call after the others started
+    clock.advance(SLOW_S)
+    assert guard.watch(clock.monotonic()) == 3  # seen slow (the status says so) ...
+    assert guard.breaker.state is CircuitState.CLOSED  # ... but not hang evidence
+    assert guard.breaker.snapshot().consecutive_slow_calls == 0
+    assert guard.recent.slow_rate == 75.0
+    for task in waiting:
+        task.cancel()
