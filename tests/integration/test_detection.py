@@ -169,7 +169,9 @@ async def test_a_restarted_upstream_closes_its_breaker_within_a_second_of_servin
 ):
     mesh = clean_faults
     name = "embedder-primary"
-    async with extra_gateway(**FRESH, **LONG_OPEN, HARAG_HEDGE_ENABLED="false") as gw:
+    # A small window, so the breaker opens before the supervisor has the embedder back.
+    quick_to_open = {"HARAG_BREAKER_MINIMUM_CALLS": "3", "HARAG_BREAKER_WINDOW_SIZE": "5"}
+    async with extra_gateway(**FRESH, **LONG_OPEN, **quick_to_open) as gw:
         await gw.stub.Query(gateway_pb2.QueryRequest(query="before the kill"), timeout=5)
         killed = mesh.supervisor.procs[name]
         mesh.supervisor.kill(name)
