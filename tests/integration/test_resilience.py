@@ -404,14 +404,14 @@ async def test_idle_fallback_breaker_is_probed_closed_after_recovery(clean_fault
 async def test_hung_primary_trips_once_hedges_are_no_longer_affordable(clean_faults, extra_gateway):
     """Lost hedge races are ignored by the breaker (a busy primary loses many); a hung
     primary still trips when the retry budget stops paying for hedges and its attempts
-    wait past the slow-call threshold (0.1 s here: half the 0.2 s embed cap) - seen while
+    wait past the slow-call threshold (0.2 s here: half the 0.4 s embed cap) - seen while
     they wait, three in a row - while every query is answered meanwhile."""
     mesh = clean_faults
     env = {
         **LONG_OPEN,
         "HARAG_HEDGE_ENABLED": "true",
         "HARAG_HEDGE_DELAY_S": "0.03",
-        "HARAG_EMBED_TIMEOUT_S": "0.2",
+        "HARAG_EMBED_TIMEOUT_S": "0.4",
         "HARAG_RETRY_BUDGET_MIN_PER_S": "0.5",
     }
     async with extra_gateway(**env) as gw:
