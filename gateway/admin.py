@@ -50,5 +50,8 @@ class GatewayAdmin(admin_pb2_grpc.GatewayAdminServiceServicer):
         elif request.action == admin_pb2.BREAKER_ACTION_DISABLE:
             breaker.disable()
         else:
+            # A fresh start: the status forgets the recent calls too.
             breaker.reset()
+            if upstream.guard.recent is not None:
+                upstream.guard.recent.reset()
         return admin_pb2.TransitionBreakerResponse(breaker=_entry(upstream))

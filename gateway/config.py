@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.resilience.breaker_types import BreakerConfig
+from gateway.resilience.recent import StatusConfig
 from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
 from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
 from servicekit.server import ServerSettings
@@ -380,6 +381,7 @@ class GatewayConfig:
     hedge: HedgeConfig = section(HedgeConfig)
     admission: AdmissionConfig = section(AdmissionConfig)
     cache: CacheConfig = section(CacheConfig)
+    status: StatusConfig = section(StatusConfig)
     bare: bool = setting(
         False,
         "bare",

@@ -13,16 +13,26 @@ from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.breaker_types import BreakerTransition
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.guard import Guard
+from gateway.resilience.inflight import InFlight
+from gateway.resilience.recent import RecentCalls
 from gateway.resilience.retry import RetryBudget
 from gateway.telemetry import METRICS, breaker_transition_event
 
 
-def build_guard(name: str, tier: int, cfg: GatewayConfig) -> Guard:
+def slow_call_s(cfg: GatewayConfig, component: str) -> float:
+    """The component's slow-call threshold: a stage measured in milliseconds is not judged
+    in seconds (see breaker_slow_call_cap_fraction)."""
+    cap = cfg.breaker.slow_call_cap_fraction * cfg.deadlines.per_try_cap_s(component)
+    return min(cfg.breaker.slow_call_duration_s, cap)
+
+
+def build_guard(name: str, tier: int, cfg: GatewayConfig, component: str) -> Guard:
     if cfg.bare:
         return Guard(name, tier)
+    slow_s = slow_call_s(cfg, component)
     breaker = (
         # Seeded per process by the OS: replicas jitter their open waits differently.
-        CircuitBreaker(name, cfg.breaker, rng=random.Random())
+        CircuitBreaker(name, cfg.breaker, rng=random.Random(), slow_call_duration_s=slow_s)
         if cfg.upstream.breaker_enabled
         else None
     )
@@ -36,6 +46,9 @@ def build_guard(name: str, tier: int, cfg: GatewayConfig) -> Guard:
         bulkhead=Bulkhead(cfg.upstream.bulkhead_max_concurrent, name=name),
         budget=RetryBudget(cfg.retry_budget),
         retry=cfg.retry if cfg.retry.max_attempts > 1 else None,
+        inflight=InFlight(),
+        recent=RecentCalls(cfg.status.window_s),
+        slow_call_s=slow_s,
     )
 
 

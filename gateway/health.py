@@ -1,4 +1,11 @@
-"""GetSystemHealth: the gateway's view of every upstream, and an overall verdict."""
+"""GetSystemHealth: the gateway's view of every upstream, and an overall verdict.
+
+The verdict tells what callers experience now, not only what the breakers decided: an
+upstream degrades the system (with its reasons) as soon as a call waits on it past the
+slow-call threshold, or its recent calls were slow, failing or losing hedge races past
+the status_* thresholds - before, and whatever, its breaker decides. CRITICAL still means
+a chain has no upstream both SERVING and admitted by its breaker.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import time
 from google.protobuf import duration_pb2
 
 from gateway.resilience.guard import Guard
+from gateway.resilience.recent import StatusConfig
 from gateway.resilience.retry import RetryReason
 from gateway.upstreams import (
     HEALTH_NOT_SERVING,
@@ -46,6 +54,7 @@ def breaker_status(upstream: Upstream) -> gateway_pb2.BreakerStatus | None:
         consecutive_trips=snap.consecutive_trips,
         rejected_calls=snap.rejected_calls,
         late_results=snap.late_results,
+        transitions=snap.generation,  # every transition starts a new generation
     )
     status.time_in_state.FromNanoseconds(int(snap.time_in_state_s * 1e9))
     if snap.next_probe_in_s is not None:
@@ -75,16 +84,68 @@ def retry_decision_counts(guard: Guard) -> list[gateway_pb2.RetryDecisionCount]:
     ]
 
 
+def degraded_reasons(
+    upstream: Upstream, status: StatusConfig, now: float | None = None
+) -> list[gateway_pb2.DegradedReason]:
+    """Why this upstream degrades the system now (empty: its callers fare well)."""
+    now = time.monotonic() if now is None else now
+    guard = upstream.guard
+    reasons: list[gateway_pb2.DegradedReason] = []
+
+    def add(reason: str, detail: str) -> None:
+        reasons.append(gateway_pb2.DegradedReason(reason=reason, detail=detail))
+
+    if upstream.health != HEALTH_SERVING:
+        add("health", f"health check says {upstream.health}")
+    if guard.breaker_state in OPEN_STATES:
+        add("breaker", f"breaker {guard.breaker_state}")
+    oldest = guard.oldest_in_flight_s(now)
+    if oldest > guard.slow_call_s:
+        add(
+            "slow_call_in_flight",
+            f"a call has waited {oldest:.2f} s (slow past {guard.slow_call_s:g} s)",
+        )
+    recent = guard.recent
+    window_s = status.window_s
+    if recent is not None and (calls := recent.calls):
+        window = f"in the last {window_s} s"
+        if recent.slow_rate >= status.slow_call_rate:
+            add("slow_call_rate", f"{recent.slow_rate:.0f}% of {calls} calls slow {window}")
+        if recent.failure_rate >= status.failure_rate:
+            add("failure_rate", f"{recent.failure_rate:.0f}% of {calls} calls failed {window}")
+    if recent is not None and (lost := recent.hedges_lost):
+        if recent.hedges_lost_rate >= status.hedges_lost_rate:
+            races = lost + recent.hedges_won
+            add(
+                "hedges_lost", f"lost {lost} of {races} hedge races in the last {status.window_s} s"
+            )
+    return reasons
+
+
 def overall(upstreams: Upstreams) -> gateway_pb2.SystemStatus:
     chains = upstreams.chains.values()
     if any(not any(usable(u) for u in chain) for chain in chains):
         return gateway_pb2.SYSTEM_STATUS_CRITICAL
-    if all(usable(u) for chain in chains for u in chain):
+    now = time.monotonic()
+    if all(not degraded_reasons(u, upstreams.status, now) for u in upstreams.all()):
         return gateway_pb2.SYSTEM_STATUS_HEALTHY
     return gateway_pb2.SYSTEM_STATUS_DEGRADED
 
 
-def upstream_status(upstream: Upstream) -> gateway_pb2.UpstreamStatus:
+def _duration(seconds: float) -> duration_pb2.Duration:
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(int(seconds * 1e9))
+    return value
+
+
+def upstream_status(
+    upstream: Upstream, status: StatusConfig | None = None, now: float | None = None
+) -> gateway_pb2.UpstreamStatus:
+    """`now`: the guards' clock reading (time.monotonic() in the gateway)."""
+    status = status or StatusConfig()
+    guard = upstream.guard
+    now = time.monotonic() if now is None else now
+    recent = guard.recent
     return gateway_pb2.UpstreamStatus(
         name=upstream.name,
         component=upstream.component,
@@ -99,6 +160,13 @@ def upstream_status(upstream: Upstream) -> gateway_pb2.UpstreamStatus:
         p95_latency_ms=(upstream.guard.latency.p95() or 0.0) * 1000,
         retry_budget=retry_budget_status(upstream.guard),
         retry_decisions=retry_decision_counts(upstream.guard),
+        degraded_reasons=degraded_reasons(upstream, status, now),
+        hedges_won=guard.hedges_won,
+        hedges_lost=guard.hedges_lost,
+        recent_slow_call_rate=recent.slow_rate if recent is not None else 0.0,
+        recent_failure_rate=recent.failure_rate if recent is not None else 0.0,
+        oldest_in_flight=_duration(guard.oldest_in_flight_s(now)),
+        slow_call_threshold=_duration(guard.slow_call_s) if guard.inflight is not None else None,
     )
 
 
@@ -107,7 +175,7 @@ def system_health(upstreams: Upstreams, started_at: float) -> gateway_pb2.GetSys
     uptime.FromNanoseconds(int((time.monotonic() - started_at) * 1e9))
     return gateway_pb2.GetSystemHealthResponse(
         status=overall(upstreams),
-        upstreams=[upstream_status(u) for u in upstreams.all()],
+        upstreams=[upstream_status(u, upstreams.status) for u in upstreams.all()],
         uptime=uptime,
         version=VERSION,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -268,6 +269,32 @@ class GatewayMetrics:
             description="Retries and hedges the budget allows in its rolling window.",
         )
 
+        meter.create_observable_counter(
+            "harag.gateway.hedge.races",
+            callbacks=[self._observe_hedge_races],
+            unit="{race}",
+            description="Hedge races an upstream took part in, by result (won or lost).",
+        )
+        meter.create_observable_gauge(
+            "harag.gateway.upstream.recent_slow_call_rate",
+            callbacks=[self._observe_recent_slow],
+            unit="%",
+            description="Share of the upstream's recent calls (status_window_s) that were slow; "
+            "a call in flight past the threshold counts from then.",
+        )
+        meter.create_observable_gauge(
+            "harag.gateway.upstream.recent_failure_rate",
+            callbacks=[self._observe_recent_failures],
+            unit="%",
+            description="Share of the upstream's recent calls that failed.",
+        )
+        meter.create_observable_gauge(
+            "harag.gateway.upstream.oldest_in_flight",
+            callbacks=[self._observe_oldest_in_flight],
+            unit="s",
+            description="Age of the upstream's oldest call still in flight (0: none).",
+        )
+
     def observe_guards(self, guards: Iterable[Guard]) -> None:
         """Exports these upstreams' breaker, retry and budget counters from now on."""
         self._guards = list(guards)
@@ -308,6 +335,28 @@ class GatewayMetrics:
         for guard in self._guards:
             if guard.budget is not None:
                 yield Observation(guard.budget.snapshot().allowance, {"upstream": guard.name})
+
+    def _observe_hedge_races(self, _: CallbackOptions) -> Iterable[Observation]:
+        for guard in self._guards:
+            if guard.recent is not None:
+                yield Observation(guard.hedges_won, {"upstream": guard.name, "result": "won"})
+                yield Observation(guard.hedges_lost, {"upstream": guard.name, "result": "lost"})
+
+    def _observe_recent_slow(self, _: CallbackOptions) -> Iterable[Observation]:
+        for guard in self._guards:
+            if guard.recent is not None:
+                yield Observation(guard.recent.slow_rate, {"upstream": guard.name})
+
+    def _observe_recent_failures(self, _: CallbackOptions) -> Iterable[Observation]:
+        for guard in self._guards:
+            if guard.recent is not None:
+                yield Observation(guard.recent.failure_rate, {"upstream": guard.name})
+
+    def _observe_oldest_in_flight(self, _: CallbackOptions) -> Iterable[Observation]:
+        now = time.monotonic()
+        for guard in self._guards:
+            if guard.inflight is not None:
+                yield Observation(guard.oldest_in_flight_s(now), {"upstream": guard.name})
 
     def request(self, method: str, code: str, seconds: float) -> None:
         self._requests.add(1, {"method": method, "code": code})

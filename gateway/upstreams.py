@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.config import COMPONENTS, GatewayConfig, UpstreamSpec
 from gateway.guards import build_guard
 from gateway.resilience.guard import AttemptRecord, Guard
+from gateway.resilience.recent import StatusConfig
 from harag.v1 import embedder_pb2_grpc, generator_pb2_grpc, retriever_pb2_grpc
 from servicekit.background import BackgroundTasks
 from servicekit.server import MAX_MESSAGE_BYTES
@@ -61,6 +62,18 @@ class Upstream:
     last_error: str = ""
     last_latency_s: float = 0.0
     skip_not_serving: bool = True  # pass over it while its health check says NOT_SERVING
+    # Hears of every health change (old, new); the prober probes an open breaker on SERVING.
+    on_health: Callable[[str, str], None] | None = None
+
+    def set_health(self, status: str) -> None:
+        old, self.health = self.health, status
+        if status == old:
+            return
+        log.info(
+            "upstream health changed", extra={"upstream": self.name, "from": old, "to": status}
+        )
+        if self.on_health is not None:
+            self.on_health(old, status)
 
     def skip_reason(self) -> str | None:
         if self.skip_not_serving and self.health == HEALTH_NOT_SERVING:
@@ -76,8 +89,12 @@ class Upstream:
 class Upstreams:
     """All chains, by component, in tier order; owns channels and health watchers."""
 
-    def __init__(self, chains: dict[str, list[Upstream]]) -> None:
+    def __init__(
+        self, chains: dict[str, list[Upstream]], status: StatusConfig | None = None
+    ) -> None:
         self.chains = chains
+        # When an upstream's recent calls make the system DEGRADED (gateway.health).
+        self.status = status or StatusConfig()
         self._watchers = BackgroundTasks("upstream health watch")
 
     @classmethod
@@ -86,7 +103,7 @@ class Upstreams:
         for component in COMPONENTS:
             specs: list[UpstreamSpec] = cfg.chains.specs(component)
             chains[component] = [_connect(component, spec, cfg) for spec in specs]
-        return cls(chains)
+        return cls(chains, cfg.status)
 
     def all(self) -> list[Upstream]:
         return [u for component in COMPONENTS for u in self.chains.get(component, [])]
@@ -112,7 +129,7 @@ def _connect(component: str, spec: UpstreamSpec, cfg: GatewayConfig) -> Upstream
         address=spec.address,
         channel=channel,
         stub=STUBS[component](channel),
-        guard=build_guard(spec.name, spec.tier, cfg),
+        guard=build_guard(spec.name, spec.tier, cfg, component),
         skip_not_serving=cfg.upstream.skip_not_serving,
     )
 
@@ -124,25 +141,12 @@ async def _watch_health(upstream: Upstream) -> None:
     while True:
         try:
             async for reply in stub.Watch(health_pb2.HealthCheckRequest(service="")):
-                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-                if status != upstream.health:
-                    log.info(
-                        "upstream health changed",
-                        extra={"upstream": upstream.name, "from": upstream.health, "to": status},
-                    )
-                upstream.health = status
+                upstream.set_health(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
                 backoff = 0.1
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as exc:
-            new = (
-                HEALTH_UNREACHABLE if exc.code() == grpc.StatusCode.UNAVAILABLE else upstream.health
-            )
-            if new != upstream.health:
-                log.info(
-                    "upstream health changed",
-                    extra={"upstream": upstream.name, "from": upstream.health, "to": new},
-                )
-            upstream.health = new
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                upstream.set_health(HEALTH_UNREACHABLE)
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, 1.0)

@@ -81,8 +81,39 @@ def health(reply: gateway_pb2.GetSystemHealthResponse) -> str:
             f"  {u.name:<20} {u.tier:<4} {u.address:<22} {h:<12} {b:<11} {rejected:>8} "
             f"{u.last_outcome or '-':<18} {u.last_latency_ms:7.1f}"
         )
+    out += recent_calls(list(reply.upstreams))
+    out += degraded_reasons(list(reply.upstreams))
     out += retries(list(reply.upstreams))
     return "\n".join(out)
+
+
+def recent_calls(upstreams: list[gateway_pb2.UpstreamStatus]) -> list[str]:
+    """What callers met lately: slow and failed shares, hedge races, the oldest call waiting."""
+    shown = [u for u in upstreams if u.HasField("slow_call_threshold")]
+    if not shown:
+        return []
+    out = [
+        "",
+        "  recent calls (status window), hedge races since start-up, oldest call in flight",
+        f"  {'upstream':<20} {'slow %':>7} {'fail %':>7} {'won':>6} {'lost':>6} "
+        f"{'oldest ms':>10} {'slow past ms':>13}",
+    ]
+    for u in shown:
+        oldest = u.oldest_in_flight.ToTimedelta().total_seconds() * 1000
+        threshold = u.slow_call_threshold.ToTimedelta().total_seconds() * 1000
+        out.append(
+            f"  {u.name:<20} {u.recent_slow_call_rate:7.1f} {u.recent_failure_rate:7.1f} "
+            f"{u.hedges_won:>6} {u.hedges_lost:>6} {oldest:10.0f} {threshold:13.0f}"
+        )
+    return out
+
+
+def degraded_reasons(upstreams: list[gateway_pb2.UpstreamStatus]) -> list[str]:
+    """Why each upstream degrades the system, one line per reason."""
+    lines = [
+        f"  {u.name:<20} {r.reason}: {r.detail}" for u in upstreams for r in u.degraded_reasons
+    ]
+    return ["", "  why degraded", *lines] if lines else []
 
 
 def retries(upstreams: list[gateway_pb2.UpstreamStatus]) -> list[str]:

@@ -15,6 +15,7 @@ import asyncio
 from bench.loadgen import LoadResult, LoadSpec, run_load
 from bench.mesh import BenchMesh
 from bench.report import ScenarioResult, Target, markdown_table
+from bench.scenarios.transitions import breaker_transitions, made_since
 from bench.stats import Sample, percentile
 from harag_cli.localports import free_port
 
@@ -34,6 +35,7 @@ COLUMNS = {
     "errors": "errors",
     "handler_mean_ms": "in the handler, mean ms",
     "client_lag_p99_ms": "client send lag p99 ms",
+    "breaker_transitions": "breaker transitions",
 }
 DURATION = "harag_gateway_request_duration_seconds"
 
@@ -94,17 +96,20 @@ async def run(
                 deadline_s=DEADLINE_S,
             )
             before = await _handler_totals(mesh, metrics_port)
+            transitions = await breaker_transitions(address)
             load = await run_load(mesh.gateway(address), spec)
             after = await _handler_totals(mesh, metrics_port)
-            rows.append(
-                _row(
-                    f"{factor:g}x ({factor * saturation_qps:.0f}/s), {label}",
-                    load,
-                    spec,
-                    before,
-                    after,
-                )
+            row = _row(
+                f"{factor:g}x ({factor * saturation_qps:.0f}/s), {label}",
+                load,
+                spec,
+                before,
+                after,
             )
+            made = made_since(transitions, await breaker_transitions(address))
+            row["breaker_transitions"] = sum(made.values())
+            row["transitions_by_upstream"] = made
+            rows.append(row)
             await asyncio.sleep(SETTLE_S)
     base, over, off = rows
     failed = sum(n for code, n in over["errors"].items() if code != "RESOURCE_EXHAUSTED")
@@ -135,6 +140,12 @@ async def run(
                 round(over["p99_ms"]),
                 f"<= {P99_BOUND * 1000:.0f} (a quarter of the deadline)",
                 over["p99_ms"] <= P99_BOUND * 1000,
+            ),
+            Target(
+                "breaker transitions at 1x and 2x (healthy upstreams)",
+                base["breaker_transitions"] + over["breaker_transitions"],
+                "0",
+                base["breaker_transitions"] + over["breaker_transitions"] == 0,
             ),
             Target(
                 "no collapse at 2x: goodput / goodput at 1x",

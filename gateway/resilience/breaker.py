@@ -52,13 +52,23 @@ class Permit:
     where `max_half_open_s` eventually reclaims its probe slot.
     """
 
-    __slots__ = ("_breaker", "_settled", "generation", "probe")
+    __slots__ = ("_breaker", "_settled", "generation", "hung", "probe")
 
     def __init__(self, breaker: CircuitBreaker, generation: int, probe: bool) -> None:
         self._breaker = breaker
         self.generation = generation
         self.probe = probe
         self._settled = False
+        self.hung = False  # already recorded as slow while in flight
+
+    def on_slow_in_flight(self) -> bool:
+        """The call is still in flight past the slow-call threshold: records it as a slow
+        call now, once (its eventual result is then not recorded again). True when this
+        opened the breaker."""
+        if self._settled or self.hung:
+            return False
+        self.hung = True
+        return self._breaker._on_slow_in_flight(self)
 
     def on_result(self, code: grpc.StatusCode | None, duration_s: float) -> None:
         """Records the call outcome; `None` or OK means success."""
@@ -85,7 +95,9 @@ class CircuitBreaker:
         *,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        slow_call_duration_s: float | None = None,
     ) -> None:
+        """`slow_call_duration_s` overrides the config's (an upstream's stage-derived one)."""
         self.name = name
         self.config = cfg = config or BreakerConfig()
         self._clock = clock or SYSTEM_CLOCK
@@ -100,7 +112,9 @@ class CircuitBreaker:
         self._probes = CountWindow(cfg.permitted_calls_in_half_open)
         self._failure_threshold = cfg.failure_rate_threshold
         self._slow_threshold = cfg.slow_call_rate_threshold
-        self._slow_s = cfg.slow_call_duration_s
+        self._slow_s = slow_call_duration_s or cfg.slow_call_duration_s
+        self._slow_to_open = cfg.slow_calls_to_open
+        self._consecutive_slow = 0  # slow-in-flight calls since the last quicker result
         self._recorded = cfg.recorded_failure_codes
         self._state = CircuitState.CLOSED
         self._generation = 0
@@ -155,7 +169,11 @@ class CircuitBreaker:
             if state is CircuitState.HALF_OPEN:
                 self._probes_issued -= 1
             return
+        if permit.hung:  # recorded as slow while in flight already
+            return
         slow = duration_s > self._slow_s
+        if not slow:
+            self._consecutive_slow = 0
         if state is CircuitState.CLOSED:
             window = self._window
             window.record(failure=failure, slow=slow)
@@ -165,6 +183,32 @@ class CircuitBreaker:
                     self._trip(reason, self._clock.monotonic(), window)
             return
         # HALF_OPEN (same generation, so the state cannot be OPEN/FORCED_OPEN here)
+        self._record_probe(failure, slow)
+
+    def _on_slow_in_flight(self, permit: Permit) -> bool:
+        if permit.generation != self._generation:
+            return False
+        state = self._state
+        now = self._clock.monotonic()
+        if state is CircuitState.CLOSED:
+            window = self._window
+            window.record(failure=False, slow=True)
+            self._consecutive_slow += 1
+            if self._consecutive_slow >= self._slow_to_open:
+                self._trip(TransitionReason.CONSECUTIVE_SLOW_CALLS, now, window)
+                return True
+            if window.calls >= self._min_calls and (reason := self._exceeded(window)):
+                self._trip(reason, now, window)
+                return True
+            return False
+        if state is CircuitState.HALF_OPEN:
+            # A probe hanging past the threshold: the upstream has not recovered.
+            self._probes.record(failure=False, slow=True)
+            self._trip(TransitionReason.HALF_OPEN_PROBES_SLOW, now, self._probes)
+            return True
+        return False
+
+    def _record_probe(self, failure: bool, slow: bool) -> None:
         now = self._clock.monotonic()
         if now - self._entered_at >= self.config.max_half_open_s:
             self._trip(TransitionReason.HALF_OPEN_TIMEOUT, now, self._probes)
@@ -205,6 +249,7 @@ class CircuitBreaker:
     def _trip(self, reason: TransitionReason, now: float, window: OutcomeWindow) -> None:
         cfg = self.config
         self._consecutive_trips += 1
+        self._consecutive_slow = 0
         try:
             base = cfg.wait_in_open_s * cfg.wait_multiplier ** (self._consecutive_trips - 1)
         except OverflowError:  # absurd trip counts: the cap applies anyway
@@ -238,6 +283,7 @@ class CircuitBreaker:
             self._probes_issued = 0
         elif to is CircuitState.CLOSED:
             self._window.reset()
+            self._consecutive_slow = 0
         event = BreakerTransition(
             breaker=self.name,
             from_state=from_state,
@@ -272,6 +318,16 @@ class CircuitBreaker:
                 _log.exception("breaker listener failed", extra={"breaker": self.name})
 
     # -- manual control -------------------------------------------------------------------
+
+    def probe_now(self) -> bool:
+        """OPEN -> HALF_OPEN without waiting out the open wait: the upstream says it is
+        SERVING again (a restart), so the next calls are probes. True if it transitioned."""
+        if self._state is not CircuitState.OPEN:
+            return False
+        self._transition(
+            CircuitState.HALF_OPEN, TransitionReason.HEALTH_SERVING, self._clock.monotonic()
+        )
+        return True
 
     def force_open(self) -> None:
         """Rejects everything until `reset()`; no automatic probing."""
@@ -333,4 +389,10 @@ class CircuitBreaker:
             ),
             rejected_calls=self._rejected,
             late_results=self._late,
+            slow_call_duration_s=self._slow_s,
+            consecutive_slow_calls=self._consecutive_slow,
         )
+
+    @property
+    def slow_call_duration_s(self) -> float:
+        return self._slow_s

@@ -36,6 +36,10 @@ class CircuitState(StrEnum):
 class TransitionReason(StrEnum):
     FAILURE_RATE_EXCEEDED = "failure_rate_exceeded"
     SLOW_CALL_RATE_EXCEEDED = "slow_call_rate_exceeded"
+    CONSECUTIVE_SLOW_CALLS = "consecutive_slow_calls"
+    """`slow_calls_to_open` calls in a row stayed in flight past the slow-call threshold."""
+    HEALTH_SERVING = "health_serving"
+    """OPEN -> HALF_OPEN early: the upstream's health check turned SERVING (a restart)."""
     OPEN_WAIT_ELAPSED = "open_wait_elapsed"
     HALF_OPEN_PROBES_PASSED = "half_open_probes_passed"
     HALF_OPEN_PROBES_FAILED = "half_open_probes_failed"
@@ -100,6 +104,36 @@ class BreakerConfig:
         unit="s",
         minimum=0.001,
     )
+    slow_call_cap_fraction: float = setting(
+        0.5,
+        "breaker_slow_call_cap_fraction",
+        "An upstream's slow-call threshold is min(slow_call_duration_s, this fraction of its "
+        "stage's per-attempt timeout cap): Embed and Search at 0.5 s, Generate at 1.5 s by "
+        "default, so a stage measured in milliseconds is not judged in seconds.",
+        unit="fraction",
+        minimum=0,
+        above_minimum=True,
+        maximum=1,
+    )
+    slow_calls_to_open: int = setting(
+        3,
+        "breaker_slow_calls_to_open",
+        "Calls in a row seen still in flight past the slow-call threshold (with no quicker "
+        "result between them) that open the breaker at once, before minimum_calls: a hung "
+        "upstream is evidence while its calls are still waiting.",
+        unit="calls",
+        minimum=1,
+        maximum=10000,
+    )
+    watch_interval_s: float = setting(
+        0.05,
+        "breaker_watch_interval_s",
+        "How often the gateway looks at the calls in flight for ones past the slow-call "
+        "threshold (one loop for all upstreams).",
+        unit="s",
+        minimum=0.005,
+        maximum=5,
+    )
     wait_in_open_s: float = setting(
         5.0,
         "breaker_wait_in_open_s",
@@ -134,8 +168,7 @@ class BreakerConfig:
     permitted_calls_in_half_open: int = setting(
         3,
         "breaker_permitted_calls_in_half_open",
-        "Concurrent probe calls in HALF_OPEN; the decision is taken once this many results "
-        "are in.",
+        "Concurrent probe calls in HALF_OPEN; the decision is taken once this many results are in.",
         unit="calls",
         minimum=1,
         maximum=1000,
@@ -201,3 +234,7 @@ class BreakerSnapshot:
     """Rejections since construction (monotonic counter, for metrics)."""
     late_results: int
     """Results dropped because they belonged to an older generation."""
+    slow_call_duration_s: float
+    """This breaker's slow-call threshold (see `BreakerConfig.slow_call_cap_fraction`)."""
+    consecutive_slow_calls: int
+    """Slow calls in flight in a row so far (CLOSED); `slow_calls_to_open` opens."""

@@ -29,7 +29,7 @@ from gateway.resilience.guard import (
     Timing,
     guarded_call,
 )
-from gateway.resilience.hedge import hedged
+from gateway.resilience.hedge import AttemptStatus, HedgeAttempt, hedged
 
 T = TypeVar("T")
 
@@ -135,6 +135,8 @@ async def call_chain(
                 may_hedge=budget.try_spend if budget is not None else (lambda: True),
                 clock=clock,
             )
+            if outcome.ok and outcome.hedged:
+                _count_race(outcome.attempts, (tier.guard, tiers[backup].guard))
             if outcome.ok:
                 winner = tier if outcome.winner == 0 else tiers[backup]
                 # A winner means its value is a T (None only while nobody has won).
@@ -151,6 +153,16 @@ async def call_chain(
         break
     result.attempts = attempts.ordered()
     return result
+
+
+def _count_race(attempts: Sequence[HedgeAttempt], guards: tuple[Guard, Guard]) -> None:
+    """The winner won a race; the attempt cancelled because of it lost one (an attempt
+    that had failed on its own lost nothing)."""
+    for attempt in attempts:
+        if attempt.status is AttemptStatus.SUCCEEDED:
+            guards[attempt.index].hedge_race(won=True)
+        elif attempt.status is AttemptStatus.CANCELLED:
+            guards[attempt.index].hedge_race(won=False)
 
 
 def _hedge_delay(policy: ChainPolicy, guard: Guard) -> float | None:

@@ -20,11 +20,14 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from gateway.resilience.breaker import CircuitBreaker
+from gateway.resilience.breaker_types import DEFAULT_RECORDED_FAILURE_CODES
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.deadline import Deadline
 from gateway.resilience.hedge import LatencyTracker
+from gateway.resilience.inflight import InFlight
 from gateway.resilience.outcome import status_of
+from gateway.resilience.recent import RecentCalls
 from gateway.resilience.retry import Metadata, RetryBudget, RetryPolicy, RetryReason, decide_retry
 
 T = TypeVar("T")
@@ -34,6 +37,7 @@ BREAKER_OPEN = "BREAKER_OPEN"
 BULKHEAD_FULL = "BULKHEAD_FULL"
 NO_TIME = "NO_TIME"
 HEDGE_LOST = "HEDGE_LOST"
+HUNG = "HUNG"  # given up while waiting: the breaker opened on this upstream's hung calls
 
 
 @dataclass
@@ -66,10 +70,58 @@ class Guard:
     # Every retry decision taken after a failed attempt, by reason (exported as metrics and
     # in GetSystemHealth; never reset).
     retry_decisions: collections.Counter[RetryReason] = field(default_factory=collections.Counter)
+    # Calls in flight (for the watch) and recent outcomes (for the status); None: not kept.
+    inflight: InFlight | None = None
+    recent: RecentCalls | None = None
+    # Calls slower than this are slow (the breaker's threshold when there is one).
+    slow_call_s: float = float("inf")
+    # Hedge races this upstream took part in, since start-up.
+    hedges_won: int = 0
+    hedges_lost: int = 0
+    # When the upstream last answered anything (an answer or an error of its own, not a
+    # timeout): a call is hang evidence only if nothing was answered since it started.
+    answered_at: float = float("-inf")
 
     @property
     def breaker_state(self) -> str:
         return self.breaker.state.name if self.breaker is not None else ""
+
+    def hedge_race(self, *, won: bool) -> None:
+        if won:
+            self.hedges_won += 1
+        else:
+            self.hedges_lost += 1
+        if self.recent is not None:
+            self.recent.hedge_race(won=won)
+
+    def watch(self, now: float, lag_s: float = 0.0) -> int:
+        """Records each call in flight past the slow-call threshold as a slow call, once;
+        if that opens the breaker, the calls still waiting give up (`HUNG`). `lag_s` is how
+        late the watch itself runs: a starved event loop delays answers and the watch alike,
+        so that much of a call's age is not held against the upstream. Returns the number of
+        calls newly seen slow."""
+        if self.inflight is None:
+            return 0
+        slow = self.inflight.newly_slow(now - lag_s - self.slow_call_s)
+        opened = False
+        for call in slow:
+            if self.recent is not None:
+                self.recent.slow_in_flight()
+            # Hang-like only if the upstream answered nothing since the call started: a
+            # starved but healthy upstream still answers, slowly; such a call is left to
+            # be recorded when it ends, like any other.
+            if self.answered_at > call.started:
+                continue
+            if call.permit is not None and call.permit.on_slow_in_flight():
+                opened = True
+        if opened:
+            self.inflight.abandon_waiting()
+        return len(slow)
+
+    def oldest_in_flight_s(self, now: float) -> float:
+        """Age of the oldest call in flight (0 when none is or none are tracked)."""
+        started = self.inflight.oldest_started() if self.inflight is not None else None
+        return 0.0 if started is None else max(0.0, now - started)
 
 
 class CallFailed(Exception):
@@ -201,7 +253,9 @@ async def guarded_call(
     if guard.budget is not None:
         guard.budget.record_request()
     started = clock.monotonic()
+    tracked = guard.inflight.begin(started, permit) if guard.inflight is not None else None
     made = 0
+    reached = False  # an attempt went to the upstream
     code = grpc.StatusCode.OK
     try:
         while True:
@@ -222,19 +276,38 @@ async def guarded_call(
                 raise CallFailed(NO_TIME if made == 0 else code.name)
             attempt_started = clock.monotonic()
             failure: BaseException | None = None
+            reached = True
             with attempts.span(record, on_attempt):
                 try:
+                    if tracked is not None:
+                        tracked.awaiting = True
                     value = await attempt_fn(timeout)
                     record.outcome = "OK"
+                    guard.answered_at = clock.monotonic()
                 except asyncio.CancelledError:
-                    record.outcome, record.error = HEDGE_LOST, "cancelled: another attempt won"
-                    raise
+                    if tracked is None or not tracked.abandoned or _uncancel() > 0:
+                        record.outcome, record.error = HEDGE_LOST, "cancelled: another attempt won"
+                        raise
+                    code = grpc.StatusCode.DEADLINE_EXCEEDED
+                    record.outcome = HUNG
+                    record.error = "given up: the breaker opened on this upstream's hung calls"
                 except Exception as exc:
                     failure, code = exc, status_of(exc)
                     detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
                     record.outcome, record.error = code.name, detail or ""
+                    if code not in _NO_ANSWER:
+                        guard.answered_at = clock.monotonic()
+                    if tracked is not None and tracked.abandoned:
+                        # The cancellation surfaced as an error (e.g. gRPC's CANCELLED):
+                        # still ours to take back, and still a give-up.
+                        _uncancel()
+                        record.outcome = HUNG
                 finally:
+                    if tracked is not None:
+                        tracked.awaiting = False
                     record.latency_s = clock.monotonic() - attempt_started
+            if record.outcome == HUNG:
+                raise CallFailed(HUNG)
             if failure is None:
                 guard.latency.record(record.latency_s)
                 code = grpc.StatusCode.OK
@@ -263,14 +336,35 @@ async def guarded_call(
         # Abandoned unanswered (a hedge won, or the caller left). Losing a race says little
         # about health: under load a busy primary loses many, and counting them would open
         # healthy breakers. A hung primary still trips once the retry budget stops paying
-        # for hedges and its attempts time out.
+        # for hedges and its calls wait past the slow-call threshold (Guard.watch).
         code = grpc.StatusCode.CANCELLED
         raise
     finally:
+        duration = clock.monotonic() - started
         if permit is not None:
-            permit.on_result(code, clock.monotonic() - started)
+            permit.on_result(code, duration)
+        if tracked is not None:
+            tracked.done = True
+        recent = guard.recent
+        # A call seen slow in flight was counted then; a cancelled one says nothing.
+        if recent is not None and reached and code is not grpc.StatusCode.CANCELLED:
+            if tracked is None or not tracked.slow:
+                recent.call(
+                    failure=code in DEFAULT_RECORDED_FAILURE_CODES,
+                    slow=duration > guard.slow_call_s,
+                )
         if guard.bulkhead is not None:
             guard.bulkhead.leave()
+
+
+# Outcomes that are no answer from the upstream (it may be hung).
+_NO_ANSWER = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
+
+
+def _uncancel() -> int:
+    """Takes back the watch's cancellation; > 0 means someone else cancelled too."""
+    task = asyncio.current_task()
+    return task.uncancel() if task is not None else 0
 
 
 def _trailers(exc: BaseException) -> Metadata | None:

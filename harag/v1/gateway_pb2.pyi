@@ -249,7 +249,7 @@ class GetSystemHealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class BreakerStatus(_message.Message):
-    __slots__ = ("state", "failure_rate", "slow_call_rate", "calls_in_window", "time_in_state", "next_probe_time", "consecutive_trips", "rejected_calls", "late_results")
+    __slots__ = ("state", "failure_rate", "slow_call_rate", "calls_in_window", "time_in_state", "next_probe_time", "consecutive_trips", "rejected_calls", "late_results", "transitions")
     STATE_FIELD_NUMBER: _ClassVar[int]
     FAILURE_RATE_FIELD_NUMBER: _ClassVar[int]
     SLOW_CALL_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -259,6 +259,7 @@ class BreakerStatus(_message.Message):
     CONSECUTIVE_TRIPS_FIELD_NUMBER: _ClassVar[int]
     REJECTED_CALLS_FIELD_NUMBER: _ClassVar[int]
     LATE_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
     state: CircuitState
     failure_rate: float
     slow_call_rate: float
@@ -268,7 +269,8 @@ class BreakerStatus(_message.Message):
     consecutive_trips: int
     rejected_calls: int
     late_results: int
-    def __init__(self, state: _Optional[_Union[CircuitState, str]] = ..., failure_rate: _Optional[float] = ..., slow_call_rate: _Optional[float] = ..., calls_in_window: _Optional[int] = ..., time_in_state: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., next_probe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consecutive_trips: _Optional[int] = ..., rejected_calls: _Optional[int] = ..., late_results: _Optional[int] = ...) -> None: ...
+    transitions: int
+    def __init__(self, state: _Optional[_Union[CircuitState, str]] = ..., failure_rate: _Optional[float] = ..., slow_call_rate: _Optional[float] = ..., calls_in_window: _Optional[int] = ..., time_in_state: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., next_probe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consecutive_trips: _Optional[int] = ..., rejected_calls: _Optional[int] = ..., late_results: _Optional[int] = ..., transitions: _Optional[int] = ...) -> None: ...
 
 class RetryBudgetStatus(_message.Message):
     __slots__ = ("requests", "spent", "allowance", "rejected")
@@ -291,7 +293,7 @@ class RetryDecisionCount(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class UpstreamStatus(_message.Message):
-    __slots__ = ("name", "component", "address", "tier", "health", "last_outcome", "last_error", "last_latency_ms", "breaker", "in_flight", "p95_latency_ms", "retry_budget", "retry_decisions")
+    __slots__ = ("name", "component", "address", "tier", "health", "last_outcome", "last_error", "last_latency_ms", "breaker", "in_flight", "p95_latency_ms", "retry_budget", "retry_decisions", "degraded_reasons", "hedges_won", "hedges_lost", "recent_slow_call_rate", "recent_failure_rate", "oldest_in_flight", "slow_call_threshold")
     NAME_FIELD_NUMBER: _ClassVar[int]
     COMPONENT_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -305,6 +307,13 @@ class UpstreamStatus(_message.Message):
     P95_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     RETRY_BUDGET_FIELD_NUMBER: _ClassVar[int]
     RETRY_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_REASONS_FIELD_NUMBER: _ClassVar[int]
+    HEDGES_WON_FIELD_NUMBER: _ClassVar[int]
+    HEDGES_LOST_FIELD_NUMBER: _ClassVar[int]
+    RECENT_SLOW_CALL_RATE_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FAILURE_RATE_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    SLOW_CALL_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     name: str
     component: str
     address: str
@@ -318,7 +327,22 @@ class UpstreamStatus(_message.Message):
     p95_latency_ms: float
     retry_budget: RetryBudgetStatus
     retry_decisions: _containers.RepeatedCompositeFieldContainer[RetryDecisionCount]
-    def __init__(self, name: _Optional[str] = ..., component: _Optional[str] = ..., address: _Optional[str] = ..., tier: _Optional[int] = ..., health: _Optional[_Union[UpstreamHealthStatus, str]] = ..., last_outcome: _Optional[str] = ..., last_error: _Optional[str] = ..., last_latency_ms: _Optional[float] = ..., breaker: _Optional[_Union[BreakerStatus, _Mapping]] = ..., in_flight: _Optional[int] = ..., p95_latency_ms: _Optional[float] = ..., retry_budget: _Optional[_Union[RetryBudgetStatus, _Mapping]] = ..., retry_decisions: _Optional[_Iterable[_Union[RetryDecisionCount, _Mapping]]] = ...) -> None: ...
+    degraded_reasons: _containers.RepeatedCompositeFieldContainer[DegradedReason]
+    hedges_won: int
+    hedges_lost: int
+    recent_slow_call_rate: float
+    recent_failure_rate: float
+    oldest_in_flight: _duration_pb2.Duration
+    slow_call_threshold: _duration_pb2.Duration
+    def __init__(self, name: _Optional[str] = ..., component: _Optional[str] = ..., address: _Optional[str] = ..., tier: _Optional[int] = ..., health: _Optional[_Union[UpstreamHealthStatus, str]] = ..., last_outcome: _Optional[str] = ..., last_error: _Optional[str] = ..., last_latency_ms: _Optional[float] = ..., breaker: _Optional[_Union[BreakerStatus, _Mapping]] = ..., in_flight: _Optional[int] = ..., p95_latency_ms: _Optional[float] = ..., retry_budget: _Optional[_Union[RetryBudgetStatus, _Mapping]] = ..., retry_decisions: _Optional[_Iterable[_Union[RetryDecisionCount, _Mapping]]] = ..., degraded_reasons: _Optional[_Iterable[_Union[DegradedReason, _Mapping]]] = ..., hedges_won: _Optional[int] = ..., hedges_lost: _Optional[int] = ..., recent_slow_call_rate: _Optional[float] = ..., recent_failure_rate: _Optional[float] = ..., oldest_in_flight: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., slow_call_threshold: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class DegradedReason(_message.Message):
+    __slots__ = ("reason", "detail")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    detail: str
+    def __init__(self, reason: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class GetSystemHealthResponse(_message.Message):
     __slots__ = ("status", "upstreams", "uptime", "version")

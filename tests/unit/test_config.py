@@ -313,11 +313,11 @@ def test_loaded_sections_are_what_each_upstream_guard_runs_with():
         GatewayConfig,
         env={"HARAG_BREAKER_WINDOW_SIZE": "7", "HARAG_RETRY_BUDGET_RATIO": "0.5"},
     ).config
-    guard = build_guard("embedder-primary", 0, cfg)
+    guard = build_guard("embedder-primary", 0, cfg, "embedder")
     assert guard.breaker is not None and guard.breaker.config is cfg.breaker
     assert guard.budget is not None and guard.budget.config is cfg.retry_budget
     assert guard.retry is cfg.retry
     no_retries = load_config(GatewayConfig, env={"HARAG_RETRY_MAX_ATTEMPTS": "1"}).config
-    assert build_guard("x", 0, no_retries).retry is None
+    assert build_guard("x", 0, no_retries, "embedder").retry is None
     bare = load_config(GatewayConfig, env={}, overrides={"bare": True}).config
-    assert build_guard("x", 0, bare).breaker is None
+    assert build_guard("x", 0, bare, "embedder").breaker is None

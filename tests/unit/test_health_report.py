@@ -15,6 +15,8 @@ from gateway.health import upstream_status
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.clock import FakeClock
 from gateway.resilience.guard import Guard
+from gateway.resilience.inflight import InFlight
+from gateway.resilience.recent import RecentCalls, StatusConfig
 from gateway.resilience.retry import RetryBudget, RetryBudgetConfig, RetryPolicy, RetryReason
 from gateway.telemetry import GatewayMetrics
 from gateway.upstreams import Upstream
@@ -77,11 +79,66 @@ def test_harag_health_prints_rejections_budget_and_decisions() -> None:
         line for line in lines if line.startswith("  embedder-primary") and "127." in line
     )
     assert primary.split()[4:6] == ["FORCED_OPEN", "2"]  # breaker state, rejected calls
-    retries = [line for line in lines if line.startswith("  embedder-primary") and line != primary]
+    retries = [line for line in lines if line.startswith("  embedder-primary") and "retry=" in line]
     assert retries == [
         f"  {'embedder-primary':<20} {'2/2.2':>12} {'1':>8}  retry=2 attempts_exhausted=1"
     ]
     assert not any("generator-fallback" in line for line in lines[lines.index(retries[0]) - 2 :])
+
+
+def hung_guard(clock: FakeClock) -> Guard:
+    """A guard whose one call has waited 0.8 s (threshold 0.5 s) and lost 2 of 3 races."""
+    guard = Guard(
+        "embedder-primary",
+        0,
+        breaker=CircuitBreaker("embedder-primary", clock=clock, slow_call_duration_s=0.5),
+        inflight=InFlight(),
+        recent=RecentCalls(10, clock),
+        slow_call_s=0.5,
+    )
+    guard.inflight.begin(clock.monotonic(), None)  # type: ignore[union-attr]
+    clock.advance(0.8)
+    guard.watch(clock.monotonic())
+    for won in (True, False, False):
+        guard.hedge_race(won=won)
+    return guard
+
+
+async def test_a_call_waiting_past_the_threshold_degrades_before_the_breaker_decides() -> None:
+    clock = FakeClock()
+    guard = hung_guard(clock)
+    status = upstream_status(upstream(guard), StatusConfig(), now=clock.monotonic())
+    assert status.breaker.state == gateway_pb2.CIRCUIT_STATE_CLOSED
+    reasons = {r.reason: r.detail for r in status.degraded_reasons}
+    assert reasons["slow_call_in_flight"] == "a call has waited 0.80 s (slow past 0.5 s)"
+    assert reasons["slow_call_rate"] == "100% of 1 calls slow in the last 10 s"
+    assert reasons["hedges_lost"] == "lost 2 of 3 hedge races in the last 10 s"
+    assert (status.hedges_won, status.hedges_lost) == (1, 2)
+    assert status.oldest_in_flight.ToTimedelta().total_seconds() == 0.8
+    assert status.recent_slow_call_rate == 100.0
+    lines = render.health(gateway_pb2.GetSystemHealthResponse(upstreams=[status])).splitlines()
+    assert f"  {'embedder-primary':<20} slow_call_in_flight: {reasons['slow_call_in_flight']}" in (
+        lines
+    )
+    row = next(line for line in lines if line.startswith("  embedder-primary") and "100.0" in line)
+    assert row.split()[1:] == ["100.0", "0.0", "1", "2", "800", "500"]
+
+
+def test_an_upstream_whose_callers_fare_well_gives_no_reason() -> None:
+    clock = FakeClock()
+    guard = Guard(
+        "embedder-primary", 0, inflight=InFlight(), recent=RecentCalls(10, clock), slow_call_s=0.5
+    )
+    up = upstream(guard)
+    up.health = "SERVING"
+    for _ in range(9):
+        guard.recent.call(failure=False, slow=False)  # type: ignore[union-attr]
+    guard.recent.call(failure=True, slow=False)  # type: ignore[union-attr]
+    assert upstream_status(up, StatusConfig(), now=clock.monotonic()).degraded_reasons == []
+    guard.recent.call(failure=True, slow=False)  # type: ignore[union-attr]
+    guard.recent.call(failure=True, slow=False)  # type: ignore[union-attr]
+    reasons = upstream_status(up, StatusConfig(), now=clock.monotonic()).degraded_reasons
+    assert [r.reason for r in reasons] == ["failure_rate"]  # 3 of 12 = 25% >= 20%
 
 
 def test_metrics_read_the_guards_at_collection_time() -> None:
