@@ -99,8 +99,8 @@ def _target_attributes(target: str) -> dict[str, Any]:
 
 
 class _ClientTelemetry:
-    def __init__(self, target: str) -> None:
-        self._tracer = trace.get_tracer("harag.rpc.client")
+    def __init__(self, target: str, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self._tracer = trace.get_tracer("harag.rpc.client", tracer_provider=tracer_provider)
         self._attributes = {"rpc.system": "grpc", **_target_attributes(target)}
 
     def _start(
@@ -197,9 +197,15 @@ class UnaryStreamTelemetry(_ClientTelemetry, grpc.aio.UnaryStreamClientIntercept
         return call
 
 
-def client_interceptors(target: str) -> Sequence[grpc.aio.ClientInterceptor]:
-    """Interceptors to pass to `grpc.aio.insecure_channel(target, interceptors=...)`."""
-    return (UnaryUnaryTelemetry(target), UnaryStreamTelemetry(target))
+def client_interceptors(
+    target: str, tracer_provider: trace.TracerProvider | None = None
+) -> Sequence[grpc.aio.ClientInterceptor]:
+    """Interceptors to pass to `grpc.aio.insecure_channel(target, interceptors=...)`;
+    spans go to the global tracer provider unless another is given."""
+    return (
+        UnaryUnaryTelemetry(target, tracer_provider),
+        UnaryStreamTelemetry(target, tracer_provider),
+    )
 
 
 _instrumented = False
