@@ -252,3 +252,42 @@ async def test_streaming_query_is_one_trace_with_streaming_hops(
         client.attributes["rpc.grpc.status_code"] == server.attributes["rpc.grpc.status_code"] == 0
     )
     assert [s.name for s in spans if s.parent_id == server.span_id] == ["compose answer"]
+
+
+async def test_a_breaker_opening_is_an_event_on_the_query_that_opened_it(
+    traced_mesh, viewer: TraceViewer
+) -> None:
+    primary = "embedder-primary"
+    replies: list[gateway_pb2.QueryResponse] = []
+    await traced_mesh.set_fault(primary, fault_injection_pb2.Fault(down=True))
+    try:
+        for _ in range(40):  # 10 failures (the breaker's minimum calls) open it
+            reply = await query(traced_mesh)
+            replies.append(reply)
+            if reply.stages[0].attempts[0].outcome == "BREAKER_OPEN":
+                break
+    finally:
+        await traced_mesh.clear_faults(primary)
+        async with breaker_forced_open(traced_mesh, primary):
+            pass  # leaves the breaker reset (CLOSED) for the tests after this one
+    assert replies[-1].stages[0].attempts[0].outcome == "BREAKER_OPEN", "the breaker never opened"
+    opener = replies[-2]  # its failed attempt was the one that tipped the failure rate
+
+    def opened(spans: list[SpanRecord]) -> bool:
+        return any(e.name == "harag.breaker.transition" for s in spans for e in s.events)
+
+    spans = await wait_for_trace(viewer.store, opener.trace_id, opened)
+    (carrier,) = [s for s in spans if s.events]
+    assert (carrier.kind, carrier.name, carrier.parent_id) == ("SERVER", QUERY, "")
+    (event,) = carrier.events
+    assert event.attributes == {
+        "harag.upstream": primary,
+        "harag.breaker.from": "CLOSED",
+        "harag.breaker.to": "OPEN",
+        "harag.breaker.reason": event.attributes["harag.breaker.reason"],
+    }
+    assert event.attributes["harag.breaker.reason"]
+    assert carrier.start_ns <= event.time_ns <= carrier.end_ns
+    failed = only(attempt_spans(spans, primary), f"{primary} attempt")
+    assert failed.attributes["harag.outcome"] == "UNAVAILABLE"
+    assert failed.attributes["harag.breaker.state"] == "CLOSED"
