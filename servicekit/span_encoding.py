@@ -235,12 +235,22 @@ def _scope(scope: InstrumentationScope | None) -> bytes:
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     """An ExportTraceServiceRequest, serialised: spans grouped by resource, then scope."""
-    grouped: dict[Resource, dict[InstrumentationScope | None, list[bytes]]] = {}
+    # By the resource object first: a Resource hashes by dumping its attributes to JSON, too
+    # dear per span, and a process has one. Equal resources are then merged, as the SDK does.
+    by_object: dict[int, tuple[Resource, dict[InstrumentationScope | None, list[bytes]]]] = {}
     for span in spans:
-        by_scope = grouped.setdefault(span.resource, {})
-        by_scope.setdefault(span.instrumentation_scope or None, []).append(
+        resource = span.resource
+        group = by_object.get(id(resource))
+        if group is None:
+            group = by_object[id(resource)] = (resource, {})
+        group[1].setdefault(span.instrumentation_scope or None, []).append(
             _field(_SS_SPANS, _span(span))
         )
+    grouped: dict[Resource, dict[InstrumentationScope | None, list[bytes]]] = {}
+    for resource, scopes in by_object.values():
+        into = grouped.setdefault(resource, {})
+        for scope, encoded in scopes.items():
+            into.setdefault(scope, []).extend(encoded)
     out = []
     for resource, by_scope in grouped.items():
         scope_spans = b"".join(

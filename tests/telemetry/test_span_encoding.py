@@ -98,12 +98,16 @@ def _spans() -> list[ReadableSpan]:
     work.end()
     with other.start_as_current_span("unset status, no attributes"):
         pass
+    # A second provider with an equal resource (another object): grouped with the first.
+    again = _provider("gateway", memory).get_tracer("harag.gateway", "1.2", schema_url="s://x")
+    again.start_span("same resource, same scope").end()
     return list(memory.get_finished_spans())
 
 
 def test_every_field_matches_the_sdk_encoder() -> None:
     spans = _spans()
     expected = sdk_encode(spans)
+    assert len(expected.resource_spans) == 2  # gateway (two objects), embedder-primary
     got = ExportTraceServiceRequest.FromString(encode_spans(spans))
     assert got == expected, f"\n{got}\n!=\n{expected}"
     # The same spans again come out the same from the remembered encodings.
