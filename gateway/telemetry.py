@@ -200,11 +200,13 @@ def attempt_span(
     breaker_state: str,
     stage: str | None = None,
 ) -> AttemptScope:
-    """The span of one attempt at an upstream (see AttemptScope)."""
-    return AttemptScope(
+    """The span of one attempt at an upstream (see AttemptScope); `stage` defaults to the
+    pipeline stage it runs in, and is left out outside one."""
+    attributes: dict[str, Any] = {ATTR_UPSTREAM: upstream}
+    if stage := _stage.get() if stage is None else stage:
+        attributes[ATTR_STAGE] = stage
+    attributes.update(
         {
-            ATTR_UPSTREAM: upstream,
-            ATTR_STAGE: _stage.get() if stage is None else stage,
             ATTR_TIER: tier,
             ATTR_ATTEMPT: attempt,
             ATTR_RETRY: retry,
@@ -212,6 +214,7 @@ def attempt_span(
             ATTR_BREAKER_STATE: breaker_state,
         }
     )
+    return AttemptScope(attributes)
 
 
 def annotate_request(request_id: str, degraded: bool, cached: bool) -> None:

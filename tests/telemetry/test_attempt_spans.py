@@ -186,3 +186,14 @@ async def test_a_call_outside_an_attempt_is_a_plain_client_span(rig: Rig) -> Non
     assert span.kind == SpanKind.CLIENT
     assert "harag.outcome" not in (span.attributes or {})
     assert span.status.status_code == StatusCode.ERROR  # no attempt to say otherwise
+
+
+async def test_an_attempt_outside_a_stage_names_no_stage(rig: Rig) -> None:
+    attempts = Attempts(observer=AttemptTelemetry())
+    record = _record()
+    with attempts.span(record):
+        await rig.channel.unary_unary("/test.v1.Echo/Echo")(b"")
+        record.outcome = "OK"
+    span = only(rig.finished())
+    assert "harag.stage" not in (span.attributes or {})
+    assert (span.attributes or {})["harag.upstream"] == "echo-primary"
