@@ -9,6 +9,7 @@ thread (the batch span processor) counts as export.
     python -m bench.profile --export            # tracing on: spans exported to a collector
     python -m bench.profile --bare              # python -m gateway --bare
     python -m bench.profile --env HARAG_HEDGE_ENABLED=false
+    python -m bench.profile --export --process retriever-primary   # a component instead
 
 Needs py-spy (in the `bench` extra) and permission to ptrace the gateway (root, or
 kernel.yama.ptrace_scope=0). `--raw FILE` keeps py-spy's raw samples (collapsed stacks).
@@ -97,7 +98,7 @@ async def profile(args: argparse.Namespace) -> int:
         await asyncio.sleep(2)  # past start-up effects
         record = await asyncio.create_subprocess_exec(
             py_spy, "record", "--duration", str(args.seconds), "--rate", "250", "--full-filenames",
-            "--pid", str(mesh.pid("gateway")), "--format", "raw", "--output", str(out),
+            "--pid", str(mesh.pid(args.process)), "--format", "raw", "--output", str(out),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         _, err = await record.communicate()
@@ -106,7 +107,10 @@ async def profile(args: argparse.Namespace) -> int:
         if record.returncode != 0 or not out.exists():
             print(f"py-spy failed: {err.decode().strip()}", file=sys.stderr)
             return 1
-        print(f"gateway under {args.concurrency} concurrent queries: {result.summary.qps:.0f} QPS")
+        print(
+            f"{args.process} with {args.concurrency} concurrent queries at the gateway: "
+            f"{result.summary.qps:.0f} QPS"
+        )
         for name, share in categorise(out.read_text()).items():
             print(f"  {share:6.1%}  {name}")
     return 0
@@ -118,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bare", action="store_true", help="profile python -m gateway --bare")
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the gateway")
     p.add_argument("--seconds", type=int, default=8, help="how long py-spy records")
+    p.add_argument(
+        "--process", default="gateway", help="which process to record, e.g. retriever-primary"
+    )
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--raw", type=Path, help="keep py-spy's raw samples in this file")
     return asyncio.run(profile(p.parse_args(argv)))
