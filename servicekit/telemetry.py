@@ -3,7 +3,8 @@
 - `service.name`: `OTEL_SERVICE_NAME`, else `service.name` in `OTEL_RESOURCE_ATTRIBUTES`,
   else the process's own default (`gateway`, `embedder-primary`, ...).
 - Traces: always recorded in-process (so responses and log lines carry real trace ids),
-  exported over OTLP with a BatchSpanProcessor only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+  exported over OTLP with a BatchSpanProcessor (OTLP/gRPC through the SDK's exporter with a
+  cheaper encoder, servicekit.span_encoding) only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. Without an endpoint nothing is exported and
   nothing is logged. `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` (default) or `http/protobuf`
   (needs opentelemetry-exporter-otlp-proto-http). `OTEL_TRACES_EXPORTER=none` turns export
@@ -132,9 +133,10 @@ def span_exporter(env: Mapping[str, str]) -> SpanExporter | None:
         return None
     protocol = _protocol(env, "TRACES")
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        # The SDK's exporter with a cheaper encoder (see servicekit.span_encoding).
+        from servicekit.span_encoding import FastOTLPSpanExporter
 
-        return OTLPSpanExporter()
+        return FastOTLPSpanExporter()
     if protocol == "http/protobuf":
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import (

@@ -18,7 +18,11 @@ KEY_ATTRIBUTES = (
     "harag.request_id",
     "harag.degraded",
     "harag.cached",
-    "harag.served_by",
+    "harag.embed.served_by",  # on the request span, shown for a degraded stage only
+    "harag.retrieve.served_by",
+    "harag.generate.served_by",
+    "harag.served_by",  # stage spans, in traces from before they were dropped
+    "harag.upstream",  # an attempt (the gateway's CLIENT span, or `attempt <upstream>`)
     "harag.tier",
     "harag.attempt",
     "harag.outcome",
@@ -36,6 +40,10 @@ KEY_ATTRIBUTES = (
     "harag.finish_reason",
     "rpc.grpc.status_code",
 )
+STAGE_SERVED_BY = {  # served_by -> degraded, per stage, on the request span
+    f"harag.{stage}.served_by": f"harag.{stage}.degraded"
+    for stage in ("embed", "retrieve", "generate")
+}
 FALSE_IS_NOISE = {"harag.retry", "harag.hedge", "harag.cached", "harag.degraded"}
 
 
@@ -53,6 +61,8 @@ def _attrs(span: SpanRecord) -> str:
             continue
         if key == "rpc.grpc.status_code" and value == 0:
             continue
+        if key in STAGE_SERVED_BY and not span.attributes.get(STAGE_SERVED_BY[key]):
+            continue  # a stage served as usual: nothing to glance at
         if isinstance(value, bool):
             value = str(value).lower()
         shown.append(f"{key.removeprefix('harag.')}={value}")

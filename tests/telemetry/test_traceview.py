@@ -79,29 +79,39 @@ def _span(
 
 
 def test_waterfall_draws_the_tree_on_one_time_scale() -> None:
+    root_attributes = {
+        "harag.degraded": True,
+        "harag.embed.served_by": "embedder-fallback",
+        "harag.embed.degraded": True,
+        "harag.generate.served_by": "generator-primary",
+        "harag.generate.degraded": False,
+    }
+    embed = "harag.v1.EmbedderService/Embed"
     spans = [
-        _span("1", "", "harag.v1.RagGatewayService/Query", 0, 10**7, **{"harag.degraded": True}),
-        _span("2", "1", "embed", 0, 5_000_000, **{"harag.served_by": "embedder-fallback"}),
-        _span("3", "2", "attempt embedder-primary", 0, 0, **{"harag.outcome": "BREAKER_OPEN"}),
-        _span("4", "2", "attempt embedder-fallback", 1_000_000, 5_000_000),
-        _span("5", "1", "generate", 5_000_000, 10_000_000),
+        _span("1", "", "harag.v1.RagGatewayService/Query", 0, 10**7, **root_attributes),
+        _span("3", "1", "attempt embedder-primary", 0, 0, **{"harag.outcome": "BREAKER_OPEN"}),
+        _span("4", "1", embed, 1_000_000, 5_000_000, **{"harag.upstream": "embedder-fallback"}),
+        _span("5", "4", embed, 2_000_000, 4_000_000),
+        _span("6", "1", "harag.v1.GeneratorService/Generate", 5_000_000, 10_000_000),
     ]
-    lines = render_trace(spans, width=120).splitlines()
+    lines = render_trace(spans, width=160).splitlines()
     assert lines[0].startswith(f"trace {'ab' * 16}  10.0 ms  5 spans")
     body = lines[2:]
     assert [line.split()[1] for line in body] == [
         "harag.v1.RagGatewayService/Query",
         "├─",
-        "│",
+        "├─",
         "│",
         "└─",
     ]
-    assert "degraded=true" in body[0]
-    assert "outcome=BREAKER_OPEN" in body[2] and "▏" in body[2]  # instant, but visible
-    assert "└─ attempt embedder-fallback" in body[3]
-    # Same scale: "generate" starts where "embed" ends, halfway across the root's bar.
+    # The request says which stage degraded and what served it, and only that one.
+    assert "degraded=true" in body[0] and "embed.served_by=embedder-fallback" in body[0]
+    assert "generate.served_by" not in body[0]
+    assert "outcome=BREAKER_OPEN" in body[1] and "▏" in body[1]  # instant, but visible
+    assert f"├─ {embed}" in body[2] and "upstream=embedder-fallback" in body[2]
+    assert f"└─ {embed}" in body[3]
+    # Same scale: "generate" starts halfway across the root's bar.
     root_start, root_end = body[0].index("█"), body[0].rindex("█")
-    assert body[1].index("█") == root_start
     assert body[4].index("█") == root_start + (root_end - root_start + 1) // 2
     assert body[4].rstrip().endswith("5.0 ms")
 
