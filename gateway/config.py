@@ -407,8 +407,8 @@ class GatewayConfig:
             # Worker i serves /metrics on first + i: none of those may be the gRPC port.
             if first <= self.port < first + self.workers or first + self.workers - 1 > 65535:
                 raise RuleViolation(
-                    "{server.metrics_port} .. + {workers} - 1 (one per worker) must be valid "
-                    "ports other than {port}"
+                    "{server.metrics_port} + i for i < {workers} (each worker's /metrics port) "
+                    "must be valid ports other than {port}"
                 )
 
 
