@@ -5,9 +5,17 @@ from __future__ import annotations
 import math
 
 import pytest
-from deploy_support import BASE, GPU, container_env, cpu_millis, main_container, workload
+from deploy_support import (
+    GPU_OVERLAY,
+    K8S,
+    build_kustomization,
+    container_env,
+    cpu_millis,
+    main_container,
+    workload,
+)
 
-RENDERINGS = {"base": BASE, "gpu-overlay": GPU}
+RENDERINGS = {"base": build_kustomization(K8S), "gpu-overlay": build_kustomization(GPU_OVERLAY)}
 
 
 @pytest.mark.parametrize("rendering", RENDERINGS)
