@@ -40,6 +40,15 @@ def cpu_seconds_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds_of_tree(pid: int) -> float:
+    """CPU time of a process and its live children (a gateway's `--workers`)."""
+    try:
+        children = " ".join(p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children"))
+    except OSError:
+        children = ""
+    return cpu_seconds_of(pid) + sum(cpu_seconds_of(int(c)) for c in children.split())
+
+
 def _own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -122,7 +131,7 @@ class BenchMesh:
         out = {"load generator": _own_cpu_seconds()}
         for supervisor in (self.supervisor, *self._extra):
             for name, proc in supervisor.procs.items():
-                out[name] = cpu_seconds_of(proc.pid)
+                out[name] = cpu_seconds_of_tree(proc.pid)
         return out
 
     def pid(self, name: str) -> int:
