@@ -137,6 +137,10 @@ class BenchMesh:
     def pid(self, name: str) -> int:
         return self.supervisor.procs[name].pid
 
+    def extra_pid(self, name: str) -> int:
+        """The pid of a gateway started by `add_gateway`."""
+        return next(s.procs[name].pid for s in self._extra if name in s.procs)
+
     async def add_gateway(
         self, name: str, env: Mapping[str, str], argv_extra: Sequence[str] = ()
     ) -> str:

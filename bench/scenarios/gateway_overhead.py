@@ -21,11 +21,12 @@ import itertools
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import grpc
 
 from bench.loadgen import QuerySource, corpus_questions
-from bench.mesh import BenchMesh
+from bench.mesh import BenchMesh, cpu_seconds_of
 from bench.report import ScenarioResult, Target, markdown_table
 from bench.stats import percentile
 from harag.v1 import (
@@ -84,31 +85,42 @@ def gateway_path(mesh: BenchMesh, address: str) -> Path:
     return run
 
 
+@dataclass
+class Measured:
+    latencies_ms: dict[str, list[float]]  # per path, the rounds where every path answered
+    failed: dict[str, int]  # queries that failed or were degraded, per path
+    gateway_cpu_ms: dict[str, float]  # per gateway path: its process's CPU per query
+
+
 async def measure(
-    paths: dict[str, Path], rounds: int, warmup_rounds: int
-) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Latency in ms per path, one query per path per round, the order rotating; and the
-    rounds left out per path because a query failed or was degraded (the whole round is
-    left out, so the paths stay paired)."""
+    paths: dict[str, Path], pids: dict[str, int], rounds: int, warmup_rounds: int
+) -> Measured:
+    """One query per path per round, the order rotating. A round where a query failed or
+    was degraded is left out for every path, so the paths stay paired. The CPU time of
+    each gateway path's process (`pids`) is read around its own queries only."""
     source = QuerySource(corpus_questions(), unique=True)
-    latencies: dict[str, list[float]] = {name: [] for name in paths}
-    failed: dict[str, int] = dict.fromkeys(paths, 0)
+    out = Measured({name: [] for name in paths}, dict.fromkeys(paths, 0), {})
+    cpu_s = dict.fromkeys(pids, 0.0)
     names = list(paths)
     for round_no in range(warmup_rounds + rounds):
         shift = round_no % len(names)
         this_round: dict[str, float] = {}
         for name in itertools.chain(names[shift:], names[:shift]):
+            cpu_before = cpu_seconds_of(pids[name]) if name in pids else 0.0
             started = time.perf_counter()
             try:
                 await paths[name](source.next())
             except (grpc.aio.AioRpcError, RuntimeError):
-                failed[name] += 1
+                out.failed[name] += 1
                 continue
             this_round[name] = (time.perf_counter() - started) * 1000
+            if name in pids and round_no >= warmup_rounds:
+                cpu_s[name] += cpu_seconds_of(pids[name]) - cpu_before
         if round_no >= warmup_rounds and len(this_round) == len(names):
             for name, latency in this_round.items():
-                latencies[name].append(latency)
-    return latencies, failed
+                out.latencies_ms[name].append(latency)
+    out.gateway_cpu_ms = {name: seconds / rounds * 1000 for name, seconds in cpu_s.items()}
+    return out
 
 
 async def run(rounds: int = ROUNDS, warmup_rounds: int = WARMUP_ROUNDS) -> ScenarioResult:
@@ -123,13 +135,17 @@ async def run(rounds: int = ROUNDS, warmup_rounds: int = WARMUP_ROUNDS) -> Scena
             "gateway, untraced": gateway_path(mesh, untraced),
             "gateway, bare": gateway_path(mesh, bare),
         }
-        latencies, failed = await measure(paths, rounds, warmup_rounds)
-    return result_of(latencies, failed, rounds)
+        pids = {
+            "gateway": mesh.pid("gateway"),
+            "gateway, untraced": mesh.extra_pid("gateway-untraced"),
+            "gateway, bare": mesh.extra_pid("gateway-bare"),
+        }
+        measured = await measure(paths, pids, rounds, warmup_rounds)
+    return result_of(measured, rounds)
 
 
-def result_of(
-    latencies: dict[str, list[float]], failed: dict[str, int], rounds: int
-) -> ScenarioResult:
+def result_of(measured: Measured, rounds: int) -> ScenarioResult:
+    latencies, failed = measured.latencies_ms, measured.failed
     direct = latencies["direct"]
     direct_sorted = sorted(direct)
     rows = []
@@ -148,6 +164,7 @@ def result_of(
             row["paired_median_ms"] = statistics.median(
                 v - d for v, d in zip(values, direct, strict=True)
             )
+            row["gateway_cpu_ms"] = measured.gateway_cpu_ms.get(name, float("nan"))
         rows.append(row)
     gateway = next(r for r in rows if r["path"] == "gateway")
     p50_overhead = float(gateway["p50_overhead_ms"])  # type: ignore[arg-type]
@@ -160,6 +177,7 @@ def result_of(
         "p50_overhead_ms": "p50 overhead ms",
         "p99_overhead_ms": "p99 overhead ms",
         "paired_median_ms": "median paired difference ms",
+        "gateway_cpu_ms": "gateway CPU ms / query",
     }
     return ScenarioResult(
         name="gateway_overhead",
@@ -169,6 +187,7 @@ def result_of(
             "rows": rows,
             "latencies_ms": latencies,
             "failed": failed,
+            "gateway_cpu_ms": measured.gateway_cpu_ms,
             "p50_overhead_ms": p50_overhead,
         },
         targets=[
@@ -188,6 +207,9 @@ def result_of(
             "'untraced': the default gateway with OTEL_TRACES_SAMPLER=always_off; 'bare': "
             "python -m gateway --bare (spans recorded). Their differences to 'gateway' are "
             "what tracing and the resilience layer add per query.",
+            "Gateway CPU ms / query: CPU time of that gateway's process (user + system, "
+            "/proc) over its own queries, per query; the rest of its added latency is waiting: "
+            "for the loopback hops and for a CPU (every process shares the machine's CPUs).",
             "Queries that failed or were degraded (their round is left out): "
             + ", ".join(f"{name} {n}" for name, n in failed.items())
             + ".",
