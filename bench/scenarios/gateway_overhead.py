@@ -8,6 +8,7 @@ component processes (the order rotates every round so drift lands on every path 
   documents), in sequence: the same three calls the gateway makes when all is well;
 - gateway: Query through the default gateway (resilience layer, spans recorded);
 - gateway, untraced: the same gateway with the sampler always_off;
+- gateway, no admission: the same gateway without admission control (no self-probes);
 - gateway, bare: `python -m gateway --bare` (no resilience layer, spans recorded).
 
 Every query text is new (a counter), so neither the answer cache nor coalescing helps and
@@ -128,16 +129,21 @@ async def run(rounds: int = ROUNDS, warmup_rounds: int = WARMUP_ROUNDS) -> Scena
         untraced = await mesh.add_gateway(
             "gateway-untraced", {"OTEL_TRACES_SAMPLER": "always_off"}
         )
+        unprobed = await mesh.add_gateway(
+            "gateway-no-admission", {"HARAG_ADMISSION_QUEUE_TARGET_S": "0"}
+        )
         bare = await mesh.add_gateway("gateway-bare", {}, argv_extra=["--bare"])
         paths = {
             "direct": direct_path(mesh),
             "gateway": gateway_path(mesh, mesh.gateway_address),
             "gateway, untraced": gateway_path(mesh, untraced),
+            "gateway, no admission": gateway_path(mesh, unprobed),
             "gateway, bare": gateway_path(mesh, bare),
         }
         pids = {
             "gateway": mesh.pid("gateway"),
             "gateway, untraced": mesh.extra_pid("gateway-untraced"),
+            "gateway, no admission": mesh.extra_pid("gateway-no-admission"),
             "gateway, bare": mesh.extra_pid("gateway-bare"),
         }
         measured = await measure(paths, pids, rounds, warmup_rounds)
@@ -204,9 +210,10 @@ def result_of(measured: Measured, rounds: int) -> ScenarioResult:
             "Generate on the primaries itself. Overhead: the path's percentile minus the "
             "direct path's; 'median paired difference': the median over rounds of the path's "
             "latency minus the direct query's of the same round.",
-            "'untraced': the default gateway with OTEL_TRACES_SAMPLER=always_off; 'bare': "
+            "'untraced': the default gateway with OTEL_TRACES_SAMPLER=always_off; 'no "
+            "admission': with HARAG_ADMISSION_QUEUE_TARGET_S=0 (no self-probes); 'bare': "
             "python -m gateway --bare (spans recorded). Their differences to 'gateway' are "
-            "what tracing and the resilience layer add per query.",
+            "what tracing, admission control and the resilience layer add per query.",
             "Gateway CPU ms / query: CPU time of that gateway's process (user + system, "
             "/proc) over its own queries, per query; the rest of its added latency is waiting: "
             "for the loopback hops and for a CPU (every process shares the machine's CPUs).",
