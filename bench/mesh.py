@@ -156,6 +156,15 @@ class BenchMesh:
         await supervisor.wait_serving(timeout_s=60)
         return spec.address
 
+    async def add_process(self, name: str, argv: Sequence[str], port: int) -> str:
+        """Another process listening on `port` (health-checked); returns its address."""
+        spec = ProcessSpec(name, list(argv), port, dict(QUIET))
+        supervisor = Supervisor([spec], sink=self.tail, restart=False)
+        self._extra.append(supervisor)
+        await supervisor.start()
+        await supervisor.wait_serving(timeout_s=60)
+        return spec.address
+
     async def set_fault(self, name: str, fault: fault_injection_pb2.Fault) -> None:
         await self.control.set_fault(name, fault)
 

@@ -9,7 +9,9 @@ component processes (the order rotates every round so drift lands on every path 
 - gateway: Query through the default gateway (resilience layer, spans recorded);
 - gateway, untraced: the same gateway with the sampler always_off;
 - gateway, no admission: the same gateway without admission control (no self-probes);
-- gateway, bare: `python -m gateway --bare` (no resilience layer, spans recorded).
+- gateway, bare: `python -m gateway --bare` (no resilience layer, spans recorded);
+- minimal relay: bench/relay.py, the same three calls behind a plain grpc.aio server, and
+  nothing else: what any Python grpc.aio hop costs here.
 
 Every query text is new (a counter), so neither the answer cache nor coalescing helps and
 every path does the whole work. The overhead of a gateway path is its percentile minus the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -39,10 +42,12 @@ from harag.v1 import (
     retriever_pb2,
     retriever_pb2_grpc,
 )
+from harag_cli.localports import free_port
 
 ROUNDS = 600
 WARMUP_ROUNDS = 30
 TOP_K = 4
+STAGES = ("embedder", "retriever", "generator")
 DEADLINE_S = 5.0
 TARGET_P50_MS = 1.0  # Linkerd's per-proxy p50 figure
 
@@ -133,18 +138,29 @@ async def run(rounds: int = ROUNDS, warmup_rounds: int = WARMUP_ROUNDS) -> Scena
             "gateway-no-admission", {"HARAG_ADMISSION_QUEUE_TARGET_S": "0"}
         )
         bare = await mesh.add_gateway("gateway-bare", {}, argv_extra=["--bare"])
+        relay_port = free_port()
+        relay = await mesh.add_process(
+            "relay",
+            [
+                sys.executable, "-m", "bench.relay", "--port", str(relay_port),
+                *(f"--{c}={mesh.by_name[c + '-primary'].address}" for c in STAGES),
+            ],
+            relay_port,
+        )  # fmt: skip
         paths = {
             "direct": direct_path(mesh),
             "gateway": gateway_path(mesh, mesh.gateway_address),
             "gateway, untraced": gateway_path(mesh, untraced),
             "gateway, no admission": gateway_path(mesh, unprobed),
             "gateway, bare": gateway_path(mesh, bare),
+            "minimal relay": gateway_path(mesh, relay),
         }
         pids = {
             "gateway": mesh.pid("gateway"),
             "gateway, untraced": mesh.extra_pid("gateway-untraced"),
             "gateway, no admission": mesh.extra_pid("gateway-no-admission"),
             "gateway, bare": mesh.extra_pid("gateway-bare"),
+            "minimal relay": mesh.extra_pid("relay"),
         }
         measured = await measure(paths, pids, rounds, warmup_rounds)
     return result_of(measured, rounds)
@@ -213,7 +229,9 @@ def result_of(measured: Measured, rounds: int) -> ScenarioResult:
             "'untraced': the default gateway with OTEL_TRACES_SAMPLER=always_off; 'no "
             "admission': with HARAG_ADMISSION_QUEUE_TARGET_S=0 (no self-probes); 'bare': "
             "python -m gateway --bare (spans recorded). Their differences to 'gateway' are "
-            "what tracing, admission control and the resilience layer add per query.",
+            "what tracing, admission control and the resilience layer add per query. "
+            "'minimal relay': bench/relay.py, a Python grpc.aio server that makes the same "
+            "three calls and nothing else: the floor for any Python grpc.aio gateway here.",
             "Gateway CPU ms / query: CPU time of that gateway's process (user + system, "
             "/proc) over its own queries, per query; the rest of its added latency is waiting: "
             "for the loopback hops and for a CPU (every process shares the machine's CPUs).",
