@@ -391,6 +391,16 @@ class GatewayConfig:
         minimum=1,
         maximum=64,
     )
+    gc_gen0_threshold: int = setting(
+        10000,
+        "gc_gen0_threshold",
+        "Allocations between the garbage collector's young-generation passes (Python's "
+        "default is 700, which a query through the pipeline exceeds several times over); "
+        "0 = Python's defaults (and no gc.freeze() of start-up objects).",
+        unit="allocations",
+        minimum=0,
+        maximum=10_000_000,
+    )
     bare: bool = setting(
         False,
         "bare",
