@@ -148,3 +148,36 @@ async def test_workers_shut_down_when_their_parent_is_killed(tmp_path):
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+async def test_a_worker_that_dies_is_replaced_and_the_port_keeps_serving(tmp_path):
+    log = str(tmp_path / "gateway.log")
+    port = free_port()
+    parent = run_parent(port, log)
+    try:
+
+        def serving_pids() -> set[int]:
+            return {
+                line["pid"]
+                for line in json_lines(log)
+                if line["msg"] == "serving" and line["logger"] == "harag.server"
+            }
+
+        await wait_until(
+            lambda: len(serving_pids()) == 2, what="both workers serving", timeout_s=60
+        )
+        first = serving_pids()
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        replaced = await wait_until(
+            lambda: serving_pids() - first, what="a new worker serving", timeout_s=30
+        )
+        assert victim not in replaced and parent.poll() is None
+        assert alive(max(first)), "the other worker kept running"
+        assert any(line["msg"] == "worker died: restarting" for line in json_lines(log))
+        parent.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(asyncio.to_thread(parent.wait), 30) == 0
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
