@@ -49,7 +49,7 @@ def cpu_seconds_of_tree(pid: int) -> float:
     return cpu_seconds_of(pid) + sum(cpu_seconds_of(int(c)) for c in children.split())
 
 
-def _own_cpu_seconds() -> float:
+def own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -128,7 +128,7 @@ class BenchMesh:
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far by each mesh process and by this (load generator) process."""
-        out = {"load generator": _own_cpu_seconds()}
+        out = {"load generator": own_cpu_seconds()}
         for supervisor in (self.supervisor, *self._extra):
             for name, proc in supervisor.procs.items():
                 out[name] = cpu_seconds_of_tree(proc.pid)

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import statistics
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
 
 from bench.loadgen import LoadResult, LoadSpec, run_load
-from bench.mesh import QUIET, Tail, cpu_seconds_of_tree
+from bench.mesh import QUIET, Tail, cpu_seconds_of, cpu_seconds_of_tree, own_cpu_seconds
 from bench.report import LOAD_COLUMNS, ScenarioResult, markdown_table
 from bench.stats import summarise
 from harag.v1 import gateway_pb2_grpc
@@ -39,6 +41,8 @@ class Side:
     address: str
     runs: list[LoadResult] = field(default_factory=list)
     gateway_cpu_s: float = 0.0
+    others_cpu_s: float = 0.0  # the stub upstreams and the load generator
+    busy_s: float = 0.0  # wall time under load
     answers: int = 0
 
 
@@ -111,9 +115,14 @@ async def run(
             for round_no in range(rounds):
                 for side in sides if round_no % 2 == 0 else reversed(sides):
                     pid = supervisor.procs[gateways[side.workers].name].pid
+                    stub = supervisor.procs["stub-upstreams"].pid
                     before = cpu_seconds_of_tree(pid)
+                    others = cpu_seconds_of(stub) + own_cpu_seconds()
+                    started = time.perf_counter()
                     result = await spread_load(channels[side.workers], spec)
+                    side.busy_s += time.perf_counter() - started
                     side.gateway_cpu_s += cpu_seconds_of_tree(pid) - before
+                    side.others_cpu_s += cpu_seconds_of(stub) + own_cpu_seconds() - others
                     side.answers += sum(s.ok for s in result.samples)
                     side.runs.append(result)
         finally:
@@ -133,6 +142,8 @@ def result_of(sides: list[Side], rounds: int, duration_s: float) -> ScenarioResu
                 "run": f"{side.workers} worker{'s' if side.workers > 1 else ''}",
                 **summary,
                 "gateway_cpu_ms_per_answer": side.gateway_cpu_s / max(side.answers, 1) * 1000,
+                "gateway_cores": side.gateway_cpu_s / side.busy_s,
+                "others_cores": side.others_cpu_s / side.busy_s,
             }
         )
     one, two = sides[0], sides[-1]
@@ -144,7 +155,13 @@ def result_of(sides: list[Side], rounds: int, duration_s: float) -> ScenarioResu
         name="gateway_workers",
         title="Gateway worker processes over cheap upstreams",
         table=markdown_table(
-            rows, {**LOAD_COLUMNS, "gateway_cpu_ms_per_answer": "gateway CPU ms / answer"}
+            rows,
+            {
+                **LOAD_COLUMNS,
+                "gateway_cpu_ms_per_answer": "gateway CPU ms / answer",
+                "gateway_cores": "gateway cores",
+                "others_cores": "stub + load generator cores",
+            },
         ),
         data={"rows": rows, "throughput_ratio": ratio, "per_round": per_round},
         notes=[
@@ -154,6 +171,9 @@ def result_of(sides: list[Side], rounds: int, duration_s: float) -> ScenarioResu
             f"gateway, unique queries, {rounds} alternating rounds of {duration_s:g} s. "
             "Upstreams: one stub process with canned replies (bench/stub_upstreams.py); the "
             "stub and the load generator share the machine's CPUs with the gateway, so on a "
-            "machine with few cores a second worker gains less than a core's worth.",
+            "machine with few cores a second worker gains less than a core's worth. "
+            "'cores': CPU seconds per second of load, for the gateway (parent and workers) "
+            "and for the stub and the load generator together: a second worker can only "
+            f"use what they and other work leave of the machine's {os.cpu_count()} CPUs.",
         ],
     )
