@@ -29,6 +29,8 @@ from bench.report import (
     write_markdown,
 )
 from bench.scenarios import (
+    gateway_overhead,
+    gateway_workers,
     hung_primary,
     overload,
     pairs,
@@ -43,6 +45,8 @@ ORDER = (
     "saturation",
     "resilience_vs_bare",
     "tracing_on_vs_off",
+    "gateway_overhead",
+    "gateway_workers",
     "hung_primary",
     "retry_budget",
     "overload",
@@ -75,6 +79,12 @@ def _scenarios(
         ),
         "tracing_on_vs_off": lambda: (
             pairs.tracing_on_vs_off(2.0, 1.0, 2) if quick else pairs.tracing_on_vs_off()
+        ),
+        "gateway_overhead": lambda: (
+            gateway_overhead.run(60, 10) if quick else gateway_overhead.run()
+        ),
+        "gateway_workers": lambda: (
+            gateway_workers.run(2.0, 1.0, 2) if quick else gateway_workers.run()
         ),
         "hung_primary": lambda: hung_primary.run(5.0, 8.0, 6.0) if quick else hung_primary.run(),
         "retry_budget": lambda: retry_budget.run(5.0, 3.0) if quick else retry_budget.run(),

@@ -40,7 +40,16 @@ def cpu_seconds_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _own_cpu_seconds() -> float:
+def cpu_seconds_of_tree(pid: int) -> float:
+    """CPU time of a process and its live children (a gateway's `--workers`)."""
+    try:
+        children = " ".join(p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children"))
+    except OSError:
+        children = ""
+    return cpu_seconds_of(pid) + sum(cpu_seconds_of(int(c)) for c in children.split())
+
+
+def own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -119,14 +128,18 @@ class BenchMesh:
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far by each mesh process and by this (load generator) process."""
-        out = {"load generator": _own_cpu_seconds()}
+        out = {"load generator": own_cpu_seconds()}
         for supervisor in (self.supervisor, *self._extra):
             for name, proc in supervisor.procs.items():
-                out[name] = cpu_seconds_of(proc.pid)
+                out[name] = cpu_seconds_of_tree(proc.pid)
         return out
 
     def pid(self, name: str) -> int:
         return self.supervisor.procs[name].pid
+
+    def extra_pid(self, name: str) -> int:
+        """The pid of a gateway started by `add_gateway`."""
+        return next(s.procs[name].pid for s in self._extra if name in s.procs)
 
     async def add_gateway(
         self, name: str, env: Mapping[str, str], argv_extra: Sequence[str] = ()
@@ -137,6 +150,15 @@ class BenchMesh:
         spec = ProcessSpec(
             name, [*base.argv, *argv_extra], port, {**base.env, "HARAG_PORT": str(port), **env}
         )
+        supervisor = Supervisor([spec], sink=self.tail, restart=False)
+        self._extra.append(supervisor)
+        await supervisor.start()
+        await supervisor.wait_serving(timeout_s=60)
+        return spec.address
+
+    async def add_process(self, name: str, argv: Sequence[str], port: int) -> str:
+        """Another process listening on `port` (health-checked); returns its address."""
+        spec = ProcessSpec(name, list(argv), port, dict(QUIET))
         supervisor = Supervisor([spec], sink=self.tail, restart=False)
         self._extra.append(supervisor)
         await supervisor.start()

@@ -10,6 +10,7 @@ thread (the batch span processor) counts as export.
     python -m bench.profile --bare              # python -m gateway --bare
     python -m bench.profile --env HARAG_HEDGE_ENABLED=false
     python -m bench.profile --export --process retriever-primary   # a component instead
+    python -m bench.profile --concurrency 1 --gil   # where one query's CPU goes
 
 Needs py-spy (in the `bench` extra) and permission to ptrace the gateway (root, or
 kernel.yama.ptrace_scope=0). `--raw FILE` keeps py-spy's raw samples (collapsed stacks).
@@ -99,6 +100,7 @@ async def profile(args: argparse.Namespace) -> int:
         record = await asyncio.create_subprocess_exec(
             py_spy, "record", "--duration", str(args.seconds), "--rate", "250", "--full-filenames",
             "--pid", str(mesh.pid(args.process)), "--format", "raw", "--output", str(out),
+            *(["--gil"] if args.gil else []),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         _, err = await record.communicate()
@@ -127,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--raw", type=Path, help="keep py-spy's raw samples in this file")
+    p.add_argument(
+        "--gil",
+        action="store_true",
+        help="only samples holding the GIL: CPU work, not waits (use at low concurrency)",
+    )
     return asyncio.run(profile(p.parse_args(argv)))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 
 from gateway.admin import GatewayAdmin
@@ -13,6 +14,7 @@ from gateway.prober import BreakerProber
 from gateway.server import RagGateway
 from gateway.telemetry import METRICS, AttemptTelemetry
 from gateway.upstreams import Upstreams
+from gateway.workers import WorkerRole, run_workers, worker_role
 from harag.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from servicekit import jsonlog, telemetry
 from servicekit.main import bootstrap
@@ -39,7 +41,8 @@ def core_rpc_limit(cfg: GatewayConfig) -> int:
     )
 
 
-async def run(cfg: GatewayConfig) -> int:
+async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
+    """Serves until SIGTERM; `role` when this process is one of `--workers N`."""
     upstreams = Upstreams.from_config(cfg)
     METRICS.observe_guards(u.guard for u in upstreams.all())
     upstreams.start_health_watch()
@@ -50,9 +53,12 @@ async def run(cfg: GatewayConfig) -> int:
     )
     prober.start()
     shed_log = ShedLog()
-    probe, admission = admission_control(cfg, shed_log)
+    probe_address = (
+        role.private_address() if role else loopback_address(cfg.server.host, cfg.port)
+    )
+    probe, admission = admission_control(cfg, shed_log, probe_address)
     pipeline = Pipeline(upstreams, cfg, observer=AttemptTelemetry())
-    servicer = RagGateway(pipeline, upstreams, cfg, shed_log)
+    servicer = RagGateway(pipeline, upstreams, cfg, shed_log, worker=role.index if role else None)
     admin = GatewayAdmin(upstreams)
     registrations = [
         ServiceRegistration(
@@ -76,7 +82,14 @@ async def run(cfg: GatewayConfig) -> int:
         metrics_port=cfg.server.metrics_port,
         rpc_observers=(METRICS.observe_rpc,),
         front_interceptors=admission,
-        on_started=(probe.start,) if probe else (),
+        reuse_port=role is not None,
+        private_addresses=(role.private_address(),) if role else (),
+        on_started=(
+            # Start-up's objects live as long as the process: stop scanning them.
+            *((gc.freeze,) if cfg.gc_gen0_threshold > 0 else ()),
+            *((probe.start,) if probe else ()),
+            *((role.report_ready, role.watch_parent) if role else ()),
+        ),
         before_stop=(probe.stop,) if probe else (),
         on_stop=(prober.stop, upstreams.close),
     )
@@ -84,15 +97,14 @@ async def run(cfg: GatewayConfig) -> int:
 
 
 def admission_control(
-    cfg: GatewayConfig, shed_log: ShedLog
+    cfg: GatewayConfig, shed_log: ShedLog, probe_address: str
 ) -> tuple[QueueDelayProbe | None, tuple[AdmissionInterceptor, ...]]:
-    """The self-probe and the interceptor that sheds by its measurements (off when bare)."""
+    """The self-probe (sent to `probe_address`, which must reach this very process) and the
+    interceptor that sheds by its measurements (off when bare)."""
     if cfg.admission.queue_target_s <= 0 or cfg.bare:
         return None, ()
     controller = SheddingController(cfg.admission.queue_target_s)
-    probe = QueueDelayProbe(
-        loopback_address(cfg.server.host, cfg.port), cfg.admission.probe_interval_s, controller
-    )
+    probe = QueueDelayProbe(probe_address, cfg.admission.probe_interval_s, controller)
 
     def count_shed(method: str) -> None:
         METRICS.shed("queue_delay")
@@ -113,20 +125,35 @@ def loopback_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def start(cfg: GatewayConfig) -> int:
+def tune_garbage_collector(gen0_threshold: int) -> None:
+    """Fewer, larger young-generation passes. Every query allocates thousands of short-lived
+    objects (protos, futures, tasks, records), so at Python's default of 700 allocations the
+    collector runs several times per query, and its older generations, which it then scans
+    more often too, hold the answer cache. gc.freeze() (called once serving) moves everything
+    allocated during start-up out of the collector's sight for good."""
+    if gen0_threshold > 0:
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(gen0_threshold, gen1, gen2)
+
+
+def start(cfg: GatewayConfig, argv: list[str]) -> int:
     jsonlog.setup("gateway", cfg.server.log_level)
+    if cfg.workers > 1:
+        return run_workers(cfg, argv)  # the parent: no gRPC of its own
+    tune_garbage_collector(cfg.gc_gen0_threshold)
     telemetry.setup("gateway")
     instrument_aio_channels()  # before any upstream channel exists
-    return asyncio.run(run(cfg))
+    return asyncio.run(run(cfg, worker_role()))
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
     return bootstrap(
         "python -m gateway",
         __doc__ or "",
         GatewayConfig,
-        start,
-        flags=("port",),
+        lambda cfg: start(cfg, args),
+        flags=("port", "workers"),
         switches=("bare",),
         argv=argv,
     )

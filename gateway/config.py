@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from gateway.resilience.breaker_types import BreakerConfig
 from gateway.resilience.recent import StatusConfig
 from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
+from servicekit.metrics import resolve_port
 from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
 from servicekit.server import ServerSettings
 from servicekit.settings import RuleViolation, check_fields, section, setting, settings_of
@@ -382,6 +383,26 @@ class GatewayConfig:
     admission: AdmissionConfig = section(AdmissionConfig)
     cache: CacheConfig = section(CacheConfig)
     status: StatusConfig = section(StatusConfig)
+    workers: int = setting(
+        1,
+        "workers",
+        "Gateway processes sharing the gRPC port (SO_REUSEPORT) under one supervising parent; "
+        "each has its own breakers, cache and metrics port (the metrics port + its index). "
+        "1 = a single process, no parent.",
+        unit="processes",
+        minimum=1,
+        maximum=64,
+    )
+    gc_gen0_threshold: int = setting(
+        10000,
+        "gc_gen0_threshold",
+        "Allocations between the garbage collector's young-generation passes (Python's "
+        "default is 700, which a query through the pipeline exceeds several times over); "
+        "0 = Python's defaults (and no gc.freeze() of start-up objects).",
+        unit="allocations",
+        minimum=0,
+        maximum=10_000_000,
+    )
     bare: bool = setting(
         False,
         "bare",
@@ -393,6 +414,14 @@ class GatewayConfig:
         check_fields(self)
         if self.server.metrics_port == self.port:
             raise RuleViolation("{server.metrics_port} must differ from {port}")
+        first = resolve_port(self.server.metrics_port, self.port)
+        if self.workers > 1 and first > 0:
+            # Worker i serves /metrics on first + i: none of those may be the gRPC port.
+            if first <= self.port < first + self.workers or first + self.workers - 1 > 65535:
+                raise RuleViolation(
+                    "{server.metrics_port} + i for i < {workers} (each worker's /metrics port) "
+                    "must be valid ports other than {port}"
+                )
 
 
 SETTINGS = settings_of(GatewayConfig)

@@ -72,11 +72,13 @@ class Pipeline:
     clock: Clock = SYSTEM_CLOCK
     rng: random.Random | None = None  # retry jitter; None: the resilience layer's own
     _chains: dict[str, list[Upstream]] = field(init=False)
+    _policies: dict[tuple[str, int, bool, bool], ChainPolicy] = field(init=False)
     cache: AnswerCache[QueryResult] = field(init=False)
     coalescer: Coalescer[str, QueryResult] = field(init=False)
 
     def __post_init__(self) -> None:
         self._chains = self.upstreams.chains
+        self._policies = {}
         bare = self.cfg.bare
         self.cache = AnswerCache(
             0 if bare else self.cfg.cache.ttl_s,
@@ -313,17 +315,9 @@ class Pipeline:
         repeatable: bool = True,
     ) -> _Walk[T]:
         """Walks the component's fallback chain (tier 0 first) with the stage's timing."""
-        cfg = self.cfg
-        policy = ChainPolicy(
-            per_try_cap_s=cfg.deadlines.per_try_cap_s(component),
-            min_attempt_s=cfg.deadlines.min_attempt_s,
-            tier_reserve_s=cfg.deadlines.tier_reserve_s,
-            reserve_after_s=later_stages * cfg.deadlines.tier_reserve_s,
-            hedge=idempotent and cfg.hedge.enabled and not cfg.bare,
-            repeatable=repeatable,
-            hedge_delay_s=cfg.hedge.delay_s or None,
-            hedge_min_delay_s=cfg.hedge.min_delay_s,
-        )
+        policy_key = (component, later_stages, idempotent, repeatable)
+        if (policy := self._policies.get(policy_key)) is None:
+            policy = self._policies[policy_key] = self._policy(*policy_key)
         chain = self._chains[component]
         started = self.clock.monotonic()
         result = await call_chain(
@@ -336,6 +330,23 @@ class Pipeline:
             rng=self.rng,
         )
         return _Walk(stage, result, len(chain), started, self.clock)
+
+
+    def _policy(
+        self, component: str, later_stages: int, idempotent: bool, repeatable: bool
+    ) -> ChainPolicy:
+        """A stage's chain policy: the same for every query, so built once per stage."""
+        cfg = self.cfg
+        return ChainPolicy(
+            per_try_cap_s=cfg.deadlines.per_try_cap_s(component),
+            min_attempt_s=cfg.deadlines.min_attempt_s,
+            tier_reserve_s=cfg.deadlines.tier_reserve_s,
+            reserve_after_s=later_stages * cfg.deadlines.tier_reserve_s,
+            hedge=idempotent and cfg.hedge.enabled and not cfg.bare,
+            repeatable=repeatable,
+            hedge_delay_s=cfg.hedge.delay_s or None,
+            hedge_min_delay_s=cfg.hedge.min_delay_s,
+        )
 
 
 @dataclass(frozen=True)

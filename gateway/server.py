@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -54,8 +55,11 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         upstreams: Upstreams,
         cfg: GatewayConfig,
         shed_log: ShedLog | None = None,
+        worker: int | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # Which of `--workers N` this process is, in every answer's log line (None: the only one).
+        self.worker = {"worker": worker, "pid": os.getpid()} if worker is not None else {}
         self.upstreams = upstreams
         self.cfg = cfg
         self.shed_log = shed_log or ShedLog()
@@ -109,6 +113,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             "cached": result.cached,
             "served_by": [s.served_by for s in result.stages],
             "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            **self.worker,
         }
         if result.degraded:
             log.warning("degraded answer", extra=fields)

@@ -69,18 +69,31 @@ def _listening_inodes(port: int) -> set[str]:
 def listens_on(pid: int, port: int) -> bool | None:
     """Whether process `pid` holds the listening socket of `port`; None when this system
     cannot tell (no /proc). A health probe alone cannot tell our server from another's."""
-    fd_dir = Path(f"/proc/{pid}/fd")
     if not Path("/proc/net/tcp").exists():
         return None
     inodes = _listening_inodes(port)
     wanted = {f"socket:[{inode}]" for inode in inodes}
+    # `python -m gateway --workers N`: the parent's children (its workers) hold the port.
+    return any(_holds(p, wanted) for p in (pid, *_children(pid)))
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = " ".join(p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children"))
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def _holds(pid: int, sockets: set[str]) -> bool:
+    fd_dir = Path(f"/proc/{pid}/fd")
     try:
         fds = os.listdir(fd_dir)
     except OSError:
         return False  # the process is gone
     for fd in fds:
         try:
-            if os.readlink(fd_dir / fd) in wanted:
+            if os.readlink(fd_dir / fd) in sockets:
                 return True
         except OSError:
             continue  # closed while we looked

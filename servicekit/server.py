@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -134,6 +135,12 @@ class ServerOptions:
     shutdown_drain_s: float = ServerSettings.shutdown_drain_s
     max_concurrent_rpcs: int = ServerSettings.max_concurrent_rpcs
     metrics_port: int = ServerSettings.metrics_port  # see servicekit.metrics.resolve_port
+    # Several processes listen on the same port (SO_REUSEPORT) and the kernel spreads
+    # connections across them: `python -m gateway --workers N`.
+    reuse_port: bool = False
+    # More addresses to listen on, e.g. "unix-abstract:name": for calls that must reach this
+    # very process when it shares its port with others.
+    private_addresses: Sequence[str] = field(default_factory=tuple)
     rpc_observers: Sequence[RpcObserver] = field(default_factory=tuple)
     interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
     # Run before everything else, telemetry included: for turning calls away at the least
@@ -171,7 +178,7 @@ async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistrat
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if options.reuse_port else 0),
         ],
     )
     names = [r.name for r in registrations]
@@ -208,11 +215,12 @@ async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistrat
     )
 
     address = f"{options.host}:{options.port}"
-    try:
-        server.add_insecure_port(address)
-    except RuntimeError as exc:
-        log.error("cannot listen", extra={"address": address, "error": str(exc)})
-        return 1
+    for listen in (address, *options.private_addresses):
+        try:
+            server.add_insecure_port(listen)
+        except RuntimeError as exc:
+            log.error("cannot listen", extra={"address": listen, "error": str(exc)})
+            return 1
     await server.start()
     for started in options.on_started:
         started()
@@ -223,7 +231,12 @@ async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistrat
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "serving",
-        extra={"address": address, "services": names, "fault_injection": options.fault_injection},
+        extra={
+            "address": address,
+            "services": names,
+            "fault_injection": options.fault_injection,
+            "pid": os.getpid(),
+        },
     )
 
     stop = asyncio.Event()

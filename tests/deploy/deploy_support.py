@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import math
 import re
 import shlex
 from dataclasses import dataclass
@@ -387,12 +388,26 @@ def all_containers(resource: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def container_env(container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as the kubelet sets it (literal values, and CPU
+    resource fields, e.g. HARAG_WORKERS from limits.cpu)."""
     env = {}
     for item in container.get("env", []):
-        assert "value" in item, f"{item['name']}: only literal env values are used"
         assert item["name"] not in env, f"env {item['name']} is set twice"
-        env[item["name"]] = item["value"]
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
+        ref = item.get("valueFrom", {}).get("resourceFieldRef")
+        assert ref, f"{item['name']}: only literal values and resource fields are used"
+        env[item["name"]] = str(cpu_field(container, ref))
     return env
+
+
+def cpu_field(container: dict[str, Any], ref: dict[str, Any]) -> int:
+    """A resourceFieldRef on requests.cpu or limits.cpu: the kubelet rounds up to the divisor."""
+    kind, _, resource = ref["resource"].partition(".")
+    assert resource == "cpu" and kind in ("limits", "requests"), ref
+    quantity = cpu_millis(container["resources"][kind]["cpu"])
+    return math.ceil(quantity / cpu_millis(ref.get("divisor", "1")))
 
 
 def named_port(container: dict[str, Any], name: str) -> int:

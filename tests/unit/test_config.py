@@ -217,6 +217,12 @@ def test_wrong_type_gateway_value():
             "env HARAG_METRICS_PORT), port = 7000 (from env HARAG_PORT)",
         ),
         (
+            {"HARAG_METRICS_PORT": "7000", "HARAG_PORT": "7001", "HARAG_WORKERS": "2"},
+            "config error: metrics_port + i for i < workers (each worker's /metrics port) "
+            "must be valid ports other than port; got metrics_port = 7000 (from env "
+            "HARAG_METRICS_PORT), workers = 2 (from env HARAG_WORKERS), port = 7001",
+        ),
+        (
             {"HARAG_EMBEDDER_CHAIN": "x=h:1", "HARAG_GENERATOR_CHAIN": "x=h:2"},
             "config error: upstream names must be unique across embedder_chain, "
             "retriever_chain and generator_chain; got embedder_chain = x=h:1 (from env",
