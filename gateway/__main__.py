@@ -9,10 +9,11 @@ import sys
 from gateway.admin import GatewayAdmin
 from gateway.admission import AdmissionInterceptor, QueueDelayProbe, SheddingController, ShedLog
 from gateway.config import GatewayConfig
+from gateway.metrics import METRICS
 from gateway.pipeline import Pipeline
 from gateway.prober import BreakerProber
 from gateway.server import RagGateway
-from gateway.telemetry import METRICS, AttemptTelemetry
+from gateway.telemetry import AttemptTelemetry
 from gateway.upstreams import Upstreams
 from gateway.workers import WorkerRole, run_workers, worker_role
 from harag.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc

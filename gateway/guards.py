@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 from gateway.config import GatewayConfig
+from gateway.metrics import METRICS
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.breaker_types import BreakerTransition
 from gateway.resilience.bulkhead import Bulkhead
@@ -16,7 +17,7 @@ from gateway.resilience.guard import Guard
 from gateway.resilience.inflight import InFlight
 from gateway.resilience.recent import RecentCalls
 from gateway.resilience.retry import RetryBudget
-from gateway.telemetry import METRICS, breaker_transition_event
+from gateway.telemetry import breaker_transition_event
 
 
 def slow_call_s(cfg: GatewayConfig, component: str) -> float:

@@ -26,6 +26,7 @@ from typing import Generic, TypeVar
 
 from gateway.cache import AnswerCache, cache_key
 from gateway.config import GatewayConfig
+from gateway.metrics import METRICS
 from gateway.query import (
     Answer,
     QueryInput,
@@ -39,7 +40,7 @@ from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.coalesce import Coalescer
 from gateway.resilience.deadline import Deadline
 from gateway.resilience.guard import AttemptObserver
-from gateway.telemetry import METRICS, set_stage_result, stage_span
+from gateway.telemetry import set_stage_result, stage_span
 from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import (
     common_pb2,

@@ -16,11 +16,12 @@ from gateway.admission import ShedLog
 from gateway.config import GatewayConfig
 from gateway.health import system_health
 from gateway.ingest import ingest
+from gateway.metrics import METRICS
 from gateway.pipeline import Pipeline
 from gateway.query import QueryInput, QueryResult
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.deadline import Deadline
-from gateway.telemetry import METRICS, annotate_request
+from gateway.telemetry import annotate_request
 from gateway.upstreams import Upstreams
 from gateway.validation import check_query
 from harag.v1 import gateway_pb2, gateway_pb2_grpc

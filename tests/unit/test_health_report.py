@@ -12,13 +12,13 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from gateway.health import upstream_status
+from gateway.metrics import GatewayMetrics
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.clock import FakeClock
 from gateway.resilience.guard import Guard
 from gateway.resilience.inflight import InFlight
 from gateway.resilience.recent import RecentCalls, StatusConfig
 from gateway.resilience.retry import RetryBudget, RetryBudgetConfig, RetryPolicy, RetryReason
-from gateway.telemetry import GatewayMetrics
 from gateway.upstreams import Upstream
 from harag.v1 import gateway_pb2
 from harag_cli import render
