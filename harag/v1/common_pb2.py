@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15harag/v1/common.proto\x12\x08harag.v1\"\x89\x01\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x03(\x0b\x32 .harag.v1.Document.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x0eScoredDocument\x12$\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x12.harag.v1.Document\x12\r\n\x05score\x18\x02 \x01(\x01\"-\n\x0eMetadataFilter\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15harag/v1/common.proto\x12\x08harag.v1\"\xbb\x02\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x32\n\x08metadata\x18\x03 \x03(\x0b\x32 .harag.v1.Document.MetadataEntry\x12?\n\x0fmetadata_values\x18\x04 \x03(\x0b\x32&.harag.v1.Document.MetadataValuesEntry\x12\x1e\n\x05\x63hunk\x18\x05 \x01(\x0b\x32\x0f.harag.v1.Chunk\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aO\n\x13MetadataValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.harag.v1.MetadataValues:\x02\x38\x01\" \n\x0eMetadataValues\x12\x0e\n\x06values\x18\x01 \x03(\t\"p\n\x05\x43hunk\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12\r\n\x05title\x18\x04 \x01(\t\x12\x14\n\x0cheading_path\x18\x05 \x03(\t\x12\x0c\n\x04page\x18\x06 \x01(\x05\"E\n\x0eScoredDocument\x12$\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x12.harag.v1.Document\x12\r\n\x05score\x18\x02 \x01(\x01\"-\n\x0eMetadataFilter\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"Z\n\x0eStoredDocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x03 \x01(\x05\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +33,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DOCUMENT_METADATAENTRY']._loaded_options = None
   _globals['_DOCUMENT_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_DOCUMENT_METADATAVALUESENTRY']._loaded_options = None
+  _globals['_DOCUMENT_METADATAVALUESENTRY']._serialized_options = b'8\001'
   _globals['_DOCUMENT']._serialized_start=36
-  _globals['_DOCUMENT']._serialized_end=173
-  _globals['_DOCUMENT_METADATAENTRY']._serialized_start=126
-  _globals['_DOCUMENT_METADATAENTRY']._serialized_end=173
-  _globals['_SCOREDDOCUMENT']._serialized_start=175
-  _globals['_SCOREDDOCUMENT']._serialized_end=244
-  _globals['_METADATAFILTER']._serialized_start=246
-  _globals['_METADATAFILTER']._serialized_end=291
-  _globals['_EMBEDDING']._serialized_start=293
-  _globals['_EMBEDDING']._serialized_end=320
+  _globals['_DOCUMENT']._serialized_end=351
+  _globals['_DOCUMENT_METADATAENTRY']._serialized_start=223
+  _globals['_DOCUMENT_METADATAENTRY']._serialized_end=270
+  _globals['_DOCUMENT_METADATAVALUESENTRY']._serialized_start=272
+  _globals['_DOCUMENT_METADATAVALUESENTRY']._serialized_end=351
+  _globals['_METADATAVALUES']._serialized_start=353
+  _globals['_METADATAVALUES']._serialized_end=385
+  _globals['_CHUNK']._serialized_start=387
+  _globals['_CHUNK']._serialized_end=499
+  _globals['_SCOREDDOCUMENT']._serialized_start=501
+  _globals['_SCOREDDOCUMENT']._serialized_end=570
+  _globals['_METADATAFILTER']._serialized_start=572
+  _globals['_METADATAFILTER']._serialized_end=617
+  _globals['_EMBEDDING']._serialized_start=619
+  _globals['_EMBEDDING']._serialized_end=646
+  _globals['_STOREDDOCUMENT']._serialized_start=648
+  _globals['_STOREDDOCUMENT']._serialized_end=738
 # @@protoc_insertion_point(module_scope)

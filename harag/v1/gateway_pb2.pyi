@@ -34,6 +34,7 @@ class IngestStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INGEST_STATUS_ACCEPTED: _ClassVar[IngestStatus]
     INGEST_STATUS_PARTIAL: _ClassVar[IngestStatus]
     INGEST_STATUS_FAILED: _ClassVar[IngestStatus]
+    INGEST_STATUS_UNCHANGED: _ClassVar[IngestStatus]
 
 class SystemStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -62,6 +63,7 @@ INGEST_STATUS_UNSPECIFIED: IngestStatus
 INGEST_STATUS_ACCEPTED: IngestStatus
 INGEST_STATUS_PARTIAL: IngestStatus
 INGEST_STATUS_FAILED: IngestStatus
+INGEST_STATUS_UNCHANGED: IngestStatus
 SYSTEM_STATUS_UNSPECIFIED: SystemStatus
 SYSTEM_STATUS_HEALTHY: SystemStatus
 SYSTEM_STATUS_DEGRADED: SystemStatus
@@ -217,32 +219,80 @@ class IngestRequest(_message.Message):
     def __init__(self, documents: _Optional[_Iterable[_Union[_common_pb2.Document, _Mapping]]] = ...) -> None: ...
 
 class IngestResult(_message.Message):
-    __slots__ = ("id", "index", "status", "reason", "missing")
+    __slots__ = ("id", "index", "status", "reason", "missing", "chunks")
     ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
     id: str
     index: int
     status: IngestStatus
     reason: str
     missing: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., index: _Optional[int] = ..., status: _Optional[_Union[IngestStatus, str]] = ..., reason: _Optional[str] = ..., missing: _Optional[_Iterable[str]] = ...) -> None: ...
+    chunks: int
+    def __init__(self, id: _Optional[str] = ..., index: _Optional[int] = ..., status: _Optional[_Union[IngestStatus, str]] = ..., reason: _Optional[str] = ..., missing: _Optional[_Iterable[str]] = ..., chunks: _Optional[int] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
-    __slots__ = ("results", "succeeded", "failed", "elapsed_ms", "models")
+    __slots__ = ("results", "succeeded", "failed", "elapsed_ms", "models", "unchanged", "chunks")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[IngestResult]
     succeeded: int
     failed: int
     elapsed_ms: float
     models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
+    unchanged: int
+    chunks: int
+    def __init__(self, results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., models: _Optional[_Iterable[str]] = ..., unchanged: _Optional[int] = ..., chunks: _Optional[int] = ...) -> None: ...
+
+class DeleteDocumentsRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteResult(_message.Message):
+    __slots__ = ("id", "found", "missing")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    found: bool
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., found: _Optional[bool] = ..., missing: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteDocumentsResponse(_message.Message):
+    __slots__ = ("results", "evicted_answers")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[DeleteResult]
+    evicted_answers: int
+    def __init__(self, results: _Optional[_Iterable[_Union[DeleteResult, _Mapping]]] = ..., evicted_answers: _Optional[int] = ...) -> None: ...
+
+class ListDocumentsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDocumentsResponse(_message.Message):
+    __slots__ = ("documents", "next_page_token", "served_by")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[_common_pb2.StoredDocument]
+    next_page_token: str
+    served_by: str
+    def __init__(self, documents: _Optional[_Iterable[_Union[_common_pb2.StoredDocument, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., served_by: _Optional[str] = ...) -> None: ...
 
 class GetSystemHealthRequest(_message.Message):
     __slots__ = ()

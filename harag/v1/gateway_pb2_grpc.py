@@ -52,6 +52,16 @@ class RagGatewayServiceStub:
                 request_serializer=harag_dot_v1_dot_gateway__pb2.IngestRequest.SerializeToString,
                 response_deserializer=harag_dot_v1_dot_gateway__pb2.IngestResponse.FromString,
                 _registered_method=True)
+        self.DeleteDocuments = channel.unary_unary(
+                '/harag.v1.RagGatewayService/DeleteDocuments',
+                request_serializer=harag_dot_v1_dot_gateway__pb2.DeleteDocumentsRequest.SerializeToString,
+                response_deserializer=harag_dot_v1_dot_gateway__pb2.DeleteDocumentsResponse.FromString,
+                _registered_method=True)
+        self.ListDocuments = channel.unary_unary(
+                '/harag.v1.RagGatewayService/ListDocuments',
+                request_serializer=harag_dot_v1_dot_gateway__pb2.ListDocumentsRequest.SerializeToString,
+                response_deserializer=harag_dot_v1_dot_gateway__pb2.ListDocumentsResponse.FromString,
+                _registered_method=True)
         self.GetSystemHealth = channel.unary_unary(
                 '/harag.v1.RagGatewayService/GetSystemHealth',
                 request_serializer=harag_dot_v1_dot_gateway__pb2.GetSystemHealthRequest.SerializeToString,
@@ -86,6 +96,20 @@ class RagGatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteDocuments(self, request, context):
+        """Deletes documents (every chunk, from every retriever) and evicts cached answers citing them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDocuments(self, request, context):
+        """Lists the ingested documents, as the primary retriever (or the first that answers) holds them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSystemHealth(self, request, context):
         """Reports the gateway's view of its upstreams.
         """
@@ -110,6 +134,16 @@ def add_RagGatewayServiceServicer_to_server(servicer, server):
                     servicer.Ingest,
                     request_deserializer=harag_dot_v1_dot_gateway__pb2.IngestRequest.FromString,
                     response_serializer=harag_dot_v1_dot_gateway__pb2.IngestResponse.SerializeToString,
+            ),
+            'DeleteDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDocuments,
+                    request_deserializer=harag_dot_v1_dot_gateway__pb2.DeleteDocumentsRequest.FromString,
+                    response_serializer=harag_dot_v1_dot_gateway__pb2.DeleteDocumentsResponse.SerializeToString,
+            ),
+            'ListDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDocuments,
+                    request_deserializer=harag_dot_v1_dot_gateway__pb2.ListDocumentsRequest.FromString,
+                    response_serializer=harag_dot_v1_dot_gateway__pb2.ListDocumentsResponse.SerializeToString,
             ),
             'GetSystemHealth': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSystemHealth,
@@ -201,6 +235,60 @@ class RagGatewayService:
             '/harag.v1.RagGatewayService/Ingest',
             harag_dot_v1_dot_gateway__pb2.IngestRequest.SerializeToString,
             harag_dot_v1_dot_gateway__pb2.IngestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/harag.v1.RagGatewayService/DeleteDocuments',
+            harag_dot_v1_dot_gateway__pb2.DeleteDocumentsRequest.SerializeToString,
+            harag_dot_v1_dot_gateway__pb2.DeleteDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/harag.v1.RagGatewayService/ListDocuments',
+            harag_dot_v1_dot_gateway__pb2.ListDocumentsRequest.SerializeToString,
+            harag_dot_v1_dot_gateway__pb2.ListDocumentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -105,3 +105,86 @@ class GetStatsResponse(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[ModelIndexStats]
     disk_bytes: int
     def __init__(self, documents: _Optional[int] = ..., mode: _Optional[_Union[RetrievalMode, str]] = ..., models: _Optional[_Iterable[_Union[ModelIndexStats, _Mapping]]] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
+
+class DocumentChunks(_message.Message):
+    __slots__ = ("document_id", "content_hash", "chunks")
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    document_id: str
+    content_hash: str
+    chunks: _containers.RepeatedCompositeFieldContainer[IndexedDocument]
+    def __init__(self, document_id: _Optional[str] = ..., content_hash: _Optional[str] = ..., chunks: _Optional[_Iterable[_Union[IndexedDocument, _Mapping]]] = ...) -> None: ...
+
+class ReplaceDocumentsRequest(_message.Message):
+    __slots__ = ("documents",)
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[DocumentChunks]
+    def __init__(self, documents: _Optional[_Iterable[_Union[DocumentChunks, _Mapping]]] = ...) -> None: ...
+
+class DocumentReplaceResult(_message.Message):
+    __slots__ = ("document_id", "stored", "reason", "chunks")
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    document_id: str
+    stored: bool
+    reason: str
+    chunks: int
+    def __init__(self, document_id: _Optional[str] = ..., stored: _Optional[bool] = ..., reason: _Optional[str] = ..., chunks: _Optional[int] = ...) -> None: ...
+
+class ReplaceDocumentsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[DocumentReplaceResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[DocumentReplaceResult, _Mapping]]] = ...) -> None: ...
+
+class RemoveDocumentsRequest(_message.Message):
+    __slots__ = ("document_ids",)
+    DOCUMENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    document_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, document_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RemoveDocumentsResponse(_message.Message):
+    __slots__ = ("removed", "chunks_removed")
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    chunks_removed: int
+    def __init__(self, removed: _Optional[_Iterable[str]] = ..., chunks_removed: _Optional[int] = ...) -> None: ...
+
+class GetDocumentHashesRequest(_message.Message):
+    __slots__ = ("document_ids",)
+    DOCUMENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    document_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, document_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetDocumentHashesResponse(_message.Message):
+    __slots__ = ("content_hashes",)
+    class ContentHashesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CONTENT_HASHES_FIELD_NUMBER: _ClassVar[int]
+    content_hashes: _containers.ScalarMap[str, str]
+    def __init__(self, content_hashes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ListStoredDocumentsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListStoredDocumentsResponse(_message.Message):
+    __slots__ = ("documents", "next_page_token")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[_common_pb2.StoredDocument]
+    next_page_token: str
+    def __init__(self, documents: _Optional[_Iterable[_Union[_common_pb2.StoredDocument, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

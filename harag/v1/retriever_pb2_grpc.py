@@ -57,6 +57,26 @@ class RetrieverServiceStub:
                 request_serializer=harag_dot_v1_dot_retriever__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=harag_dot_v1_dot_retriever__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
+        self.ReplaceDocuments = channel.unary_unary(
+                '/harag.v1.RetrieverService/ReplaceDocuments',
+                request_serializer=harag_dot_v1_dot_retriever__pb2.ReplaceDocumentsRequest.SerializeToString,
+                response_deserializer=harag_dot_v1_dot_retriever__pb2.ReplaceDocumentsResponse.FromString,
+                _registered_method=True)
+        self.RemoveDocuments = channel.unary_unary(
+                '/harag.v1.RetrieverService/RemoveDocuments',
+                request_serializer=harag_dot_v1_dot_retriever__pb2.RemoveDocumentsRequest.SerializeToString,
+                response_deserializer=harag_dot_v1_dot_retriever__pb2.RemoveDocumentsResponse.FromString,
+                _registered_method=True)
+        self.GetDocumentHashes = channel.unary_unary(
+                '/harag.v1.RetrieverService/GetDocumentHashes',
+                request_serializer=harag_dot_v1_dot_retriever__pb2.GetDocumentHashesRequest.SerializeToString,
+                response_deserializer=harag_dot_v1_dot_retriever__pb2.GetDocumentHashesResponse.FromString,
+                _registered_method=True)
+        self.ListStoredDocuments = channel.unary_unary(
+                '/harag.v1.RetrieverService/ListStoredDocuments',
+                request_serializer=harag_dot_v1_dot_retriever__pb2.ListStoredDocumentsRequest.SerializeToString,
+                response_deserializer=harag_dot_v1_dot_retriever__pb2.ListStoredDocumentsResponse.FromString,
+                _registered_method=True)
 
 
 class RetrieverServiceServicer:
@@ -93,6 +113,36 @@ class RetrieverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplaceDocuments(self, request, context):
+        """Replaces every chunk of each named document with the given chunks, atomically per document
+        for readers (a search sees all old or all new chunks, never a mix; no orphan is left when
+        the new version has fewer chunks). Each document succeeds or fails alone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveDocuments(self, request, context):
+        """Removes every chunk of each named document.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDocumentHashes(self, request, context):
+        """The stored content hash of each named document, so unchanged documents can be skipped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStoredDocuments(self, request, context):
+        """Lists the stored documents (not chunks), in id order, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrieverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +165,26 @@ def add_RetrieverServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=harag_dot_v1_dot_retriever__pb2.GetStatsRequest.FromString,
                     response_serializer=harag_dot_v1_dot_retriever__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'ReplaceDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplaceDocuments,
+                    request_deserializer=harag_dot_v1_dot_retriever__pb2.ReplaceDocumentsRequest.FromString,
+                    response_serializer=harag_dot_v1_dot_retriever__pb2.ReplaceDocumentsResponse.SerializeToString,
+            ),
+            'RemoveDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveDocuments,
+                    request_deserializer=harag_dot_v1_dot_retriever__pb2.RemoveDocumentsRequest.FromString,
+                    response_serializer=harag_dot_v1_dot_retriever__pb2.RemoveDocumentsResponse.SerializeToString,
+            ),
+            'GetDocumentHashes': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDocumentHashes,
+                    request_deserializer=harag_dot_v1_dot_retriever__pb2.GetDocumentHashesRequest.FromString,
+                    response_serializer=harag_dot_v1_dot_retriever__pb2.GetDocumentHashesResponse.SerializeToString,
+            ),
+            'ListStoredDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStoredDocuments,
+                    request_deserializer=harag_dot_v1_dot_retriever__pb2.ListStoredDocumentsRequest.FromString,
+                    response_serializer=harag_dot_v1_dot_retriever__pb2.ListStoredDocumentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +298,114 @@ class RetrieverService:
             '/harag.v1.RetrieverService/GetStats',
             harag_dot_v1_dot_retriever__pb2.GetStatsRequest.SerializeToString,
             harag_dot_v1_dot_retriever__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplaceDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/harag.v1.RetrieverService/ReplaceDocuments',
+            harag_dot_v1_dot_retriever__pb2.ReplaceDocumentsRequest.SerializeToString,
+            harag_dot_v1_dot_retriever__pb2.ReplaceDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/harag.v1.RetrieverService/RemoveDocuments',
+            harag_dot_v1_dot_retriever__pb2.RemoveDocumentsRequest.SerializeToString,
+            harag_dot_v1_dot_retriever__pb2.RemoveDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDocumentHashes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/harag.v1.RetrieverService/GetDocumentHashes',
+            harag_dot_v1_dot_retriever__pb2.GetDocumentHashesRequest.SerializeToString,
+            harag_dot_v1_dot_retriever__pb2.GetDocumentHashesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStoredDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/harag.v1.RetrieverService/ListStoredDocuments',
+            harag_dot_v1_dot_retriever__pb2.ListStoredDocumentsRequest.SerializeToString,
+            harag_dot_v1_dot_retriever__pb2.ListStoredDocumentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
