@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from bench.serving import serve_until_signalled
 from harag.v1 import (
     embedder_pb2,
     embedder_pb2_grpc,
@@ -60,21 +59,11 @@ class Relay(gateway_pb2_grpc.RagGatewayServiceServicer):
 
 
 async def serve(args: argparse.Namespace) -> int:
-    server = grpc.aio.server()
     relay = Relay(args.embedder, args.retriever, args.generator)
-    gateway_pb2_grpc.add_RagGatewayServiceServicer_to_server(relay, server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    server.add_insecure_port(f"127.0.0.1:{args.port}")
-    await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(1.0)
-    return 0
+    return await serve_until_signalled(
+        lambda server: gateway_pb2_grpc.add_RagGatewayServiceServicer_to_server(relay, server),
+        f"127.0.0.1:{args.port}",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

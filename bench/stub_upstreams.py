@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from bench.serving import serve_until_signalled
 from harag.v1 import (
     common_pb2,
     embedder_pb2,
@@ -68,23 +67,12 @@ class StubGenerator(generator_pb2_grpc.GeneratorServiceServicer):
 
 
 async def serve(host: str, port: int) -> int:
-    server = grpc.aio.server()
-    embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(StubEmbedder(), server)
-    retriever_pb2_grpc.add_RetrieverServiceServicer_to_server(StubRetriever(), server)
-    generator_pb2_grpc.add_GeneratorServiceServicer_to_server(StubGenerator(), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await health_servicer.enter_graceful_shutdown()
-    await server.stop(1.0)
-    return 0
+    def register(server: grpc.aio.Server) -> None:
+        embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(StubEmbedder(), server)
+        retriever_pb2_grpc.add_RetrieverServiceServicer_to_server(StubRetriever(), server)
+        generator_pb2_grpc.add_GeneratorServiceServicer_to_server(StubGenerator(), server)
+
+    return await serve_until_signalled(register, f"{host}:{port}")
 
 
 def main(argv: list[str] | None = None) -> int:
