@@ -446,6 +446,7 @@ def build(
             "data_dir": str(directory.resolve()),
             "mode": backend.mode,
             "documents": stats.documents,
+            "chunks": stats.chunks,
             "disk_bytes": stats.disk_bytes,
         },
     )
