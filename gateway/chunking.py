@@ -78,7 +78,8 @@ def _blocks(text: str) -> Iterator[_Block]:
         if body:
             yield _Block(body, heading_path(), start_page if paged else 0)
 
-    for raw in text.split("\n"):
+    # A page break is also a paragraph break.
+    for raw in text.replace("\f", "\n\f\n").split("\n"):
         breaks = raw.count("\f")
         line = raw.replace("\f", "")
         if fence:

@@ -1,4 +1,4 @@
-"""Ingest retries idempotent writes through the project's RetryPolicy: which codes, how
+"""Ingest retries idempotent writes (Embed, ReplaceDocuments) through the project's RetryPolicy: which codes, how
 often and how long it waits. Fake stubs and a fake clock: no sockets, no real waiting."""
 
 from __future__ import annotations
@@ -42,8 +42,22 @@ class FakeStub:
         vectors = [common_pb2.Embedding(values=[1.0, 0.0]) for _ in request.texts]
         return self._answer(embedder_pb2.EmbedResponse(embeddings=vectors, model="m"))
 
-    def Upsert(self, request: retriever_pb2.UpsertRequest, timeout: float) -> Awaitable[Any]:
-        return self._answer(retriever_pb2.UpsertResponse(upserted=len(request.documents)))
+    async def GetModelInfo(self, request: Any, timeout: float) -> Any:
+        return embedder_pb2.GetModelInfoResponse(model="m", max_batch_size=64)
+
+    async def GetDocumentHashes(self, request: Any, timeout: float) -> Any:
+        return retriever_pb2.GetDocumentHashesResponse()
+
+    def ReplaceDocuments(
+        self, request: retriever_pb2.ReplaceDocumentsRequest, timeout: float
+    ) -> Awaitable[Any]:
+        results = [
+            retriever_pb2.DocumentReplaceResult(
+                document_id=d.document_id, stored=True, chunks=len(d.chunks)
+            )
+            for d in request.documents
+        ]
+        return self._answer(retriever_pb2.ReplaceDocumentsResponse(results=results))
 
 
 class RecordingClock:
