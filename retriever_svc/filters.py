@@ -1,13 +1,15 @@
 """Metadata filters: an inverted index from (key, value) to document ids.
 
-A search's filters are an AND of "metadata[key] is one of values"; answering them from the
-inverted index costs the size of the matching posting lists, not a scan of every document.
+A search's filters are an AND of "one of the document's values for key is one of values"
+(a document's values for a key come from `metadata` and `metadata_values`, so tags=rag
+matches a document tagged ["rag", "retrieval"]); answering them from the inverted index
+costs the size of the matching posting lists, not a scan of every document.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -21,12 +23,12 @@ class MetadataIndex:
     def __init__(self) -> None:
         self._postings: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
 
-    def add(self, doc_id: str, metadata: Mapping[str, str]) -> None:
-        for key, value in metadata.items():
+    def add(self, doc_id: str, pairs: Iterable[tuple[str, str]]) -> None:
+        for key, value in pairs:
             self._postings[key][value].add(doc_id)
 
-    def remove(self, doc_id: str, metadata: Mapping[str, str]) -> None:
-        for key, value in metadata.items():
+    def remove(self, doc_id: str, pairs: Iterable[tuple[str, str]]) -> None:
+        for key, value in pairs:
             by_value = self._postings.get(key)
             if by_value is None or value not in by_value:
                 continue

@@ -27,8 +27,9 @@ from retriever_svc.backends.base import (
     UnknownModel,
 )
 from retriever_svc.filters import Filter
-from retriever_svc.records import StoredDocument
+from retriever_svc.records import ChunkInfo, StoredDocument
 from retriever_svc.settings import RetrieverConfig, data_dir
+from retriever_svc.store import Replacement
 from servicekit.errors import FieldViolations, abort, failed_precondition
 from servicekit.server import ServiceRegistration
 
@@ -39,6 +40,8 @@ SERVICE_NAME = retriever_pb2.DESCRIPTOR.services_by_name["RetrieverService"].ful
 # Google's error model carries violations in trailing metadata (8 KiB by default); report at
 # most this many so a batch full of bad documents still yields a deliverable error.
 MAX_VIOLATIONS = 10
+# ListStoredDocuments' page size when the request leaves it 0.
+DEFAULT_PAGE_SIZE = 100
 MODES = {
     DENSE: retriever_pb2.RETRIEVAL_MODE_DENSE,
     LEXICAL: retriever_pb2.RETRIEVAL_MODE_LEXICAL,
@@ -53,11 +56,60 @@ def _vector(embedding: common_pb2.Embedding) -> np.ndarray | None:
     return vector
 
 
+def _is_zero(embedding: common_pb2.Embedding) -> bool:
+    """A finite all-zero vector: what the hashed embedders give a text with no word tokens."""
+    vector = np.array(embedding.values, dtype=np.float32)
+    return bool(vector.size > 0 and np.isfinite(vector).all() and not vector.any())
+
+
+def _stored(doc: common_pb2.Document, embeddings: dict[str, np.ndarray]) -> StoredDocument:
+    chunk = None
+    if doc.HasField("chunk"):
+        c = doc.chunk
+        chunk = ChunkInfo(
+            c.document_id, c.position, c.count, c.title, tuple(c.heading_path), c.page
+        )
+    return StoredDocument(
+        doc.id,
+        doc.text,
+        dict(doc.metadata),
+        embeddings,
+        {key: list(mv.values) for key, mv in doc.metadata_values.items()},
+        chunk,
+    )
+
+
+def _message(doc: StoredDocument) -> common_pb2.Document:
+    message = common_pb2.Document(id=doc.id, text=doc.text, metadata=doc.metadata)
+    for key, values in doc.metadata_values.items():
+        message.metadata_values[key].values.extend(values)
+    if doc.chunk is not None:
+        c = doc.chunk
+        message.chunk.CopyFrom(
+            common_pb2.Chunk(
+                document_id=c.document_id,
+                position=c.position,
+                count=c.count,
+                title=c.title,
+                heading_path=c.heading_path,
+                page=c.page,
+            )
+        )
+    return message
+
+
 class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
-    def __init__(self, backend: Backend, max_top_k: int = 50, max_upsert_batch: int = 1024) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        max_top_k: int = 50,
+        max_upsert_batch: int = 1024,
+        max_list_page_size: int = 1000,
+    ) -> None:
         self._backend = backend
         self._max_top_k = max_top_k
         self._max_upsert_batch = max_upsert_batch
+        self._max_list_page_size = max_list_page_size
         self._mode = MODES[backend.mode]
         self._dense = backend.mode == DENSE
 
@@ -68,9 +120,12 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         query = self._query(request, violations)
         await violations.abort_if_any(context)
         if self._dense and query.embedding is None:
-            await abort(context, failed_precondition(
-                "the dense retriever needs query_embedding", "NO_QUERY_EMBEDDING"
-            ))
+            await abort(
+                context,
+                failed_precondition(
+                    "the dense retriever needs query_embedding", "NO_QUERY_EMBEDDING"
+                ),
+            )
         try:
             with tracer.start_as_current_span(
                 "index search",
@@ -94,12 +149,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             await abort(context, violations.status())
         return retriever_pb2.SearchResponse(
             documents=[
-                common_pb2.ScoredDocument(
-                    document=common_pb2.Document(
-                        id=hit.document.id, text=hit.document.text, metadata=hit.document.metadata
-                    ),
-                    score=hit.score,
-                )
+                common_pb2.ScoredDocument(document=_message(hit.document), score=hit.score)
                 for hit in result.hits
             ],
             mode=self._mode,
@@ -116,19 +166,28 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
                 violations.add(f"filters[{i}]", "needs a non-empty key and at least one value")
             filters.append(Filter(flt.key, frozenset(flt.values)))
         embedding = None
+        blank = False
         if self._dense:
             if len(request.query_embedding.values) > 0:
-                embedding = _vector(request.query_embedding)
-                violations.check(
-                    embedding is not None, "query_embedding", "must be finite and non-zero"
+                # A query with no word tokens (only emoji or punctuation) embeds to zeros: it
+                # ranks nothing here, so it finds nothing rather than failing.
+                blank = _is_zero(request.query_embedding)
+                embedding = (
+                    np.zeros(len(request.query_embedding.values), dtype=np.float32)
+                    if blank
+                    else _vector(request.query_embedding)
                 )
+                violations.check(embedding is not None, "query_embedding", "must be finite")
                 violations.check(bool(request.model), "model", "names query_embedding's model")
         else:
             violations.check(
-                bool(request.query_text.strip()), "query_text",
+                bool(request.query_text.strip()),
+                "query_text",
                 "the lexical retriever needs query text",
             )
-        return Query(request.query_text, embedding, request.model, request.top_k, tuple(filters))
+        return Query(
+            request.query_text, embedding, request.model, request.top_k, tuple(filters), blank
+        )
 
     async def Upsert(
         self, request: retriever_pb2.UpsertRequest, context: grpc.aio.ServicerContext
@@ -141,7 +200,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         for i, item in enumerate(request.documents):
             if len(violations.violations) >= MAX_VIOLATIONS:
                 break
-            documents.append(self._document(i, item, violations))
+            documents.append(self._document(i, item, violations, []))
         await violations.abort_if_any(context)
         try:
             upserted = await asyncio.to_thread(self._backend.upsert, documents)
@@ -158,30 +217,40 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         return retriever_pb2.UpsertResponse(upserted=upserted)
 
     def _document(
-        self, i: int, item: retriever_pb2.IndexedDocument, violations: FieldViolations
+        self,
+        i: int,
+        item: retriever_pb2.IndexedDocument,
+        violations: FieldViolations,
+        blank_models: list[str],
+        path: str = "",
     ) -> StoredDocument:
+        """Validates one document; a model whose vector is all zeros (a text with no word
+        tokens) is left out and named in `blank_models`, the document stays valid."""
         doc = item.document
-        path = f"documents[{i}]"
+        path = path or f"documents[{i}]"
         violations.check(bool(doc.id), f"{path}.document.id", "must not be empty")
         violations.check(bool(doc.text.strip()), f"{path}.document.text", "must not be empty")
         embeddings: dict[str, np.ndarray] = {}
         if self._dense:  # the lexical retriever ignores embeddings, so it does not store them
             violations.check(
-                len(item.embeddings) > 0, f"{path}.embeddings",
+                len(item.embeddings) > 0,
+                f"{path}.embeddings",
                 "the dense retriever needs at least one embedding",
             )
             for model, embedding in item.embeddings.items():
                 vector = _vector(embedding)
                 if not model:
                     violations.add(f"{path}.embeddings", "embedding model ids must not be empty")
+                elif _is_zero(embedding):
+                    blank_models.append(model)
                 elif vector is None:
                     violations.add(
                         f"{path}.embeddings[{model}]",
-                        "must be a non-empty, finite, non-zero vector",
+                        "must be a non-empty, finite vector",
                     )
                 else:
                     embeddings[model] = vector
-        return StoredDocument(doc.id, doc.text, dict(doc.metadata), embeddings)
+        return _stored(doc, embeddings)
 
     async def Delete(
         self, request: retriever_pb2.DeleteRequest, context: grpc.aio.ServicerContext
@@ -209,10 +278,155 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             disk_bytes=stats.disk_bytes,
         )
 
+    async def ReplaceDocuments(
+        self, request: retriever_pb2.ReplaceDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> retriever_pb2.ReplaceDocumentsResponse:
+        violations = FieldViolations()
+        total = sum(len(d.chunks) for d in request.documents)
+        violations.check(
+            total <= self._max_upsert_batch,
+            "documents",
+            f"carries {total} chunks; at most {self._max_upsert_batch} per call "
+            "(setting max_upsert_batch)",
+        )
+        first: dict[str, int] = {}
+        for i, item in enumerate(request.documents):
+            if item.document_id in first and len(violations.violations) < MAX_VIOLATIONS:
+                violations.add(
+                    f"documents[{i}].document_id",
+                    f"{item.document_id!r} also names documents[{first[item.document_id]}]; "
+                    "ids must be unique in a request",
+                )
+            first.setdefault(item.document_id, i)
+        await violations.abort_if_any(context)
+
+        refused: dict[int, str] = {}
+        degraded: dict[int, str] = {}
+        accepted: list[tuple[int, Replacement]] = []
+        for i, item in enumerate(request.documents):
+            replacement, problem, note = self._replacement(item)
+            if replacement is None:
+                refused[i] = problem
+            else:
+                accepted.append((i, replacement))
+                degraded[i] = note
+        try:
+            outcomes = await asyncio.to_thread(self._backend.replace, [r for _, r in accepted])
+        except OSError as exc:
+            await self._store_failed(context, "replace", exc)
+        results = [
+            retriever_pb2.DocumentReplaceResult(
+                document_id=item.document_id, stored=False, reason=refused.get(i, "")
+            )
+            for i, item in enumerate(request.documents)
+        ]
+        for (i, _), outcome in zip(accepted, outcomes, strict=True):
+            result = results[i]
+            result.stored = outcome.stored
+            result.chunks = outcome.chunks
+            result.reason = outcome.reason if not outcome.stored else degraded[i]
+        log.debug(
+            "replaced",
+            extra={
+                "documents": sum(r.stored for r in results),
+                "refused": sum(not r.stored for r in results),
+            },
+        )
+        return retriever_pb2.ReplaceDocumentsResponse(results=results)
+
+    def _replacement(
+        self, item: retriever_pb2.DocumentChunks
+    ) -> tuple[Replacement | None, str, str]:
+        """(replacement, "", degradation note), or (None, why the document is refused, "")."""
+        if not item.document_id:
+            return None, "document_id must not be empty", ""
+        violations = FieldViolations()
+        chunks: list[StoredDocument] = []
+        ids: set[str] = set()
+        blank_chunks = 0
+        blank_models: set[str] = set()
+        for j, indexed in enumerate(item.chunks):
+            path = f"chunks[{j}]"
+            blank: list[str] = []
+            chunk = self._document(j, indexed, violations, blank, path)
+            if chunk.chunk is None:
+                chunk.chunk = ChunkInfo(item.document_id, j, len(item.chunks))
+            elif chunk.chunk.document_id != item.document_id:
+                violations.add(
+                    f"{path}.document.chunk.document_id",
+                    f"is {chunk.chunk.document_id!r}, not the document's id",
+                )
+            if chunk.id in ids:
+                violations.add(f"{path}.document.id", f"{chunk.id!r} appears twice")
+            ids.add(chunk.id)
+            if blank:
+                blank_chunks += 1
+                blank_models.update(blank)
+            chunks.append(chunk)
+        if violations:
+            shown = violations.violations[:3]
+            more = len(violations.violations) - len(shown)
+            reason = "; ".join(f"{f}: {d}" for f, d in shown)
+            return None, reason + (f" (and {more} more)" if more else ""), ""
+        note = ""
+        if blank_chunks:
+            note = (
+                f"no word tokens: {blank_chunks} of {len(chunks)} chunks embed to all zeros "
+                f"for {', '.join(sorted(blank_models))}; stored without that dense vector, "
+                "found lexically only"
+            )
+        return Replacement(item.document_id, item.content_hash, chunks), "", note
+
+    async def RemoveDocuments(
+        self, request: retriever_pb2.RemoveDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> retriever_pb2.RemoveDocumentsResponse:
+        try:
+            removed, chunks = await asyncio.to_thread(
+                self._backend.remove_documents, [i for i in request.document_ids if i]
+            )
+        except OSError as exc:
+            await self._store_failed(context, "remove", exc)
+        return retriever_pb2.RemoveDocumentsResponse(removed=removed, chunks_removed=chunks)
+
+    async def GetDocumentHashes(
+        self, request: retriever_pb2.GetDocumentHashesRequest, context: grpc.aio.ServicerContext
+    ) -> retriever_pb2.GetDocumentHashesResponse:
+        hashes = await asyncio.to_thread(self._backend.document_hashes, list(request.document_ids))
+        return retriever_pb2.GetDocumentHashesResponse(content_hashes=hashes)
+
+    async def ListStoredDocuments(
+        self,
+        request: retriever_pb2.ListStoredDocumentsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> retriever_pb2.ListStoredDocumentsResponse:
+        violations = FieldViolations()
+        violations.check(
+            0 <= request.page_size <= self._max_list_page_size,
+            "page_size",
+            f"must be in 0..{self._max_list_page_size} (0: the default, "
+            f"{min(DEFAULT_PAGE_SIZE, self._max_list_page_size)})",
+        )
+        await violations.abort_if_any(context)
+        size = request.page_size or min(DEFAULT_PAGE_SIZE, self._max_list_page_size)
+        # One more than asked tells whether another page follows.
+        page = await asyncio.to_thread(self._backend.list_documents, request.page_token, size + 1)
+        more = len(page) > size
+        page = page[:size]
+        return retriever_pb2.ListStoredDocumentsResponse(
+            documents=[
+                common_pb2.StoredDocument(
+                    document_id=d.document_id,
+                    title=d.title,
+                    chunks=d.chunks,
+                    content_hash=d.content_hash,
+                )
+                for d in page
+            ],
+            next_page_token=page[-1].document_id if more and page else "",
+        )
+
     @staticmethod
-    async def _store_failed(
-        context: grpc.aio.ServicerContext, what: str, exc: OSError
-    ) -> NoReturn:
+    async def _store_failed(context: grpc.aio.ServicerContext, what: str, exc: OSError) -> NoReturn:
         # Nothing was acknowledged and memory is unchanged, so the caller may retry the call.
         log.error("store write failed", extra={"operation": what, "error": str(exc)})
         await context.abort(grpc.StatusCode.INTERNAL, f"{what} not persisted: {exc}")
@@ -234,7 +448,9 @@ def build(
             "disk_bytes": stats.disk_bytes,
         },
     )
-    servicer = RetrieverServicer(backend, cfg.max_top_k, cfg.max_upsert_batch)
+    servicer = RetrieverServicer(
+        backend, cfg.max_top_k, cfg.max_upsert_batch, cfg.max_list_page_size
+    )
 
     async def close() -> None:
         await asyncio.to_thread(backend.close)

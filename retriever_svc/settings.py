@@ -23,16 +23,28 @@ class RetrieverConfig(ComponentConfig):
         unit="path",
     )
     max_top_k: int = setting(
-        50, "max_top_k", "Largest top_k a Search may ask for.", unit="documents", minimum=1,
+        50,
+        "max_top_k",
+        "Largest top_k a Search may ask for.",
+        unit="documents",
+        minimum=1,
         maximum=10000,
     )
     max_upsert_batch: int = setting(
         1024,
         "max_upsert_batch",
-        "Most documents one Upsert call may carry.",
+        "Most documents one Upsert call, or chunks one ReplaceDocuments call, may carry.",
         unit="documents",
         minimum=1,
         maximum=1_000_000,
+    )
+    max_list_page_size: int = setting(
+        1000,
+        "max_list_page_size",
+        "Largest page_size a ListStoredDocuments call may ask for (0 asks for 100).",
+        unit="documents",
+        minimum=1,
+        maximum=100_000,
     )
     snapshot_every: int = setting(
         500,

@@ -3,7 +3,13 @@
 Files in the data directory:
   LOCK          flock'd by the owning process, so two retrievers never share a directory
   snapshot.bin  compacted state, replaced atomically: BEGIN(count), UPSERT chunks, END(count)
-  wal.log       one framed UPSERT or DELETE record per write since the snapshot
+  wal.log       one framed UPSERT, DELETE or REPLACE record per write since the snapshot
+
+The store holds entries (chunks, or whole documents written by the older Upsert) by id,
+groups them by the document they belong to (`StoredDocument.document_id`) and keeps each
+document's content hash. A REPLACE record swaps all chunks of some documents at once, so a
+replay, like the live write, never leaves half a document; the snapshot's BEGIN record
+carries the content hashes.
   wal.log.discarded-<ns>   a torn tail cut off the log at load, kept for inspection
 
 A write is appended to the log and fdatasync'ed before the call returns, so an acknowledged
@@ -12,19 +18,22 @@ tail; loading detects it by length/CRC, moves it aside and truncates the log the
 later appends are never hidden behind garbage. Every `snapshot_every` records the whole state is
 written to `snapshot.tmp`, fsync'ed, `os.replace`d over the snapshot (directory fsync'ed),
 and only then is the log emptied. A crash between those two steps replays the old log over
-the new snapshot, which is harmless: an upsert replaces a whole document and a delete
-removes it, so replaying records whose effect is already in the snapshot changes nothing.
+the new snapshot, which is harmless: an upsert replaces a whole entry, a replace replaces a
+whole document and a delete removes it, so replaying records whose effect is already in
+the snapshot changes nothing.
 
 Not thread-safe: the backend that owns the store serialises calls with its own lock.
 """
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from retriever_svc import records
@@ -38,6 +47,23 @@ WAL = "wal.log"
 LOCK = "LOCK"
 SNAPSHOT_CHUNK = 512  # documents per snapshot record: bounds the memory one record needs
 FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """All new chunks of one document (none: remove it) and its content hash."""
+
+    document_id: str
+    content_hash: str
+    chunks: Sequence[StoredDocument]
+
+
+@dataclass(frozen=True)
+class DocumentSummary:
+    document_id: str
+    title: str
+    chunks: int
+    content_hash: str
 
 
 class StoreError(OSError):
@@ -64,6 +90,9 @@ class DocumentStore:
         self.directory = Path(directory)
         self.snapshot_every = snapshot_every
         self.documents: dict[str, StoredDocument] = {}
+        # entry ids of each document, and each document's content hash (when it has one)
+        self.groups: dict[str, set[str]] = {}
+        self.hashes: dict[str, str] = {}
         self._records_since_snapshot = 0
         self._broken: str | None = None
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -88,17 +117,90 @@ class DocumentStore:
             return
         self._append(records.encode(records.OP_UPSERT, {}, documents))
         for doc in documents:
-            self.documents[doc.id] = doc
+            self._put(doc)
         self._after_write()
 
     def delete(self, ids: Iterable[str]) -> list[StoredDocument]:
-        """Durably removes the documents that exist; returns them."""
+        """Durably removes the entries that exist; returns them."""
         present = list(dict.fromkeys(i for i in ids if i in self.documents))
         if not present:
             return []
         self._append(records.encode(records.OP_DELETE, {"ids": present}))
-        removed = [self.documents.pop(i) for i in present]
+        removed = [self._pop(i) for i in present]
         self._after_write()
+        return removed
+
+    def replace(self, replacements: Sequence[Replacement]) -> list[StoredDocument]:
+        """Durably swaps each document's chunks for its new ones (one record); returns the
+        entries removed. The caller ensures no new chunk id belongs to another document."""
+        if not replacements:
+            return []
+        header = {"replace": [{"id": r.document_id, "hash": r.content_hash} for r in replacements]}
+        chunks = [chunk for r in replacements for chunk in r.chunks]
+        self._append(records.encode(records.OP_REPLACE, header, chunks))
+        removed = self._apply_replace(header["replace"], chunks)
+        self._after_write()
+        return removed
+
+    def remove_documents(self, document_ids: Iterable[str]) -> list[StoredDocument]:
+        """Durably removes every entry of the documents that exist; returns the entries."""
+        present = [i for i in dict.fromkeys(document_ids) if i in self.groups]
+        return self.replace([Replacement(i, "", ()) for i in present])
+
+    def owner(self, entry_id: str) -> str | None:
+        """The document an entry id currently belongs to, if stored."""
+        doc = self.documents.get(entry_id)
+        return doc.document_id if doc is not None else None
+
+    def list_documents(self, after: str, limit: int) -> list[DocumentSummary]:
+        """Documents with ids greater than `after`, in id order, at most `limit`."""
+        ids = sorted(self.groups)
+        start = bisect.bisect_right(ids, after) if after else 0
+        return [self.summary(i) for i in ids[start : start + limit]]
+
+    def summary(self, document_id: str) -> DocumentSummary:
+        entries = [self.documents[i] for i in self.groups.get(document_id, ())]
+        first = min(entries, key=lambda d: (d.chunk.position if d.chunk else 0, d.id), default=None)
+        title = first.chunk.title if first is not None and first.chunk is not None else ""
+        return DocumentSummary(document_id, title, len(entries), self.hashes.get(document_id, ""))
+
+    # --- in-memory state (also used by replay) ---------------------------------------------
+
+    def _put(self, doc: StoredDocument) -> None:
+        old = self.documents.get(doc.id)
+        if old is not None:
+            self._unlink(old)
+        self.documents[doc.id] = doc
+        self.groups.setdefault(doc.document_id, set()).add(doc.id)
+
+    def _pop(self, entry_id: str) -> StoredDocument:
+        doc = self.documents.pop(entry_id)
+        self._unlink(doc)
+        return doc
+
+    def _unlink(self, doc: StoredDocument) -> None:
+        group = self.groups.get(doc.document_id)
+        if group is None:
+            return
+        group.discard(doc.id)
+        if not group:
+            del self.groups[doc.document_id]
+            self.hashes.pop(doc.document_id, None)
+
+    def _apply_replace(
+        self, entries: Sequence[dict[str, str]], chunks: Sequence[StoredDocument]
+    ) -> list[StoredDocument]:
+        removed: list[StoredDocument] = []
+        for entry in entries:
+            for entry_id in sorted(self.groups.get(entry["id"], ())):
+                removed.append(self._pop(entry_id))
+        for chunk in chunks:
+            if chunk.id in self.documents:  # only when a caller broke the ownership rule
+                removed.append(self._pop(chunk.id))
+            self._put(chunk)
+        for entry in entries:
+            if entry["id"] in self.groups and entry["hash"]:
+                self.hashes[entry["id"]] = entry["hash"]
         return removed
 
     def _append(self, payload: bytes) -> None:
@@ -133,7 +235,7 @@ class DocumentStore:
         docs = list(self.documents.values())
         try:
             with open(tmp, "wb") as out:
-                header = {"version": FORMAT_VERSION, "documents": len(docs)}
+                header = {"version": FORMAT_VERSION, "documents": len(docs), "hashes": self.hashes}
                 out.write(records.frame(records.encode(records.OP_SNAPSHOT_BEGIN, header)))
                 for start in range(0, len(docs), SNAPSHOT_CHUNK):
                     chunk = docs[start : start + SNAPSHOT_CHUNK]
@@ -193,16 +295,20 @@ class DocumentStore:
         # The snapshot is replaced atomically, so damage here is disk corruption, not a torn
         # write: refuse to start rather than serve (and later compact away) a partial corpus.
         expected: int | None = None
+        hashes: dict[str, str] = {}
         complete = False
         try:
             for _, payload in records.read_frames(data):
                 record = records.decode(payload)
                 if record.op == records.OP_SNAPSHOT_BEGIN:
                     expected = int(record.header["documents"])
+                    hashes = record.header.get("hashes", {})
                 elif record.op == records.OP_UPSERT:
                     self._apply(record)
                 elif record.op == records.OP_SNAPSHOT_END:
                     complete = expected == len(self.documents) == record.header["documents"]
+                    # a hash names a stored document; set once its entries are loaded
+                    self.hashes = {str(k): str(v) for k, v in hashes.items() if k in self.groups}
                     break
         except (ValueError, KeyError) as exc:
             raise StoreError(f"corrupt snapshot {path}: {exc}") from exc
@@ -253,8 +359,10 @@ class DocumentStore:
     def _apply(self, record: records.Record) -> None:
         if record.op == records.OP_UPSERT:
             for doc in record.documents:
-                self.documents[doc.id] = doc
+                self._put(doc)
         elif record.op == records.OP_DELETE:
             for doc_id in record.header["ids"]:
-                self.documents.pop(doc_id, None)
-
+                if doc_id in self.documents:
+                    self._pop(doc_id)
+        elif record.op == records.OP_REPLACE:
+            self._apply_replace(record.header["replace"], record.documents)

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from retriever_svc.backends.base import Query, SearchResult, Stats
+from retriever_svc.backends.base import Query, ReplaceOutcome, SearchResult, Stats
 from retriever_svc.records import StoredDocument
-from retriever_svc.store import DocumentStore
+from retriever_svc.store import DocumentStore, DocumentSummary, Replacement
 
 
 class Backend(Protocol):
@@ -25,6 +25,14 @@ class Backend(Protocol):
     def upsert(self, documents: Sequence[StoredDocument]) -> int: ...
 
     def delete(self, ids: Sequence[str]) -> int: ...
+
+    def replace(self, replacements: Sequence[Replacement]) -> list[ReplaceOutcome]: ...
+
+    def remove_documents(self, document_ids: Sequence[str]) -> tuple[list[str], int]: ...
+
+    def document_hashes(self, document_ids: Sequence[str]) -> dict[str, str]: ...
+
+    def list_documents(self, after: str, limit: int) -> list[DocumentSummary]: ...
 
     def stats(self) -> Stats: ...
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from retriever_svc.filters import Filter, MetadataIndex
 from retriever_svc.records import StoredDocument
-from retriever_svc.store import DocumentStore
+from retriever_svc.store import DocumentStore, DocumentSummary, Replacement
 
 DENSE = "dense"
 LEXICAL = "lexical"
@@ -28,6 +28,9 @@ class Query:
     model: str
     top_k: int
     filters: tuple[Filter, ...] = ()
+    # The caller sent an embedding that cannot rank anything (all zeros: a query with no word
+    # tokens); a dense search then finds nothing instead of failing.
+    blank_embedding: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,18 @@ class ModelStats:
 
 @dataclass(frozen=True)
 class Stats:
-    documents: int
+    documents: int  # documents (a chunked document counts once)
     models: list[ModelStats]
     disk_bytes: int
+    chunks: int = 0  # stored entries: chunks, plus whole documents written by Upsert
+
+
+@dataclass(frozen=True)
+class ReplaceOutcome:
+    document_id: str
+    stored: bool
+    reason: str
+    chunks: int
 
 
 class RetrievalError(Exception):
@@ -112,7 +124,7 @@ class StoreBackedBackend:
         self._lock = threading.Lock()
         self._metadata = MetadataIndex()
         for doc in store.documents.values():
-            self._metadata.add(doc.id, doc.metadata)
+            self._metadata.add(doc.id, doc.metadata_pairs())
             self._index_add(doc)
 
     # --- public API (blocking; call from a worker thread) -----------------------------------
@@ -129,18 +141,78 @@ class StoreBackedBackend:
             self._store.upsert(documents)
             for old, new in pairs:
                 if old is not None:
-                    self._metadata.remove(old.id, old.metadata)
-                self._metadata.add(new.id, new.metadata)
+                    self._metadata.remove(old.id, old.metadata_pairs())
+                self._metadata.add(new.id, new.metadata_pairs())
                 self._index_replace(old, new)
         return len(documents)
 
     def delete(self, ids: Iterable[str]) -> int:
         with self._lock:
             removed = self._store.delete(ids)
-            for doc in removed:
-                self._metadata.remove(doc.id, doc.metadata)
-                self._index_remove(doc)
+            self._unindex(removed)
         return len(removed)
+
+    def replace(self, replacements: Sequence[Replacement]) -> list[ReplaceOutcome]:
+        """Swaps each document's chunks; a document the index cannot take fails alone.
+
+        The accepted documents are written as one store record, then the index changes
+        under the lock with nothing in between, so a search sees each document all old or
+        all new. Document ids must be unique (the servicer checks).
+        """
+        outcomes: dict[str, ReplaceOutcome] = {}
+        with self._lock:
+            accepted: list[Replacement] = []
+            claimed: dict[str, str] = {}  # chunk id -> document, across this request
+            dimensions = self._dimensions()
+            for item in replacements:
+                refusal = self._refusal(item, claimed, dimensions)
+                if refusal:
+                    outcomes[item.document_id] = ReplaceOutcome(item.document_id, False, refusal, 0)
+                    continue
+                accepted.append(item)
+                for chunk in item.chunks:
+                    claimed[chunk.id] = item.document_id
+            removed = self._store.replace(accepted)
+            self._unindex(removed)
+            for item in accepted:
+                for chunk in item.chunks:
+                    self._metadata.add(chunk.id, chunk.metadata_pairs())
+                    self._index_add(chunk)
+                outcomes[item.document_id] = ReplaceOutcome(
+                    item.document_id, True, "", len(item.chunks)
+                )
+        return [outcomes[item.document_id] for item in replacements]
+
+    def remove_documents(self, document_ids: Iterable[str]) -> tuple[list[str], int]:
+        """Removes every chunk of each stored document; returns (documents removed, chunks)."""
+        with self._lock:
+            removed = self._store.remove_documents(document_ids)
+            self._unindex(removed)
+        return list(dict.fromkeys(doc.document_id for doc in removed)), len(removed)
+
+    def document_hashes(self, document_ids: Iterable[str]) -> dict[str, str]:
+        with self._lock:
+            hashes = self._store.hashes
+            return {i: hashes[i] for i in document_ids if i in hashes}
+
+    def list_documents(self, after: str, limit: int) -> list[DocumentSummary]:
+        with self._lock:
+            return self._store.list_documents(after, limit)
+
+    def _unindex(self, removed: Iterable[StoredDocument]) -> None:
+        for doc in removed:
+            self._metadata.remove(doc.id, doc.metadata_pairs())
+            self._index_remove(doc)
+
+    def _refusal(
+        self, item: Replacement, claimed: dict[str, str], dimensions: dict[str, int]
+    ) -> str:
+        """Why the index cannot take this document ("" when it can); lock held."""
+        for chunk in item.chunks:
+            owner = claimed.get(chunk.id) or self._store.owner(chunk.id)
+            if owner is not None and owner != item.document_id:
+                return f"chunk id {chunk.id!r} belongs to document {owner!r}"
+        return self._check_dimensions(item.chunks, dimensions)
 
     def search(self, query: Query) -> SearchResult:
         self._prepare_search()
@@ -150,7 +222,12 @@ class StoreBackedBackend:
 
     def stats(self) -> Stats:
         with self._lock:
-            return Stats(len(self._store.documents), self._model_stats(), self._store.disk_bytes())
+            return Stats(
+                len(self._store.groups),
+                self._model_stats(),
+                self._store.disk_bytes(),
+                len(self._store.documents),
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -160,6 +237,17 @@ class StoreBackedBackend:
 
     def _check(self, documents: Sequence[StoredDocument]) -> None:
         """Raises a RetrievalError when the batch conflicts with the index; lock held."""
+
+    def _dimensions(self) -> dict[str, int]:
+        """Vector dimension of each model index; lock held."""
+        return {}
+
+    def _check_dimensions(
+        self, chunks: Sequence[StoredDocument], dimensions: dict[str, int]
+    ) -> str:
+        """Why these chunks' vectors do not fit ("" when they do); records the dimensions of
+        models they introduce. Lock held."""
+        return ""
 
     def _index_add(self, doc: StoredDocument) -> None:
         raise NotImplementedError

@@ -101,6 +101,24 @@ class DenseBackend(StoreBackedBackend):
         if conflicts:
             raise DimensionMismatch(conflicts)
 
+    def _dimensions(self) -> dict[str, int]:
+        return {model: index.dimension for model, index in self._models.items()}
+
+    def _check_dimensions(
+        self, chunks: Sequence[StoredDocument], dimensions: dict[str, int]
+    ) -> str:
+        introduced: dict[str, int] = {}
+        for chunk in chunks:
+            for model, vector in chunk.embeddings.items():
+                expected = dimensions.get(model, introduced.setdefault(model, vector.shape[0]))
+                if vector.shape[0] != expected:
+                    return (
+                        f"chunk {chunk.id!r}: model {model!r} embedding has "
+                        f"{vector.shape[0]} dimensions; its index has {expected}"
+                    )
+        dimensions.update(introduced)
+        return ""
+
     def _index_add(self, doc: StoredDocument) -> None:
         for model, vector in doc.embeddings.items():
             index = self._models.get(model)
@@ -133,6 +151,8 @@ class DenseBackend(StoreBackedBackend):
             raise UnknownModel(query.model, sorted(self._models))
         if query.embedding.shape[0] != index.dimension:
             raise QueryDimensionMismatch(query.model, index.dimension, query.embedding.shape[0])
+        if query.blank_embedding:  # nothing is closer to a zero vector than anything else
+            return SearchResult([], len(index))
         scores = index.similarities(normalised(query.embedding))
         if allowed is None:
             rows = None

@@ -11,6 +11,10 @@ backend lock, so writes are never blocked behind it; a search uses the index bui
 the state at its start. Filters and the top-k cut are applied to bm25s's full score
 vector here (bm25s's weight_mask is the same multiplication); documents that share no term
 with the query (score 0) are not returned.
+
+A built index keeps the very entries it was built from, and a search returns an entry only
+while the store still holds that same object: a search whose index predates a document's
+replacement returns none of its chunks rather than a mix of old scores and new text.
 """
 
 from __future__ import annotations
@@ -47,8 +51,11 @@ def tokenize(text: str) -> list[str]:
 class _BuiltIndex:
     """An immutable bm25s index and the document id of each of its rows."""
 
-    def __init__(self, ids: list[str], corpus: list[list[str]]) -> None:
+    def __init__(
+        self, ids: list[str], corpus: list[list[str]], entries: list[StoredDocument]
+    ) -> None:
         self.ids = ids
+        self.entries = entries
         self.row_of = {doc_id: row for row, doc_id in enumerate(ids)}
         self.bm25: bm25s.BM25 | None = None
         if any(corpus):  # bm25s cannot index a corpus without a single token
@@ -67,7 +74,7 @@ class LexicalBackend(StoreBackedBackend):
     def __init__(self, store: DocumentStore) -> None:
         self._tokens: dict[str, list[str]] = {}
         self._generation = 0  # bumped by every write; tells a rebuild whether it is current
-        self._built = _BuiltIndex([], [])
+        self._built = _BuiltIndex([], [], [])
         self._built_generation = 0
         self._rebuild_lock = threading.Lock()  # one rebuild at a time
         super().__init__(store)
@@ -88,7 +95,8 @@ class LexicalBackend(StoreBackedBackend):
                 generation = self._generation
                 ids = list(self._tokens)
                 corpus = [self._tokens[i] for i in ids]
-            built = _BuiltIndex(ids, corpus)  # the slow part, with writes free to proceed
+                entries = [self._store.documents[i] for i in ids]
+            built = _BuiltIndex(ids, corpus, entries)  # the slow part, with writes free to proceed
             with self._lock:
                 self._built, self._built_generation = built, generation
 
@@ -109,9 +117,9 @@ class LexicalBackend(StoreBackedBackend):
         best = rows[top_positions(scores[rows], query.top_k)]
         documents = self._store.documents
         hits = [
-            Hit(documents[built.ids[row]], float(scores[row]))
+            Hit(built.entries[row], float(scores[row]))
             for row in best
-            # a document deleted while this search's index was being built is not returned
-            if built.ids[row] in documents
+            # an entry replaced or deleted since this search's index was built is not returned
+            if documents.get(built.ids[row]) is built.entries[row]
         ]
         return SearchResult(hits, len(built.ids))
