@@ -218,7 +218,7 @@ class IngestConfig:
         maximum=100000,
     )
     max_document_chars: int = setting(
-        2_000_000,
+        1_000_000,
         "max_document_chars",
         "Longest accepted document text; longer documents fail alone with this limit named "
         "(documents are cut into chunks, so this is not the embedders' limit).",

@@ -22,7 +22,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -53,6 +53,8 @@ INGEST_RETRY = RetryPolicy(
 )
 
 
+# About 4 MB of ReplaceDocuments (a chunk's text plus two models' vectors is ~4 KB).
+MAX_CHUNKS_PER_WRITE = 1024
 CHUNKER_VERSION = 1  # part of every content hash: a new chunker re-ingests everything
 
 
@@ -351,8 +353,7 @@ async def ingest(
                     f"at most {e.max_text_chars} (lower chunk_size_tokens)"
                 )
     todo = [d for d in todo if not d.reason]
-    for start in range(0, len(todo), cfg.batch_size):
-        batch = todo[start : start + cfg.batch_size]
+    for batch in _batches(todo, cfg.batch_size):
         await asyncio.gather(*(_embed_with(e, batch, cfg, retrying) for e in embedders))
         await asyncio.gather(*(_replace_in(u, batch, cfg, retrying) for u in retrievers))
         changed = [d.document.id for d in batch if d.stored_in]
@@ -381,6 +382,21 @@ async def ingest(
         },
     )
     return response
+
+
+def _batches(docs: list[_Doc], max_docs: int) -> Iterator[list[_Doc]]:
+    """At most max_docs documents and (past the first document) MAX_CHUNKS_PER_WRITE chunks
+    per batch, so a ReplaceDocuments request stays far below the gRPC message limit."""
+    batch: list[_Doc] = []
+    chunks = 0
+    for d in docs:
+        if batch and (len(batch) >= max_docs or chunks + len(d.chunks) > MAX_CHUNKS_PER_WRITE):
+            yield batch
+            batch, chunks = [], 0
+        batch.append(d)
+        chunks += len(d.chunks)
+    if batch:
+        yield batch
 
 
 def _result(d: _Doc) -> gateway_pb2.IngestResult:
