@@ -355,6 +355,12 @@ async def ingest(
     todo = [d for d in todo if not d.reason]
     for batch in _batches(todo, cfg.batch_size):
         await asyncio.gather(*(_embed_with(e, batch, cfg, retrying) for e in embedders))
+        for d in batch:
+            # The stored hash names the models actually embedded, so a document that missed
+            # one is not UNCHANGED next time: re-ingesting it heals the gap.
+            present = [e.model for e in embedders if e.upstream.name not in d.missing]
+            if len(present) != len(embedders):
+                d.content_hash = content_hash(d.document, chunking, present)
         await asyncio.gather(*(_replace_in(u, batch, cfg, retrying) for u in retrievers))
         changed = [d.document.id for d in batch if d.stored_in]
         if changed and on_changed is not None:

@@ -287,3 +287,32 @@ async def test_list_comes_from_the_first_retriever_that_answers() -> None:
     fallback.down = True
     with pytest.raises(ListingError, match="no retriever could list"):
         await list_documents(upstreams, CONFIG, 0, "")
+
+
+class FlakyEmbedder(FakeEmbedder):
+    """Answers GetModelInfo but fails every Embed while `down`."""
+
+    def __init__(self) -> None:
+        super().__init__("flaky")
+        self.down = True
+
+    async def _Embed(self, request: Any) -> Any:
+        if self.down:
+            raise unavailable()
+        return await super()._Embed(request)
+
+
+async def test_a_document_that_missed_an_embedder_is_embedded_again_later() -> None:
+    flaky = FlakyEmbedder()
+    retriever = FakeRetriever()
+    upstreams = mesh([FakeEmbedder(), flaky], [retriever])
+    doc = common_pb2.Document(id="a", text="Some text.")
+    first = await run(upstreams, [doc])
+    assert first.results[0].status == STATUS.INGEST_STATUS_PARTIAL
+    assert list(first.results[0].missing) == ["embedder-1"]
+    flaky.down = False
+    again = await run(upstreams, [doc])
+    assert again.results[0].status == STATUS.INGEST_STATUS_ACCEPTED, "not UNCHANGED"
+    assert set(retriever.docs["a"][1][0].embeddings) == {"m", "flaky"}
+    third = await run(upstreams, [doc])
+    assert third.results[0].status == STATUS.INGEST_STATUS_UNCHANGED
