@@ -324,7 +324,8 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             result = results[i]
             result.stored = outcome.stored
             result.chunks = outcome.chunks
-            result.reason = outcome.reason if not outcome.stored else degraded[i]
+            notes = (degraded[i], outcome.reason) if outcome.stored else (outcome.reason,)
+            result.reason = "; ".join(r for r in notes if r)
         log.debug(
             "replaced",
             extra={
@@ -445,6 +446,7 @@ def build(
             "data_dir": str(directory.resolve()),
             "mode": backend.mode,
             "documents": stats.documents,
+            "chunks": stats.chunks,
             "disk_bytes": stats.disk_bytes,
         },
     )

@@ -179,7 +179,7 @@ class StoreBackedBackend:
                     self._metadata.add(chunk.id, chunk.metadata_pairs())
                     self._index_add(chunk)
                 outcomes[item.document_id] = ReplaceOutcome(
-                    item.document_id, True, "", len(item.chunks)
+                    item.document_id, True, self._note(item.chunks), len(item.chunks)
                 )
         return [outcomes[item.document_id] for item in replacements]
 
@@ -247,6 +247,10 @@ class StoreBackedBackend:
     ) -> str:
         """Why these chunks' vectors do not fit ("" when they do); records the dimensions of
         models they introduce. Lock held."""
+        return ""
+
+    def _note(self, chunks: Sequence[StoredDocument]) -> str:
+        """What of a just-indexed document this index cannot search ("" when nothing)."""
         return ""
 
     def _index_add(self, doc: StoredDocument) -> None:

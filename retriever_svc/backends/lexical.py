@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 import bm25s
 import numpy as np
@@ -82,6 +83,15 @@ class LexicalBackend(StoreBackedBackend):
     def _index_add(self, doc: StoredDocument) -> None:
         self._tokens[doc.id] = tokenize(doc.text)
         self._generation += 1
+
+    def _note(self, chunks: Sequence[StoredDocument]) -> str:
+        silent = sum(1 for chunk in chunks if not self._tokens.get(chunk.id))
+        if not silent:
+            return ""
+        return (
+            f"no word tokens: {silent} of {len(chunks)} chunks have no searchable words "
+            "and cannot be found by a lexical search"
+        )
 
     def _index_remove(self, doc: StoredDocument) -> None:
         self._tokens.pop(doc.id, None)

@@ -207,8 +207,13 @@ def test_a_chunk_without_vectors_is_stored_and_found_lexically(tmp_path: Path) -
     assert dense.stats().chunks == 1
     assert dense.list_documents("", 10)[0].chunks == 1
     lexical = LexicalBackend(DocumentStore(tmp_path / "l"))
-    lexical.replace([Replacement("e", "h", [blank])])
+    assert lexical.replace([Replacement("e", "h", [blank])])[0].reason == ""
     assert [h.document.id for h in search(lexical, "sunshine", unit(0))] == ["e#0"]
+    # Only emoji: stored, and the outcome says a lexical search cannot find it.
+    emoji = StoredDocument("f#0", "🙂🎉", {}, {}, {}, ChunkInfo("f", 0, 1))
+    outcome = lexical.replace([Replacement("f", "h", [emoji])])[0]
+    assert outcome.stored and outcome.reason.startswith("no word tokens: 1 of 1 chunks")
+    assert lexical.list_documents("", 10)[1].document_id == "f"
 
 
 def test_dense_blank_query_finds_nothing_without_failing(tmp_path: Path) -> None:
