@@ -302,3 +302,10 @@ async def test_an_emoji_only_document_does_not_fail_the_others(clean_faults):
         assert answer.answer
     finally:
         await delete(mesh.gateway, *(d["id"] for d in docs))
+
+
+async def test_a_bad_page_size_is_invalid_argument(mesh):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mesh.gateway.ListDocuments(gateway_pb2.ListDocumentsRequest(page_size=-1), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_size" in caught.value.details()
