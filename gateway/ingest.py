@@ -345,6 +345,8 @@ async def ingest(
         d.chunks = chunk_documents(d.document, chunking)
         d.embeddings = [{} for _ in d.chunks]
         d.missing += unreachable
+        if not d.chunks:
+            d.reason = "no text to index"
         for e in embedders:
             too_long = [c for c in d.chunks if e.max_text_chars and len(c.text) > e.max_text_chars]
             if too_long:
