@@ -54,9 +54,7 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
     )
     prober.start()
     shed_log = ShedLog()
-    probe_address = (
-        role.private_address() if role else loopback_address(cfg.server.host, cfg.port)
-    )
+    probe_address = role.private_address() if role else loopback_address(cfg.server.host, cfg.port)
     probe, admission = admission_control(cfg, shed_log, probe_address)
     pipeline = Pipeline(upstreams, cfg, observer=AttemptTelemetry())
     servicer = RagGateway(pipeline, upstreams, cfg, shed_log, worker=role.index if role else None)

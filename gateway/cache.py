@@ -1,5 +1,8 @@
 """The answer cache: fresh answers (LRU + TTL) and the last good answer per query (stale).
 
+Every entry is indexed by the ids of the documents its sources came from, so ingesting or
+deleting a document evicts the answers that cited it (fresh and stale copies alike).
+
 Only answers served entirely by primaries are cached, so an outage never keeps serving
 degraded answers after recovery. The stale layer outlives the fresh one: when every
 generator fails, the last good answer for the same query is better than no answer.
@@ -8,7 +11,7 @@ generator fails, the last good answer for the same query is better than no answe
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
 from cachetools import TTLCache
@@ -26,6 +29,11 @@ def cache_key(query: str, top_k: int, filters: Sequence[common_pb2.MetadataFilte
     return json.dumps([normalised, top_k, canonical_filters], separators=(",", ":"))
 
 
+def cited_documents(sources: Iterable[common_pb2.ScoredDocument]) -> set[str]:
+    """The ids of the documents sources come from (a chunk's document; else the id itself)."""
+    return {s.document.chunk.document_id or s.document.id for s in sources}
+
+
 class AnswerCache(Generic[V]):
     def __init__(
         self, ttl_s: float, stale_ttl_s: float, max_entries: int, clock: Clock = SYSTEM_CLOCK
@@ -38,6 +46,12 @@ class AnswerCache(Generic[V]):
             if stale_ttl_s > 0
             else None
         )
+        self.max_entries = max_entries
+        self._cites: dict[str, frozenset[str]] = {}  # key -> document ids
+        self._citing: dict[str, set[str]] = {}  # document id -> keys
+        # Counts evictions: an answer computed before one (it may cite what was just
+        # replaced) is not cached; see `put`.
+        self.epoch = 0
 
     def get(self, key: str) -> V | None:
         return self.fresh.get(key) if self.fresh is not None else None
@@ -45,8 +59,56 @@ class AnswerCache(Generic[V]):
     def get_stale(self, key: str) -> V | None:
         return self.stale.get(key) if self.stale is not None else None
 
-    def put(self, key: str, value: V) -> None:
+    def put(
+        self, key: str, value: V, documents: Iterable[str] = (), epoch: int | None = None
+    ) -> None:
+        """Caches the answer, indexed by the documents it cites. With `epoch` (read when the
+        answer's work began), an answer that started before an eviction is not cached."""
+        if epoch is not None and epoch != self.epoch:
+            return
+        if self.fresh is None and self.stale is None:
+            return
         if self.fresh is not None:
             self.fresh[key] = value
         if self.stale is not None:
             self.stale[key] = value
+        self._index(key, frozenset(documents))
+
+    def _index(self, key: str, documents: frozenset[str]) -> None:
+        for document in self._cites.get(key, frozenset()) - documents:
+            self._citing.get(document, set()).discard(key)
+        self._cites[key] = documents
+        for document in documents:
+            self._citing.setdefault(document, set()).add(key)
+        if len(self._cites) > 2 * self.max_entries + 16:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Forgets index entries of answers both layers have dropped (expired or evicted)."""
+        live = {k for k in self._cites if self._holds(k)}
+        self._cites = {k: v for k, v in self._cites.items() if k in live}
+        self._citing = {}
+        for key, documents in self._cites.items():
+            for document in documents:
+                self._citing.setdefault(document, set()).add(key)
+
+    def _holds(self, key: str) -> bool:
+        return (self.fresh is not None and key in self.fresh) or (
+            self.stale is not None and key in self.stale
+        )
+
+    def evict_documents(self, document_ids: Iterable[str]) -> int:
+        """Drops every answer (fresh and stale) citing these documents; returns how many."""
+        self.epoch += 1
+        evicted = 0
+        for document in set(document_ids):
+            for key in self._citing.pop(document, set()):
+                evicted += self._holds(key)
+                if self.fresh is not None:
+                    self.fresh.pop(key, None)
+                if self.stale is not None:
+                    self.stale.pop(key, None)
+                for other in self._cites.pop(key, frozenset()):
+                    if other != document:
+                        self._citing.get(other, set()).discard(key)
+        return evicted

@@ -218,29 +218,59 @@ class IngestConfig:
         maximum=100000,
     )
     max_document_chars: int = setting(
-        8192,
+        1_000_000,
         "max_document_chars",
-        "Longest accepted document text (the embedders' limit).",
+        "Longest accepted document text; longer documents fail alone with this limit named "
+        "(documents are cut into chunks, so this is not the embedders' limit).",
         unit="characters",
         minimum=1,
     )
     batch_size: int = setting(
         64,
         "ingest_batch_size",
-        "Documents per Embed/Upsert call during ingest.",
+        "Chunks per Embed call and documents per ReplaceDocuments call during ingest.",
         unit="documents",
         minimum=1,
     )
     timeout_s: float = setting(
         30.0,
         "ingest_timeout_s",
-        "Per-call timeout for Embed/Upsert during ingest.",
+        "Per-call timeout for Embed/ReplaceDocuments during ingest.",
         unit="s",
         minimum=0.1,
     )
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    """How ingest cuts documents into chunks (sizes in estimated tokens: ~4 characters each)."""
+
+    chunk_size_tokens: int = setting(
+        256,
+        "chunk_size_tokens",
+        "Largest chunk, in estimated tokens (characters / 4, rounded up; no tokenizer download). "
+        "Documents are split at Markdown headings and paragraphs first, then by size.",
+        unit="tokens",
+        minimum=16,
+        maximum=2000,
+    )
+    chunk_overlap_tokens: int = setting(
+        40,
+        "chunk_overlap_tokens",
+        "Text repeated from the end of a chunk at the start of the next when a section is cut "
+        "by size; must be smaller than chunk_size_tokens.",
+        unit="tokens",
+        minimum=0,
+        maximum=1000,
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.chunk_overlap_tokens >= self.chunk_size_tokens:
+            raise RuleViolation("{chunk_overlap_tokens} must be < {chunk_size_tokens}")
 
 
 @dataclass(frozen=True)
@@ -375,6 +405,7 @@ class GatewayConfig:
     deadlines: DeadlineConfig = section(DeadlineConfig)
     query: QueryConfig = section(QueryConfig)
     ingest: IngestConfig = section(IngestConfig)
+    chunking: ChunkingConfig = section(ChunkingConfig)
     upstream: UpstreamPolicy = section(UpstreamPolicy)
     breaker: BreakerConfig = section(BreakerConfig)
     retry: RetryPolicy = section(RetryPolicy)

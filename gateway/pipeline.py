@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
-from gateway.cache import AnswerCache, cache_key
+from gateway.cache import AnswerCache, cache_key, cited_documents
 from gateway.config import GatewayConfig
 from gateway.metrics import METRICS
 from gateway.query import (
@@ -101,15 +101,17 @@ class Pipeline:
         return await self._run(query, key, deadline)
 
     async def _run(self, query: QueryInput, key: str, deadline: Deadline) -> QueryResult:
+        epoch = self.cache.epoch
         vector = await self.embed(query, deadline)
         context = await self.retrieve(query, vector.value, deadline)
         answer = await self.generate(query, context.value, deadline, key)
-        return self._finish(key, vector, context, answer)
+        return self._finish(key, vector, context, answer, epoch)
 
     async def run_streaming(
         self, query: QueryInput, deadline: Deadline
     ) -> AsyncIterator[StreamEvent]:
         key = cache_key(query.query, query.top_k, query.filters)
+        epoch = self.cache.epoch
         vector = await self.embed(query, deadline)
         context = await self.retrieve(query, vector.value, deadline)
         yield StreamEvent(sources=context.value)
@@ -124,7 +126,7 @@ class Pipeline:
             answer = await generating
         finally:
             generating.cancel()
-        yield StreamEvent(final=self._finish(key, vector, context, answer))
+        yield StreamEvent(final=self._finish(key, vector, context, answer, epoch))
 
     def _finish(
         self,
@@ -132,6 +134,7 @@ class Pipeline:
         vector: StageResult[QueryVector | None],
         context: StageResult[Documents],
         answer: StageResult[Answer],
+        epoch: int,
     ) -> QueryResult:
         generated = answer.value
         sources = generated.stale_sources if generated.stale_sources is not None else context.value
@@ -143,7 +146,7 @@ class Pipeline:
             generated.retry_after_s,
         )
         if not result.degraded:
-            self.cache.put(key, result)
+            self.cache.put(key, result, cited_documents(sources), epoch)
         return result
 
     # -- stage 1: embed ----------------------------------------------------------------
@@ -332,7 +335,6 @@ class Pipeline:
         )
         return _Walk(stage, result, len(chain), started, self.clock)
 
-
     def _policy(
         self, component: str, later_stages: int, idempotent: bool, repeatable: bool
     ) -> ChainPolicy:
@@ -369,4 +371,3 @@ class _Walk(Generic[T]):
     def _result(self, served_by: str, tier: int, detail: str, value: V) -> StageResult[V]:
         latency = self.clock.monotonic() - self.started
         return StageResult(self.stage, served_by, tier, latency, self.chain.attempts, detail, value)
-

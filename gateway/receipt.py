@@ -10,18 +10,38 @@ from gateway.query import QueryResult, StageResult
 from gateway.resilience.guard import AttemptRecord
 from harag.v1 import common_pb2, gateway_pb2
 
+SECTION_SEPARATOR = " \u203a "  # between headings of a section path
+
 
 def sources(documents: list[common_pb2.ScoredDocument]) -> list[gateway_pb2.Source]:
+    """Public sources: a chunk is named by its document's id; where it sits in the document
+    is in metadata (chunk_id, title, section: headings joined by SECTION_SEPARATOR, page)."""
     return [
         gateway_pb2.Source(
-            id=d.document.id,
+            id=d.document.chunk.document_id or d.document.id,
             text=d.document.text,
             score=d.score,
-            metadata=dict(d.document.metadata),
+            metadata=_source_metadata(d.document),
             citation=i,
         )
         for i, d in enumerate(documents, start=1)
     ]
+
+
+def _source_metadata(document: common_pb2.Document) -> dict[str, str]:
+    metadata = dict(document.metadata)
+    for key, values in document.metadata_values.items():
+        metadata.setdefault(key, ", ".join(values.values))
+    if document.HasField("chunk"):
+        chunk = document.chunk
+        metadata["chunk_id"] = document.id
+        if chunk.title:
+            metadata.setdefault("title", chunk.title)
+        if chunk.heading_path:
+            metadata["section"] = SECTION_SEPARATOR.join(chunk.heading_path)
+        if chunk.page:
+            metadata["page"] = str(chunk.page)
+    return metadata
 
 
 # Breaker state names as the guard records them ("OPEN") -> the public enum's numbers.

@@ -15,7 +15,7 @@ from gateway import receipt
 from gateway.admission import ShedLog
 from gateway.config import GatewayConfig
 from gateway.health import system_health
-from gateway.ingest import ingest
+from gateway.ingest import ListingError, delete_documents, ingest, list_documents
 from gateway.metrics import METRICS
 from gateway.pipeline import Pipeline
 from gateway.query import QueryInput, QueryResult
@@ -30,6 +30,7 @@ from servicekit.jsonlog import request_id_var
 
 log = logging.getLogger("harag.gateway")
 REQUEST_ID_HEADER = "x-request-id"
+MAX_PAGE_SIZE = 1000
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -185,7 +186,56 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             f"at most {self.cfg.ingest.max_ingest_documents} per call",
         )
         await violations.abort_if_any(context)
-        return await ingest(self.upstreams, self.cfg.ingest, list(request.documents))
+        return await ingest(
+            self.upstreams,
+            self.cfg.ingest,
+            list(request.documents),
+            chunking=self.cfg.chunking,
+            on_changed=self.pipeline.cache.evict_documents,
+        )
+
+    async def DeleteDocuments(
+        self,
+        request: gateway_pb2.DeleteDocumentsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> gateway_pb2.DeleteDocumentsResponse:
+        request_id_var.set(_request_id(context))
+        violations = FieldViolations()
+        violations.check(bool(request.ids), "ids", "must not be empty")
+        limit = self.cfg.ingest.max_ingest_documents
+        violations.check(
+            len(request.ids) <= limit, "ids", f"{len(request.ids)} ids; at most {limit} per call"
+        )
+        for i, document_id in enumerate(request.ids):
+            violations.check(bool(document_id.strip()), f"ids[{i}]", "must not be empty")
+        violations.check(len(set(request.ids)) == len(request.ids), "ids", "must not repeat an id")
+        await violations.abort_if_any(context)
+        return await delete_documents(
+            self.upstreams,
+            self.cfg.ingest,
+            list(request.ids),
+            evict=self.pipeline.cache.evict_documents,
+        )
+
+    async def ListDocuments(
+        self,
+        request: gateway_pb2.ListDocumentsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> gateway_pb2.ListDocumentsResponse:
+        request_id_var.set(_request_id(context))
+        violations = FieldViolations()
+        violations.check(
+            0 <= request.page_size <= MAX_PAGE_SIZE,
+            "page_size",
+            f"is {request.page_size}; must be within 0..{MAX_PAGE_SIZE} (0: the default, 100)",
+        )
+        await violations.abort_if_any(context)
+        try:
+            return await list_documents(
+                self.upstreams, self.cfg.ingest, request.page_size, request.page_token
+            )
+        except ListingError as exc:
+            await context.abort(exc.code, exc.message)
 
     async def GetSystemHealth(
         self,

@@ -10,6 +10,9 @@ from servicekit.errors import FieldViolations
 
 MAX_TOP_K = 50
 MAX_FILTERS = 16
+# A filter is key = any of values; a key holding one of these came from an operator the API
+# does not have (e.g. "tags!=rag" read as key "tags!"), so it is refused, not matched.
+OPERATOR_CHARS = frozenset("!<>~=*")
 
 
 def check_query(
@@ -33,5 +36,17 @@ def check_query(
     violations.check(len(filters) <= MAX_FILTERS, "filters", f"at most {MAX_FILTERS} filters")
     for i, f in enumerate(filters):
         violations.check(bool(f.key), f"filters[{i}].key", "must not be empty")
+        odd = sorted({c for c in f.key if c in OPERATOR_CHARS or c.isspace()})
+        violations.check(
+            not odd,
+            f"filters[{i}].key",
+            f"{f.key!r} contains {' '.join(repr(c) for c in odd)}: filters only test "
+            "key = one of values (no !=, <, >, ~ or * operators; no spaces in a key)",
+        )
         violations.check(bool(f.values), f"filters[{i}].values", "needs at least one value")
+        violations.check(
+            all(v.strip() for v in f.values),
+            f"filters[{i}].values",
+            "must not contain an empty value",
+        )
     return violations

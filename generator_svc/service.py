@@ -11,8 +11,9 @@ import grpc
 from opentelemetry import trace
 
 from generator_svc.backends import Answer, Finish, Generator, create
+from generator_svc.backends.citing import with_sources
 from generator_svc.settings import GeneratorConfig
-from harag.v1 import generator_pb2, generator_pb2_grpc
+from harag.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from servicekit.errors import FieldViolations
 from servicekit.server import ServiceRegistration
 
@@ -104,7 +105,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                 "harag.max_answer_chars": limit,
             },
         ) as span:
-            answer = await self._generate(request.query, texts, limit)
+            documents = [scored.document for scored in request.context]
+            answer = await self._generate(request.query, texts, documents, limit)
             span.set_attributes(
                 {
                     "harag.answer_chars": len(answer.text),
@@ -119,10 +121,15 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             citations=answer.citations,
         )
 
-    async def _generate(self, query: str, texts: list[str], limit: int) -> Answer:
+    async def _generate(
+        self, query: str, texts: list[str], documents: list[common_pb2.Document], limit: int
+    ) -> Answer:
+        def generate(budget: int) -> Answer:
+            return self.generator.generate(query, texts, budget)
+
         if sum(map(len, texts)) <= INLINE_MAX_CHARS:
-            return self.generator.generate(query, texts, limit)
-        return await asyncio.to_thread(self.generator.generate, query, texts, limit)
+            return with_sources(generate, documents, limit)
+        return await asyncio.to_thread(with_sources, generate, documents, limit)
 
 
 def build(cfg: GeneratorConfig) -> tuple[list[ServiceRegistration], list]:

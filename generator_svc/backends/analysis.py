@@ -31,9 +31,19 @@ STOPWORDS = frozenset(
 # "isations" and "ise") end on the same stem. (suffix, replacement); first match wins.
 _PLURALS = (("sses", "ss"), ("ies", "y"), ("s", ""))
 _SUFFIXES = (
-    ("isation", "ize"), ("ization", "ize"), ("ising", "ize"), ("izing", "ize"),
-    ("ised", "ize"), ("ized", "ize"), ("ise", "ize"),
-    ("ied", "y"), ("ingly", ""), ("edly", ""), ("ing", ""), ("ed", ""), ("ly", ""),
+    ("isation", "ize"),
+    ("ization", "ize"),
+    ("ising", "ize"),
+    ("izing", "ize"),
+    ("ised", "ize"),
+    ("ized", "ize"),
+    ("ise", "ize"),
+    ("ied", "y"),
+    ("ingly", ""),
+    ("edly", ""),
+    ("ing", ""),
+    ("ed", ""),
+    ("ly", ""),
 )
 _DOUBLED = re.compile(r"([b-df-hj-km-np-rtv-z])\1$")  # doubled final consonant, not l/s
 _MIN_STEM = 3

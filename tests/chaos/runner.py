@@ -252,6 +252,8 @@ async def missing_documents(mesh, documents: list[common_pb2.Document]) -> list[
                         request.query_embedding.values.extend(vectors[space][i].values)
                         request.model = models[space]
                     reply = await stub.Search(request, timeout=10)
-                    if [d.document.id for d in reply.documents] != [doc.id]:
+                    # The retrievers store chunks: a document's id is its chunk's document_id.
+                    found = [d.document.chunk.document_id or d.document.id for d in reply.documents]
+                    if found != [doc.id]:
                         missing.append(f"{retriever}/{space or 'lexical'}/{doc.id}")
     return missing

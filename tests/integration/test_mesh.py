@@ -169,7 +169,7 @@ async def test_ingest_reports_bad_documents_alone(mesh):
         {"id": "ingest-empty", "text": "   "},
         {"id": "", "text": "A document without an id gets one derived from its text."},
         {"id": "ingest-ok-1", "text": "duplicate id in one request"},
-        {"id": "ingest-huge", "text": "y" * 9000},
+        {"id": "ingest-huge", "text": "y " * 500_001},  # past max_document_chars
     ]
     reply = await mesh.gateway.Ingest(gateway_pb2.IngestRequest(documents=docs), timeout=30)
     statuses = [gateway_pb2.IngestStatus.Name(r.status) for r in reply.results]

@@ -1,5 +1,6 @@
-"""Ingest retries idempotent writes through the project's RetryPolicy: which codes, how
-often and how long it waits. Fake stubs and a fake clock: no sockets, no real waiting."""
+"""Ingest retries idempotent writes (Embed, ReplaceDocuments) through the project's
+RetryPolicy: which codes, how often and how long it waits. Fake stubs and a fake clock: no
+sockets, no real waiting."""
 
 from __future__ import annotations
 
@@ -42,8 +43,28 @@ class FakeStub:
         vectors = [common_pb2.Embedding(values=[1.0, 0.0]) for _ in request.texts]
         return self._answer(embedder_pb2.EmbedResponse(embeddings=vectors, model="m"))
 
-    def Upsert(self, request: retriever_pb2.UpsertRequest, timeout: float) -> Awaitable[Any]:
-        return self._answer(retriever_pb2.UpsertResponse(upserted=len(request.documents)))
+    def GetModelInfo(self, request: Any, timeout: float) -> Awaitable[Any]:
+        return self._GetModelInfo(request)
+
+    async def _GetModelInfo(self, request: Any) -> Any:
+        return embedder_pb2.GetModelInfoResponse(model="m", max_batch_size=64)
+
+    def GetDocumentHashes(self, request: Any, timeout: float) -> Awaitable[Any]:
+        return self._GetDocumentHashes(request)
+
+    async def _GetDocumentHashes(self, request: Any) -> Any:
+        return retriever_pb2.GetDocumentHashesResponse()
+
+    def ReplaceDocuments(
+        self, request: retriever_pb2.ReplaceDocumentsRequest, timeout: float
+    ) -> Awaitable[Any]:
+        results = [
+            retriever_pb2.DocumentReplaceResult(
+                document_id=d.document_id, stored=True, chunks=len(d.chunks)
+            )
+            for d in request.documents
+        ]
+        return self._answer(retriever_pb2.ReplaceDocumentsResponse(results=results))
 
 
 class RecordingClock:
