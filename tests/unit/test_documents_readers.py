@@ -31,7 +31,9 @@ def test_markdown_title_and_tags_line_become_metadata_and_multi_values(tmp_path)
 
 def test_yaml_front_matter_is_metadata_and_left_out_of_the_text(tmp_path):
     path = tmp_path / "guide.markdown"
-    path.write_text("---\ntitle: The Guide\ntags: [ops, k8s]\nversion: 2\n---\n# Heading\n\nText.\n")
+    path.write_text(
+        "---\ntitle: The Guide\ntags: [ops, k8s]\nversion: 2\n---\n# Heading\n\nText.\n"
+    )
     doc = one(path)
     assert doc.metadata["title"] == "The Guide"
     assert doc.metadata["version"] == "2"
