@@ -70,16 +70,24 @@ def answer(reply: gateway_pb2.QueryResponse) -> str:
     return "\n".join(out)
 
 
+SECTION_SEPARATOR = " \u203a "  # as the gateway joins a chunk's headings
+
+
 def source(s: gateway_pb2.Source) -> str:
-    """`[1] Title > Section > Sub (p. 3)  docs/guide.md#4  score=0.812`: the document's title
-    and the section the passage sits in (when the gateway names them), then the chunk id."""
+    """`[1] Deploy guide > Kubernetes > Probes (p. 3)  deploy.md#7  score=0.812` (with the
+    gateway's separator): the document's title, the section the passage sits in and its page
+    when the gateway names them, then the chunk's id (or the document's)."""
     title = s.metadata.get("title", "")
-    section = s.metadata.get("section") or s.metadata.get("heading_path", "")
-    where = " > ".join(p for p in (title, section) if p)
+    section = s.metadata.get("section", "")
+    parts = section.split(SECTION_SEPARATOR) if section else []
+    if parts and parts[0] == title:  # the document's first heading is usually its title
+        parts = parts[1:]
+    where = SECTION_SEPARATOR.join(p for p in (title, *parts) if p)
     page = s.metadata.get("page", "")
     if page and page != "0":
         where += f" (p. {page})"
-    return f"  [{s.citation}] {where or s.id}  {s.id}  score={s.score:.3f}"
+    shown_id = s.metadata.get("chunk_id") or s.id
+    return f"  [{s.citation}] {where or s.id}  {shown_id}  score={s.score:.3f}"
 
 
 def stream_end(sources: Sequence[gateway_pb2.Source], final: FinalEvent) -> str:

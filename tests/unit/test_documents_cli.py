@@ -170,10 +170,15 @@ def test_query_json_prints_fields_at_their_default_values(gateway, capsys):
 
 def test_stream_prints_chunks_then_sources_named_by_title_and_section(gateway, capsys):
     source = gateway_pb2.Source(
-        id="guide.md#3",
+        id="guide.md",
         citation=1,
         score=0.5,
-        metadata={"title": "Deploy guide", "section": "Kubernetes > Probes"},
+        metadata={
+            "title": "Deploy guide",
+            "section": "Deploy guide \u203a Kubernetes \u203a Probes",
+            "chunk_id": "guide.md#3",
+            "page": "2",
+        },
     )
     gateway.script["StreamQuery"] = [
         [
@@ -187,7 +192,7 @@ def test_stream_prints_chunks_then_sources_named_by_title_and_section(gateway, c
     ]
     code, out, _ = run(capsys, "stream", "how?", "--filter", "tags=ops")
     assert code == 0 and out.startswith("Use probes [1].\n")
-    assert "[1] Deploy guide > Kubernetes > Probes  guide.md#3  score=0.500" in out
+    assert "[1] Deploy guide \u203a Kubernetes \u203a Probes (p. 2)  guide.md#3  score=0.500" in out
     assert "request_id rid" in out
     assert list(gateway.sent[0].request.filters[0].values) == ["ops"]
 
