@@ -64,7 +64,9 @@ def walk(paths: list[Path]) -> Walk:
         elif root.is_dir():
             _walk_dir(root, root, [], {os.path.realpath(root)}, out)
         elif root.is_file():
-            if supported(root):
+            if not _utf8(root.name):
+                out.failures.append(Failure(str(root), "file name is not UTF-8; rename it"))
+            elif supported(root):
                 out.files.append(Found(root, root.name))
             else:
                 out.failures.append(
@@ -89,6 +91,10 @@ def _walk_dir(
     for entry in entries:
         path = Path(entry.path)
         shown = path.relative_to(root).as_posix()
+        if not _utf8(shown):
+            shown = shown.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            out.skipped.append((shown, "name is not UTF-8"))
+            continue
         try:
             is_dir = entry.is_dir()  # follows symlinks
             is_file = entry.is_file()
@@ -110,6 +116,15 @@ def _walk_dir(
             out.files.append(Found(path, shown))
         else:
             out.skipped.append((shown, f"unsupported type {path.suffix.lower() or '(none)'}"))
+
+
+def _utf8(name: str) -> bool:
+    """Whether a file name can be an id (and printed): not undecodable bytes from the disk."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _skip_reason(name: str, path: Path, is_dir: bool, ignores: list[_Ignore]) -> str:

@@ -102,3 +102,15 @@ def test_symlinked_folder_outside_the_root_is_followed_once(tmp_path):
     os.symlink(outside, root / "link2")
     ids = sorted(d.id for d in collect([root]).documents)
     assert ids == ["link/o.md", "link2/o.md"]
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_not_a_crash(tmp_path):
+    name = os.fsdecode(b"caf\xe9.md")
+    try:
+        (tmp_path / name).write_text("text")
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this filesystem refuses non-UTF-8 names")
+    (tmp_path / "ok.md").write_text("fine")
+    collected = collect([tmp_path])
+    assert [d.id for d in collected.documents] == ["ok.md"]
+    assert collected.skipped == [("caf\\xe9.md", "name is not UTF-8")]
