@@ -15,6 +15,8 @@ SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["RagGatewayService"].full_name
 QUERY = f"/{SERVICE}/Query"
 STREAM_QUERY = f"/{SERVICE}/StreamQuery"
 INGEST = f"/{SERVICE}/Ingest"
+DELETE_DOCUMENTS = f"/{SERVICE}/DeleteDocuments"
+LIST_DOCUMENTS = f"/{SERVICE}/ListDocuments"
 GET_SYSTEM_HEALTH = f"/{SERVICE}/GetSystemHealth"
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -122,3 +124,19 @@ def ingest_request(documents: Iterable[DocumentLike]) -> gateway_pb2.IngestReque
     return gateway_pb2.IngestRequest(
         documents=[to_document(doc, index) for index, doc in enumerate(documents)]
     )
+
+
+def delete_request(ids: Iterable[str]) -> gateway_pb2.DeleteDocumentsRequest:
+    if isinstance(ids, (str, bytes)):
+        raise TypeError("ids must be an iterable of document ids, not a single string")
+    out = list(ids)
+    for index, doc_id in enumerate(out):
+        if not isinstance(doc_id, str) or not doc_id:
+            raise TypeError(f"ids[{index}]: must be a non-empty str, got {doc_id!r}")
+    return gateway_pb2.DeleteDocumentsRequest(ids=out)
+
+
+def list_request(page_size: int | None, page_token: str) -> gateway_pb2.ListDocumentsRequest:
+    if page_size is not None and not 0 < page_size:
+        raise ValueError(f"page_size must be above 0, got {page_size}")
+    return gateway_pb2.ListDocumentsRequest(page_size=page_size or 0, page_token=page_token)

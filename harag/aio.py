@@ -25,7 +25,7 @@ from harag._calls import UNSET, Metadata, MetadataPairs, Unset
 from harag.errors import error_from_rpc
 from harag.retry import CallBudget, RetryPolicy
 from harag.types import DocumentLike, Filters, StreamEvent, stream_event
-from harag.v1 import gateway_pb2
+from harag.v1 import common_pb2, gateway_pb2
 
 _Response = TypeVar("_Response")
 
@@ -75,6 +75,16 @@ class AsyncClient:
             _calls.INGEST,
             request_serializer=gateway_pb2.IngestRequest.SerializeToString,
             response_deserializer=gateway_pb2.IngestResponse.FromString,
+        )
+        self._delete = channel.unary_unary(
+            _calls.DELETE_DOCUMENTS,
+            request_serializer=gateway_pb2.DeleteDocumentsRequest.SerializeToString,
+            response_deserializer=gateway_pb2.DeleteDocumentsResponse.FromString,
+        )
+        self._list = channel.unary_unary(
+            _calls.LIST_DOCUMENTS,
+            request_serializer=gateway_pb2.ListDocumentsRequest.SerializeToString,
+            response_deserializer=gateway_pb2.ListDocumentsResponse.FromString,
         )
         self._health = channel.unary_unary(
             _calls.GET_SYSTEM_HEALTH,
@@ -175,6 +185,66 @@ class AsyncClient:
         return await self._unary(
             call, timeout, retry, self._defaults.call_metadata(metadata, request_id)
         )
+
+    async def delete_documents(
+        self,
+        ids: Iterable[str],
+        *,
+        timeout: float | Unset | None = UNSET,  # noqa: ASYNC109 (the gRPC deadline)
+        retry: RetryPolicy | Unset | None = UNSET,
+        metadata: Metadata | None = None,
+        request_id: str | None = None,
+    ) -> gateway_pb2.DeleteDocumentsResponse:
+        """Removes every chunk of these documents; see `harag.Client.delete_documents`."""
+        request = _calls.delete_request(ids)
+
+        async def call(t: float | None, md: MetadataPairs) -> gateway_pb2.DeleteDocumentsResponse:
+            return await self._delete(request, timeout=t, metadata=md)
+
+        return await self._unary(
+            call, timeout, retry, self._defaults.call_metadata(metadata, request_id)
+        )
+
+    async def list_documents(
+        self,
+        *,
+        page_size: int | None = None,
+        page_token: str = "",
+        timeout: float | Unset | None = UNSET,  # noqa: ASYNC109 (the gRPC deadline)
+        retry: RetryPolicy | Unset | None = UNSET,
+        metadata: Metadata | None = None,
+    ) -> gateway_pb2.ListDocumentsResponse:
+        """One page of stored documents; see `harag.Client.list_documents`."""
+        request = _calls.list_request(page_size, page_token)
+
+        async def call(t: float | None, md: MetadataPairs) -> gateway_pb2.ListDocumentsResponse:
+            return await self._list(request, timeout=t, metadata=md)
+
+        return await self._unary(call, timeout, retry, self._defaults.call_metadata(metadata, None))
+
+    async def iter_documents(
+        self,
+        *,
+        page_size: int | None = None,
+        timeout: float | Unset | None = UNSET,  # noqa: ASYNC109 (the gRPC deadline of each page)
+        retry: RetryPolicy | Unset | None = UNSET,
+        metadata: Metadata | None = None,
+    ) -> AsyncIterator[common_pb2.StoredDocument]:
+        """Every stored document, in id order, fetching page after page."""
+        token = ""
+        while True:
+            page = await self.list_documents(
+                page_size=page_size,
+                page_token=token,
+                timeout=timeout,
+                retry=retry,
+                metadata=metadata,
+            )
+            for document in page.documents:
+                yield document
+            token = page.next_page_token
+            if not token:
+                return
 
     async def get_system_health(
         self,

@@ -23,7 +23,7 @@ from harag._calls import UNSET, Metadata, MetadataPairs, Unset
 from harag.errors import HaragError, error_from_rpc
 from harag.retry import CallBudget, RetryPolicy
 from harag.types import DocumentLike, Filters, StreamEvent, stream_event
-from harag.v1 import gateway_pb2
+from harag.v1 import common_pb2, gateway_pb2
 
 _Response = TypeVar("_Response")
 
@@ -86,6 +86,16 @@ class Client:
             _calls.INGEST,
             request_serializer=gateway_pb2.IngestRequest.SerializeToString,
             response_deserializer=gateway_pb2.IngestResponse.FromString,
+        )
+        self._delete = channel.unary_unary(
+            _calls.DELETE_DOCUMENTS,
+            request_serializer=gateway_pb2.DeleteDocumentsRequest.SerializeToString,
+            response_deserializer=gateway_pb2.DeleteDocumentsResponse.FromString,
+        )
+        self._list = channel.unary_unary(
+            _calls.LIST_DOCUMENTS,
+            request_serializer=gateway_pb2.ListDocumentsRequest.SerializeToString,
+            response_deserializer=gateway_pb2.ListDocumentsResponse.FromString,
         )
         self._health = channel.unary_unary(
             _calls.GET_SYSTEM_HEALTH,
@@ -195,6 +205,69 @@ class Client:
             retry,
             self._defaults.call_metadata(metadata, request_id),
         )
+
+    def delete_documents(
+        self,
+        ids: Iterable[str],
+        *,
+        timeout: float | Unset | None = UNSET,
+        retry: RetryPolicy | Unset | None = UNSET,
+        metadata: Metadata | None = None,
+        request_id: str | None = None,
+    ) -> gateway_pb2.DeleteDocumentsResponse:
+        """Removes every chunk of the documents with these ids from every retriever, and the
+        cached answers that cited them. One DeleteResult per id, in order: `found` says
+        whether any retriever held it, `missing` names retrievers that could not be reached."""
+        request = _calls.delete_request(ids)
+        return self._unary(
+            lambda t, md: self._delete(request, timeout=t, metadata=md),
+            timeout,
+            retry,
+            self._defaults.call_metadata(metadata, request_id),
+        )
+
+    def list_documents(
+        self,
+        *,
+        page_size: int | None = None,
+        page_token: str = "",
+        timeout: float | Unset | None = UNSET,
+        retry: RetryPolicy | Unset | None = UNSET,
+        metadata: Metadata | None = None,
+    ) -> gateway_pb2.ListDocumentsResponse:
+        """One page of stored documents in id order (id, title, chunks, content hash); pass
+        the reply's `next_page_token` for the next (empty on the last page)."""
+        request = _calls.list_request(page_size, page_token)
+        return self._unary(
+            lambda t, md: self._list(request, timeout=t, metadata=md),
+            timeout,
+            retry,
+            self._defaults.call_metadata(metadata, None),
+        )
+
+    def iter_documents(
+        self,
+        *,
+        page_size: int | None = None,
+        timeout: float | Unset | None = UNSET,
+        retry: RetryPolicy | Unset | None = UNSET,
+        metadata: Metadata | None = None,
+    ) -> Iterator[common_pb2.StoredDocument]:
+        """Every stored document, in id order, fetching page after page (`timeout` is each
+        page's deadline)."""
+        token = ""
+        while True:
+            page = self.list_documents(
+                page_size=page_size,
+                page_token=token,
+                timeout=timeout,
+                retry=retry,
+                metadata=metadata,
+            )
+            yield from page.documents
+            token = page.next_page_token
+            if not token:
+                return
 
     def get_system_health(
         self,

@@ -21,6 +21,9 @@ IngestResponse = gateway_pb2.IngestResponse
 IngestResult = gateway_pb2.IngestResult
 GetSystemHealthResponse = gateway_pb2.GetSystemHealthResponse
 Document = common_pb2.Document
+StoredDocument = common_pb2.StoredDocument
+DeleteDocumentsResponse = gateway_pb2.DeleteDocumentsResponse
+ListDocumentsResponse = gateway_pb2.ListDocumentsResponse
 MetadataFilter = common_pb2.MetadataFilter
 
 
@@ -100,7 +103,8 @@ class DocumentFields(Protocol):
 
 DocumentLike: TypeAlias = common_pb2.Document | Mapping[str, Any] | DocumentFields
 """A document to ingest: a `Document` message, a dict with "text" and optional "id" and
-"metadata", or an object with those attributes. An empty id is replaced by a hash of the text."""
+"metadata" (values: a str, or a list of str for a multi-valued key such as tags), or an
+object with those attributes. An empty id is replaced by a hash of the text."""
 
 Filters: TypeAlias = Mapping[str, str | Sequence[str]] | Iterable[common_pb2.MetadataFilter]
 """Metadata filters, ANDed: `{"source": "wiki", "lang": ["en", "de"]}`, or MetadataFilter
@@ -128,11 +132,25 @@ def to_document(document: DocumentLike, index: int = 0) -> common_pb2.Document:
         raise TypeError(f"documents[{index}]: text must be a str, got {type(text).__name__}")
     if not isinstance(doc_id, str):
         raise TypeError(f"documents[{index}]: id must be a str, got {type(doc_id).__name__}")
-    if not isinstance(metadata, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
-        raise TypeError(f"documents[{index}]: metadata must map str to str")
-    return common_pb2.Document(id=doc_id, text=text, metadata=dict(metadata))
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"documents[{index}]: metadata must map str to str or a list of str")
+    single: dict[str, str] = {}
+    multi: dict[str, common_pb2.MetadataValues] = {}
+    for key, value in metadata.items():
+        if isinstance(key, str) and isinstance(value, str):
+            single[key] = value
+        elif (
+            isinstance(key, str)
+            and isinstance(value, Sequence)
+            and not isinstance(value, bytes)
+            and all(isinstance(v, str) for v in value)
+        ):
+            multi[key] = common_pb2.MetadataValues(values=list(value))
+        else:
+            raise TypeError(
+                f"documents[{index}]: metadata must map str to str or a list of str (key {key!r})"
+            )
+    return common_pb2.Document(id=doc_id, text=text, metadata=single, metadata_values=multi)
 
 
 def to_filters(filters: Filters | None) -> list[common_pb2.MetadataFilter]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -13,6 +15,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2, json_format
+from google.protobuf.message import Message
 
 import harag
 from harag.errors import error_from_rpc
@@ -21,18 +24,19 @@ from harag.v1 import (
     common_pb2,
     fault_injection_pb2,
     fault_injection_pb2_grpc,
+    gateway_pb2,
     retriever_pb2,
     retriever_pb2_grpc,
 )
 from harag_cli import demo, render, traces
-from harag_cli.corpus import CorpusError, read_documents, sample_corpus
+from harag_cli.documents import collect, sample_corpus
+from harag_cli.ingesting import IngestReport, ingest_documents
 from harag_cli.localports import free_port_offset
 from harag_cli.meshctl import MeshControl, default_addresses, discover, gateway_address
 from harag_cli.supervisor import ProcessSpec, StartupError, Supervisor, mesh_specs
 from harag_cli.traceview.receiver import API_PORT, OTLP_PORT, TraceViewer
 from servicekit.ports import process_ports
 
-INGEST_BATCH = 64
 INGEST_TIMEOUT_S = 120.0
 HEALTH_TIMEOUT_S = 5.0
 CALLER_ERROR = 2  # exit status for a caller's mistake, as argparse uses for a bad flag
@@ -57,30 +61,6 @@ def _positive_seconds(text: str) -> float:
 
 
 # -- harag up ---------------------------------------------------------------------------
-
-
-async def _ingest_documents(
-    client: harag.AsyncClient,
-    documents: list[common_pb2.Document],
-    progress: bool = True,
-) -> tuple[int, int, list[str]]:
-    bar = None
-    if progress and len(documents) > INGEST_BATCH:
-        from tqdm import tqdm  # type: ignore[import-untyped]
-
-        bar = tqdm(total=len(documents), unit="doc", file=sys.stderr)
-    succeeded, failed, problems = 0, 0, []
-    for start in range(0, len(documents), INGEST_BATCH):
-        batch = documents[start : start + INGEST_BATCH]
-        reply = await client.ingest(batch, timeout=INGEST_TIMEOUT_S)
-        succeeded += reply.succeeded
-        failed += reply.failed
-        problems += [f"{r.id}: {r.reason}" for r in reply.results if r.reason]
-        if bar is not None:
-            bar.update(len(batch))
-    if bar is not None:
-        bar.close()
-    return succeeded, failed, problems
 
 
 def _port_taken(taken: dict[str, int], port_offset: int) -> str:
@@ -175,45 +155,158 @@ async def _ingest_sample_corpus(specs: list[ProcessSpec]) -> None:
         return
     gateway = next(s for s in specs if s.name == "gateway").address
     async with _client(gateway) as client:
-        ok, bad, _ = await _ingest_documents(client, sample_corpus())
-    print(f"harag up: ingested the sample corpus ({ok} documents, {bad} failed)", flush=True)
+        report = await ingest_documents(client, sample_corpus())
+    print(
+        f"harag up: ingested the sample corpus ({report.stored} documents, {report.failed} failed)",
+        flush=True,
+    )
 
 
 # -- harag query / ingest / health -----------------------------------------------------
 
 
+def _json(message: Message) -> str:
+    """A reply as JSON, with fields at their default values (`degraded: false`, `tier: 0`)."""
+    return json_format.MessageToJson(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+class FilterError(ValueError):
+    """A --filter the API cannot express."""
+
+
+_FILTER = re.compile(r"^([^!<>~=*]*?)\s*([!<>~=*]+)(.*)$", re.DOTALL)
+
+
+def parse_filters(specs: list[str]) -> list[common_pb2.MetadataFilter]:
+    """`key=value` or `key=v1,v2` (any of the values), each --filter ANDed. An operator the
+    API has not got (!=, >, <, ~ ...) is refused naming it, never taken as part of a key."""
+    out = []
+    for spec in specs:
+        match = _FILTER.match(spec)
+        if match is None:
+            raise FilterError(f"--filter must be key=value or key=v1,v2, got {spec!r}")
+        key, operator, value = match.group(1).strip(), match.group(2), match.group(3)
+        if operator != "=":
+            raise FilterError(
+                f"--filter {spec!r}: operator {operator} is not supported "
+                "(only key=value, or key=v1,v2 for any of several values)"
+            )
+        values = [v.strip() for v in value.split(",") if v.strip()]
+        if not key or not values:
+            raise FilterError(f"--filter must be key=value or key=v1,v2, got {spec!r}")
+        if any(c.isspace() for c in key):
+            raise FilterError(f"--filter {spec!r}: a key cannot hold spaces")
+        out.append(common_pb2.MetadataFilter(key=key, values=values))
+    return out
+
+
+def _filters_or_exit(args: argparse.Namespace) -> list[common_pb2.MetadataFilter] | None:
+    try:
+        return parse_filters(args.filter or [])
+    except FilterError as exc:
+        print(f"harag {args.command}: {exc}", file=sys.stderr)
+        return None
+
+
 async def query(args: argparse.Namespace) -> int:
+    filters = _filters_or_exit(args)
+    if filters is None:
+        return CALLER_ERROR
     async with _client(_addr(args)) as client:
-        reply = await client.query(args.question, top_k=args.top_k, timeout=args.deadline)
+        reply = await client.query(
+            args.question, top_k=args.top_k, filters=filters, timeout=args.deadline
+        )
     if args.json:
-        print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
+        print(_json(reply))
     else:
         print(render.answer(reply))
-        jaeger = os.environ.get("HARAG_JAEGER_UI")
-        if jaeger and reply.trace_id:
-            print(f"jaeger: {jaeger.rstrip('/')}/trace/{reply.trace_id}")
+        _print_jaeger(reply.trace_id)
+    return 0
+
+
+def _print_jaeger(trace_id: str) -> None:
+    jaeger = os.environ.get("HARAG_JAEGER_UI")
+    if jaeger and trace_id:
+        print(f"jaeger: {jaeger.rstrip('/')}/trace/{trace_id}")
+
+
+async def stream(args: argparse.Namespace) -> int:
+    """Prints the answer as it is generated, then its sources and the stage receipt."""
+    filters = _filters_or_exit(args)
+    if filters is None:
+        return CALLER_ERROR
+    sources: tuple[gateway_pb2.Source, ...] = ()
+    async with _client(_addr(args)) as client:
+        async for event in client.stream_query(
+            args.question, top_k=args.top_k, filters=filters, timeout=args.deadline
+        ):
+            if isinstance(event, harag.SourcesEvent):
+                sources = event.sources
+            elif isinstance(event, harag.AnswerChunk):
+                print(event.text, end="", flush=True)
+            elif isinstance(event, harag.FinalEvent):
+                print("\n")
+                print(render.stream_end(sources, event))
+                _print_jaeger(event.trace_id)
     return 0
 
 
 async def ingest(args: argparse.Namespace) -> int:
-    try:
-        documents = read_documents(Path(p) for p in args.paths)
-    except (CorpusError, OSError) as exc:
-        print(f"harag ingest: {exc}", file=sys.stderr)
-        return 2
+    collected = collect([Path(p) for p in args.paths])
+    for failure in collected.failures:
+        print(f"harag ingest: {failure}", file=sys.stderr)
+    if args.verbose:
+        for path, reason in collected.skipped:
+            print(f"  skipped {path}: {reason}")
+    report = IngestReport()
+    if collected.documents:
+        async with _client(_addr(args)) as client:
+            report = await ingest_documents(
+                client, collected.documents, progress=sys.stderr.isatty()
+            )
+    for problem in report.problems:
+        print(f"harag ingest: {problem}", file=sys.stderr)
+    print(render.ingest_summary(collected, report))
+    return 0 if not collected.failures and report.failed == 0 else 1
+
+
+async def docs_list(args: argparse.Namespace) -> int:
     async with _client(_addr(args)) as client:
-        ok, bad, problems = await _ingest_documents(client, documents)
-    for problem in problems:
-        print(f"  {problem}")
-    print(f"ingested {ok} documents, {bad} failed")
-    return 0 if bad == 0 else 1
+        documents = [d async for d in client.iter_documents(timeout=HEALTH_TIMEOUT_S)]
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    json_format.MessageToDict(
+                        d,
+                        preserving_proto_field_name=True,
+                        always_print_fields_with_no_presence=True,
+                    )
+                    for d in documents
+                ],
+                indent=2,
+            )
+        )
+    else:
+        print(render.documents(documents))
+    return 0
+
+
+async def docs_delete(args: argparse.Namespace) -> int:
+    async with _client(_addr(args)) as client:
+        reply = await client.delete_documents(args.ids, timeout=INGEST_TIMEOUT_S)
+    print(render.deleted(reply))
+    ok = all(r.found and not r.missing for r in reply.results)
+    return 0 if ok else 1
 
 
 async def health(args: argparse.Namespace) -> int:
     async with _client(_addr(args)) as client:
         reply = await client.get_system_health(timeout=HEALTH_TIMEOUT_S)
     if args.json:
-        print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
+        print(_json(reply))
     else:
         print(render.health(reply))
     return 0
@@ -333,16 +426,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=up)
 
-    p = sub.add_parser("query", help="ask a question")
-    p.add_argument("question")
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--deadline", type=_positive_seconds, default=10.0, help="seconds")
-    p.add_argument("--json", action="store_true", help="print the raw response as JSON")
-    p.set_defaults(func=query)
+    for name, func, help_text in (
+        ("query", query, "ask a question"),
+        ("stream", stream, "ask a question, printing the answer as it is generated"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("question")
+        p.add_argument("--top-k", type=int)
+        p.add_argument(
+            "--filter",
+            action="append",
+            metavar="KEY=V1[,V2]",
+            help="only documents whose KEY is one of the values (repeatable: all must hold)",
+        )
+        p.add_argument("--deadline", type=_positive_seconds, default=10.0, help="seconds")
+        if name == "query":
+            p.add_argument("--json", action="store_true", help="print the raw response as JSON")
+        p.set_defaults(func=func)
 
-    p = sub.add_parser("ingest", help="ingest .txt, .md and .jsonl files or directories")
-    p.add_argument("paths", nargs="+")
+    p = sub.add_parser(
+        "ingest",
+        help="ingest files and folders (.md .markdown .txt .html .htm .pdf .jsonl)",
+        description="Ingest documents. A folder is walked (hidden folders, node_modules, "
+        "virtual environments and .gitignore'd files skipped); a document's id is its path "
+        "relative to the folder given (a file given directly: its name; JSONL: the line's "
+        "id). Exit status 0 when everything was stored, 1 when anything failed.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every file skipped")
     p.set_defaults(func=ingest)
+
+    p = sub.add_parser("docs", help="list or delete stored documents")
+    docs_sub = p.add_subparsers(dest="docs_command", required=True)
+    d = docs_sub.add_parser("list", help="every stored document: id, chunks, title")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=docs_list)
+    d = docs_sub.add_parser("delete", help="delete documents (every chunk) by id")
+    d.add_argument("ids", nargs="+", metavar="ID")
+    d.set_defaults(func=docs_delete)
+    for d in (docs_sub.choices["list"], docs_sub.choices["delete"]):
+        d.add_argument(
+            "--addr", help="gateway host:port (default: $HARAG_GATEWAY or 127.0.0.1:50051)"
+        )
+        _add_port_offset(d)
 
     p = sub.add_parser("health", help="show the gateway's view of every upstream")
     p.add_argument("--json", action="store_true")
@@ -371,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config-reference", help="print every setting as Markdown tables")
     p.set_defaults(func=config_reference)
 
-    for name in ("query", "ingest", "health", "breakers"):
+    for name in ("query", "stream", "ingest", "health", "breakers"):
         sub.choices[name].add_argument(
             "--addr", help="gateway host:port (default: $HARAG_GATEWAY or 127.0.0.1:50051)"
         )
@@ -393,6 +519,9 @@ def _hint(args: argparse.Namespace, failure: harag.HaragError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints, escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         command: Command = args.func

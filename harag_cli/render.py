@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import textwrap
+from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from harag.errors import HaragError
-from harag.v1 import admin_pb2, gateway_pb2
+from harag.types import FinalEvent
+from harag.v1 import admin_pb2, common_pb2, gateway_pb2
 from harag_cli.meshctl import state_name
+
+if TYPE_CHECKING:
+    from harag_cli.documents import Collected
+    from harag_cli.ingesting import IngestReport
 
 STAGE_NAMES = {
     gateway_pb2.STAGE_EMBED: "embed",
@@ -43,9 +50,7 @@ def receipt(stages: list[gateway_pb2.StageReport]) -> list[str]:
 
 def answer(reply: gateway_pb2.QueryResponse) -> str:
     out = [textwrap.fill(reply.answer, width=100), "", "Sources:"]
-    for s in reply.sources:
-        title = s.metadata.get("title", "")
-        out.append(f"  [{s.citation}] {s.id}  score={s.score:.3f}  {title}")
+    out += [source(s) for s in reply.sources]
     flags = []
     if reply.degraded:
         flags.append("DEGRADED")
@@ -62,6 +67,88 @@ def answer(reply: gateway_pb2.QueryResponse) -> str:
         f"request_id {reply.request_id}"
         + (f"  trace_id {reply.trace_id}" if reply.trace_id else "")
     )
+    return "\n".join(out)
+
+
+SECTION_SEPARATOR = " \u203a "  # as the gateway joins a chunk's headings
+
+
+def source(s: gateway_pb2.Source) -> str:
+    """`[1] Deploy guide > Kubernetes > Probes (p. 3)  deploy.md#7  score=0.812` (with the
+    gateway's separator): the document's title, the section the passage sits in and its page
+    when the gateway names them, then the chunk's id (or the document's)."""
+    title = s.metadata.get("title", "")
+    section = s.metadata.get("section", "")
+    parts = section.split(SECTION_SEPARATOR) if section else []
+    if parts and parts[0] == title:  # the document's first heading is usually its title
+        parts = parts[1:]
+    where = SECTION_SEPARATOR.join(p for p in (title, *parts) if p)
+    page = s.metadata.get("page", "")
+    if page and page != "0":
+        where += f" (p. {page})"
+    shown_id = s.metadata.get("chunk_id") or s.id
+    return f"  [{s.citation}] {where or s.id}  {shown_id}  score={s.score:.3f}"
+
+
+def stream_end(sources: Sequence[gateway_pb2.Source], final: FinalEvent) -> str:
+    """What `harag stream` prints after the answer: sources, then the receipt."""
+    flags = ["DEGRADED"] if final.degraded else []
+    if final.cached:
+        flags.append("cached")
+    if final.retry_after_s is not None:
+        flags.append(f"retry after {final.retry_after_s:g}s")
+    out = ["Sources:", *[source(s) for s in sources], ""]
+    out.append("Stages" + (f" ({', '.join(flags)})" if flags else "") + ":")
+    out += receipt(list(final.stages))
+    trace = f"  trace_id {final.trace_id}" if final.trace_id else ""
+    out.append(f"request_id {final.request_id}{trace}")
+    return "\n".join(out)
+
+
+def ingest_summary(collected: Collected, report: IngestReport) -> str:
+    """The table `harag ingest` ends with."""
+    failed: Counter[str] = Counter(f.reason.split(" (", 1)[0] for f in collected.failures)
+    failed.update(report.failed_by_reason)
+    skipped = collected.skipped_by_reason()
+    rows = [
+        ("documents stored", str(report.stored)),
+        ("chunks stored", str(report.chunks)),
+        ("unchanged (skipped)", str(report.unchanged)),
+        ("failed", str(sum(failed.values()))),
+        *[(f"  {reason}", str(n)) for reason, n in failed.most_common()],
+    ]
+    if report.partial:
+        rows.insert(1, ("  of which partial", str(report.partial)))
+    if skipped:
+        rows.append(("not documents (skipped)", str(sum(skipped.values()))))
+        rows += [(f"  {reason}", str(n)) for reason, n in sorted(skipped.items())]
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value:>6}" for label, value in rows)
+
+
+def documents(stored: Sequence[common_pb2.StoredDocument]) -> str:
+    """`harag docs list`: one line per document."""
+    if not stored:
+        return "no documents stored"
+    width = min(60, max(len(d.document_id) for d in stored))
+    out = [f"  {'id':<{width}} {'chunks':>6}  title"]
+    out += [f"  {d.document_id:<{width}} {d.chunks:>6}  {d.title}" for d in stored]
+    out.append(f"{len(stored)} documents, {sum(d.chunks for d in stored)} chunks")
+    return "\n".join(out)
+
+
+def deleted(reply: gateway_pb2.DeleteDocumentsResponse) -> str:
+    """`harag docs delete`: each id's outcome, then the cached answers evicted."""
+    out = []
+    for r in reply.results:
+        if r.found:
+            line = f"deleted {r.id}"
+        else:
+            line = f"not found: {r.id}"
+        if r.missing:
+            line += f" (could not reach {', '.join(r.missing)}; it may remain there)"
+        out.append(line)
+    out.append(f"{reply.evicted_answers} cached answers evicted")
     return "\n".join(out)
 
 

@@ -1,0 +1,109 @@
+"""Sending documents to the gateway in batches, and what came back, counted for the summary."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import harag
+from harag.v1 import common_pb2, gateway_pb2
+
+BATCH_DOCUMENTS = 64
+# Under grpcio's 4 MiB default message size, with room for metadata and the protobuf framing.
+BATCH_BYTES = 2 * 1024 * 1024
+INGEST_TIMEOUT_S = 120.0
+
+
+@dataclass
+class IngestReport:
+    """Outcomes counted over every batch."""
+
+    stored: int = 0  # accepted or partial
+    partial: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    chunks: int = 0
+    failed_by_reason: Counter[str] = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)  # one line per failed or partial doc
+
+    def add(self, reply: gateway_pb2.IngestResponse) -> None:
+        for r in reply.results:
+            if r.status == gateway_pb2.INGEST_STATUS_UNCHANGED:
+                self.unchanged += 1
+            elif r.status == gateway_pb2.INGEST_STATUS_FAILED:
+                self._fail(r.id, r.reason or "failed")
+            else:
+                self.stored += 1
+                self.chunks += r.chunks
+                if r.status == gateway_pb2.INGEST_STATUS_PARTIAL:
+                    self.partial += 1
+                    missing = ", ".join(r.missing)
+                    self.problems.append(
+                        f"{r.id}: partial, missing {missing}"
+                        + (f" ({r.reason})" if r.reason else "")
+                    )
+
+    def _fail(self, doc_id: str, reason: str) -> None:
+        self.failed += 1
+        self.failed_by_reason[_reason_key(reason)] += 1
+        self.problems.append(f"{doc_id}: {reason}")
+
+    def fail_batch(self, batch: list[common_pb2.Document], error: harag.HaragError) -> None:
+        reason = f"{error.code.name}: {' '.join(error.message.split())}"
+        for document in batch:
+            self._fail(document.id, reason)
+
+
+def _reason_key(reason: str) -> str:
+    """A reason without its particulars in brackets, so alike failures count together."""
+    return reason.split(" (", 1)[0]
+
+
+def batches(documents: list[common_pb2.Document]) -> Iterator[list[common_pb2.Document]]:
+    """At most BATCH_DOCUMENTS documents and about BATCH_BYTES per call (a larger document
+    goes alone, and the gateway says whether it is too large)."""
+    batch: list[common_pb2.Document] = []
+    size = 0
+    for document in documents:
+        doc_size = document.ByteSize()
+        if batch and (len(batch) >= BATCH_DOCUMENTS or size + doc_size > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(document)
+        size += doc_size
+    if batch:
+        yield batch
+
+
+async def ingest_documents(
+    client: harag.AsyncClient,
+    documents: list[common_pb2.Document],
+    progress: bool = False,
+) -> IngestReport:
+    """Ingests every document; a batch the gateway refuses as a whole (too large, invalid)
+    fails its documents and the rest go on. Unreachable gateway: the error is raised."""
+    bar = None
+    if progress and len(documents) > BATCH_DOCUMENTS:
+        from tqdm import tqdm  # type: ignore[import-untyped]
+
+        bar = tqdm(total=len(documents), unit="doc", file=sys.stderr)
+    report = IngestReport()
+    try:
+        for batch in batches(documents):
+            try:
+                # Ingest is idempotent (an id replaces its document), so shedding is retried.
+                reply = await client.ingest(
+                    batch, timeout=INGEST_TIMEOUT_S, retry=harag.RetryPolicy()
+                )
+            except (harag.InvalidArgument, harag.ResourceExhausted) as error:
+                report.fail_batch(batch, error)
+            else:
+                report.add(reply)
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+    return report
