@@ -242,7 +242,10 @@ async def _embed_with(
     upstream = embedder.upstream
     for start in range(0, len(work), embedder.max_batch_size):
         part = work[start : start + embedder.max_batch_size]
-        request = embedder_pb2.EmbedRequest(texts=[d.chunks[i].text for d, i in part])
+        request = embedder_pb2.EmbedRequest(
+            texts=[d.chunks[i].text for d, i in part],
+            input_type=embedder_pb2.EMBED_INPUT_TYPE_PASSAGE,
+        )
         try:
             reply: embedder_pb2.EmbedResponse = await retrying.call(
                 functools.partial(upstream.stub.Embed, request, timeout=cfg.timeout_s)

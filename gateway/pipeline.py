@@ -159,7 +159,10 @@ class Pipeline:
     ) -> StageResult[QueryVector | None]:
         async def call(upstream: Upstream, timeout_s: float) -> QueryVector:
             reply: embedder_pb2.EmbedResponse = await upstream.stub.Embed(
-                embedder_pb2.EmbedRequest(texts=[query.query]), timeout=timeout_s
+                embedder_pb2.EmbedRequest(
+                    texts=[query.query], input_type=embedder_pb2.EMBED_INPUT_TYPE_QUERY
+                ),
+                timeout=timeout_s,
             )
             return QueryVector(reply.embeddings[0].values, reply.model)
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from embedder_svc.backends.types import InputType
+
 _WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 # Function words carry no topic but dominate raw counts; without IDF (an embedder is
 # stateless) dropping them is what keeps "what is a retry budget" about retry budgets.
@@ -94,7 +96,8 @@ class HashedEmbedder:
     def dimension(self) -> int:
         return self._dimension
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], input_type: InputType = "unspecified") -> np.ndarray:
+        # Hashed features are symmetric: queries and passages are embedded alike.
         out = np.empty((len(texts), self._dimension), dtype=np.float32)
         for row, text in enumerate(texts):
             out[row] = self._embed_one(text)

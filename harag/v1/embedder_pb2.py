@@ -25,21 +25,23 @@ _sym_db = _symbol_database.Default()
 from harag.v1 import common_pb2 as harag_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17harag/v1/embedder.proto\x12\x08harag.v1\x1a\x15harag/v1/common.proto\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"Z\n\rEmbedResponse\x12\'\n\nembeddings\x18\x01 \x03(\x0b\x32\x13.harag.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\"\x15\n\x13GetModelInfoRequest\"h\n\x14GetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x03 \x01(\x05\x12\x16\n\x0emax_text_chars\x18\x04 \x01(\x05\x32\x9a\x01\n\x0f\x45mbedderService\x12\x38\n\x05\x45mbed\x12\x16.harag.v1.EmbedRequest\x1a\x17.harag.v1.EmbedResponse\x12M\n\x0cGetModelInfo\x12\x1d.harag.v1.GetModelInfoRequest\x1a\x1e.harag.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17harag/v1/embedder.proto\x12\x08harag.v1\x1a\x15harag/v1/common.proto\"K\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12,\n\ninput_type\x18\x02 \x01(\x0e\x32\x18.harag.v1.EmbedInputType\"Z\n\rEmbedResponse\x12\'\n\nembeddings\x18\x01 \x03(\x0b\x32\x13.harag.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\"\x15\n\x13GetModelInfoRequest\"h\n\x14GetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x03 \x01(\x05\x12\x16\n\x0emax_text_chars\x18\x04 \x01(\x05*l\n\x0e\x45mbedInputType\x12 \n\x1c\x45MBED_INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45MBED_INPUT_TYPE_QUERY\x10\x01\x12\x1c\n\x18\x45MBED_INPUT_TYPE_PASSAGE\x10\x02\x32\x9a\x01\n\x0f\x45mbedderService\x12\x38\n\x05\x45mbed\x12\x16.harag.v1.EmbedRequest\x1a\x17.harag.v1.EmbedResponse\x12M\n\x0cGetModelInfo\x12\x1d.harag.v1.GetModelInfoRequest\x1a\x1e.harag.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'harag.v1.embedder_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_EMBEDINPUTTYPE']._serialized_start=358
+  _globals['_EMBEDINPUTTYPE']._serialized_end=466
   _globals['_EMBEDREQUEST']._serialized_start=60
-  _globals['_EMBEDREQUEST']._serialized_end=89
-  _globals['_EMBEDRESPONSE']._serialized_start=91
-  _globals['_EMBEDRESPONSE']._serialized_end=181
-  _globals['_GETMODELINFOREQUEST']._serialized_start=183
-  _globals['_GETMODELINFOREQUEST']._serialized_end=204
-  _globals['_GETMODELINFORESPONSE']._serialized_start=206
-  _globals['_GETMODELINFORESPONSE']._serialized_end=310
-  _globals['_EMBEDDERSERVICE']._serialized_start=313
-  _globals['_EMBEDDERSERVICE']._serialized_end=467
+  _globals['_EMBEDREQUEST']._serialized_end=135
+  _globals['_EMBEDRESPONSE']._serialized_start=137
+  _globals['_EMBEDRESPONSE']._serialized_end=227
+  _globals['_GETMODELINFOREQUEST']._serialized_start=229
+  _globals['_GETMODELINFOREQUEST']._serialized_end=250
+  _globals['_GETMODELINFORESPONSE']._serialized_start=252
+  _globals['_GETMODELINFORESPONSE']._serialized_end=356
+  _globals['_EMBEDDERSERVICE']._serialized_start=469
+  _globals['_EMBEDDERSERVICE']._serialized_end=623
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 from harag.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -7,11 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EmbedInputType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EMBED_INPUT_TYPE_UNSPECIFIED: _ClassVar[EmbedInputType]
+    EMBED_INPUT_TYPE_QUERY: _ClassVar[EmbedInputType]
+    EMBED_INPUT_TYPE_PASSAGE: _ClassVar[EmbedInputType]
+EMBED_INPUT_TYPE_UNSPECIFIED: EmbedInputType
+EMBED_INPUT_TYPE_QUERY: EmbedInputType
+EMBED_INPUT_TYPE_PASSAGE: EmbedInputType
+
 class EmbedRequest(_message.Message):
-    __slots__ = ("texts",)
+    __slots__ = ("texts", "input_type")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TYPE_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, texts: _Optional[_Iterable[str]] = ...) -> None: ...
+    input_type: EmbedInputType
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., input_type: _Optional[_Union[EmbedInputType, str]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("embeddings", "model", "dimension")
