@@ -31,6 +31,7 @@ class FakeEmbedder:
         self.model = model
         self.texts: list[str] = []
         self.embed_calls = 0
+        self.input_types: list[int] = []
 
     def GetModelInfo(self, request: Any, timeout: float) -> Awaitable[Any]:
         return self._GetModelInfo(request)
@@ -47,6 +48,7 @@ class FakeEmbedder:
         assert len(request.texts) <= 4, "batches respect the embedder's max_batch_size"
         self.embed_calls += 1
         self.texts += request.texts
+        self.input_types.append(request.input_type)
         vectors = [common_pb2.Embedding(values=[1.0, 0.0]) for _ in request.texts]
         return embedder_pb2.EmbedResponse(embeddings=vectors, model=self.model, dimension=2)
 
@@ -171,6 +173,14 @@ async def test_a_long_document_is_stored_as_chunks_with_their_place() -> None:
     assert last.metadata["team"] == "sre"
     assert list(last.metadata_values["tags"].values) == ["ops", "restart"]
     assert all(set(c.embeddings) == {"m"} for c in stored)
+
+
+async def test_chunks_are_embedded_as_passages() -> None:
+    embedder = FakeEmbedder()
+    doc = common_pb2.Document(id="ops/runbook.md", text=LONG)
+    await run(mesh([embedder], [FakeRetriever()]), [doc])
+    assert embedder.input_types
+    assert set(embedder.input_types) == {embedder_pb2.EMBED_INPUT_TYPE_PASSAGE}
 
 
 async def test_reingesting_an_unchanged_document_embeds_nothing() -> None:

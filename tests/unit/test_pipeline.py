@@ -173,6 +173,14 @@ async def test_a_healthy_mesh_serves_every_stage_from_its_primary() -> None:
     assert [a.outcome for stage in result.stages for a in stage.attempts] == ["OK"] * 3
 
 
+async def test_the_question_is_embedded_as_a_query() -> None:
+    # Models such as E5 embed queries and passages differently (EmbedRequest.input_type).
+    mesh = Mesh()
+    await mesh.query()
+    embed = mesh.stubs["embedder-primary"].requests[0]
+    assert embed.input_type == embedder_pb2.EMBED_INPUT_TYPE_QUERY
+
+
 async def test_a_failed_primary_is_served_by_its_fallback() -> None:
     mesh = Mesh()
     mesh.down("retriever-primary")
