@@ -14,8 +14,9 @@ import grpc
 from gateway import receipt
 from gateway.admission import ShedLog
 from gateway.config import GatewayConfig
+from gateway.documents import ListingError, delete_documents, list_documents
 from gateway.health import system_health
-from gateway.ingest import ListingError, delete_documents, ingest, list_documents
+from gateway.ingest import ingest
 from gateway.metrics import METRICS
 from gateway.pipeline import Pipeline
 from gateway.query import QueryInput, QueryResult
