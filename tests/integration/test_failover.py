@@ -60,3 +60,42 @@ async def test_the_cli_marks_the_withdrawn_answer_and_restarts_it(clean_faults):
         "\nSources:\n"
     )
     assert answer.strip() and "generator-fallback" in receipt
+
+
+async def test_three_generator_tiers_two_broken_midway_two_withdrawals(
+    clean_faults, extra_gateway, known_questions
+):
+    mesh = clean_faults
+    primary, fallback = mesh.address("generator-primary"), mesh.address("generator-fallback")
+    chain = f"provider-a={primary},provider-b={primary},generator-fallback={fallback}"
+    await mesh.set_fault("generator-primary", BREAK_AFTER_2)
+    async with (
+        extra_gateway(HARAG_GENERATOR_CHAIN=chain, HARAG_HEDGE_ENABLED="false") as gateway,
+        client_lib.AsyncClient(gateway.address, timeout=10) as client,
+    ):
+        events = [e async for e in client.stream_query(known_questions[4]["question"])]
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[:7] == [
+        "SourcesEvent",
+        "AnswerChunk",
+        "AnswerChunk",
+        "Withdrawn",
+        "AnswerChunk",
+        "AnswerChunk",
+        "Withdrawn",
+    ]
+    assert [e.upstream for e in events if isinstance(e, client_lib.Withdrawn)] == [
+        "provider-a",
+        "provider-b",
+    ]
+    final = events[-1]
+    assert isinstance(final, client_lib.FinalEvent)
+    after = [e.text for e in events[7:-1] if isinstance(e, client_lib.AnswerChunk)]
+    assert final.answer == "".join(after) != ""
+    generate = final.stages[-1]
+    assert (generate.served_by, generate.tier) == ("generator-fallback", 2)
+    assert [a.upstream for a in generate.attempts] == [
+        "provider-a",
+        "provider-b",
+        "generator-fallback",
+    ]
