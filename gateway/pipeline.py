@@ -9,6 +9,9 @@ upstream fails, falls back to a local last resort, so a query always gets an ans
                                    else "local:static-answer" with retry_after
 
 Every stage reports what served it and every attempt made: the degradation receipt.
+Streaming (StreamQuery), a generator that fails after sending part of its answer is
+followed by a withdrawal event (the partial answer is taken back) and the next tier's
+answer streams from scratch; the unary Query only ever returns the answer that stands.
 Around the stages: a fresh answer from the cache is returned at once, and identical
 concurrent queries share one run (coalescing).
 Timing: the caller's deadline is the budget of the whole query; each stage keeps back
