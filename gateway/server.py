@@ -168,6 +168,16 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
                 )
             elif event.chunk is not None:
                 yield gateway_pb2.StreamQueryResponse(chunk=event.chunk)
+            elif event.withdrawn is not None:
+                w = event.withdrawn
+                yield gateway_pb2.StreamQueryResponse(
+                    withdrawn=gateway_pb2.Withdrawal(
+                        upstream=w.upstream,
+                        tier=w.tier,
+                        reason=w.reason,
+                        withdrawn_chars=w.withdrawn_chars,
+                    )
+                )
             elif event.final is not None:
                 self._log_result(event.final, started)
                 yield gateway_pb2.StreamQueryResponse(
