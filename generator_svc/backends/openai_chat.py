@@ -35,9 +35,9 @@ import json
 import math
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import httpx
@@ -53,6 +53,7 @@ from servicekit import errors
 
 # A rough, tokenizer-free estimate: English text averages about 4 characters per token.
 CHARS_PER_TOKEN = 4
+T = TypeVar("T")
 _CITATION = re.compile(r"\[(\d+)\]")
 
 SYSTEM_PROMPT = (
@@ -95,7 +96,9 @@ def build_messages(
             break
         text = document.text.strip()
         if len(text) > room:
-            text = text[:room].rsplit(" ", 1)[0] if " " in text[:room] else text[:room]
+            cut = text[:room]
+            passages.append(f"[{n}] {cut.rsplit(' ', 1)[0] if ' ' in cut else cut}")
+            break
         passages.append(f"[{n}] {text}")
         room -= len(text)
     context = "\n\n".join(passages)
@@ -260,23 +263,34 @@ class OpenAIChatGenerator:
     async def _chunks(
         self, payload: dict[str, Any], deadline: float | None
     ) -> AsyncGenerator[tuple[str, str | None] | Usage, None]:
-        """(content delta, finish_reason) per chunk and the Usage chunk, until [DONE]."""
+        """(content delta, finish_reason) per chunk and the Usage chunk, until [DONE].
+
+        The response and its first content token must come within first_token_timeout_s of
+        the call; each later token within idle_timeout_s of the one before; all of it within
+        the caller's deadline.
+        """
         s = self.settings
+        started = time.monotonic()
+        first_by = started + s.first_token_timeout_s
         try:
-            async with self.client.stream("POST", "chat/completions", json=payload) as response:
+            request = self.client.build_request("POST", "chat/completions", json=payload)
+            response = await self._read(
+                self.client.send(request, stream=True), first_by, deadline, "first token"
+            )
+            try:
                 if response.status_code >= 300:
-                    raw = await self._read(response.aread(), s.first_token_timeout_s, deadline)
+                    raw = await self._read(response.aread(), first_by, deadline, "error body")
                     try:
                         body = json.loads(raw)
                     except ValueError:
                         body = None
                     raise status_error(response.status_code, response.headers, body)
                 lines = response.aiter_lines()
-                first = True
+                token_by = first_by
+                what = "first token"
                 while True:
-                    wait = s.first_token_timeout_s if first else s.idle_timeout_s
                     try:
-                        line = await self._read(anext(lines), wait, deadline, first)
+                        line = await self._read(anext(lines), token_by, deadline, what)
                     except StopAsyncIteration:
                         raise unavailable(
                             "the model provider's stream ended without [DONE]",
@@ -289,8 +303,11 @@ class OpenAIChatGenerator:
                         return
                     for item in self._parse(data):
                         if isinstance(item, tuple) and item[0]:
-                            first = False
+                            token_by = time.monotonic() + s.idle_timeout_s
+                            what = "next token"
                         yield item
+            finally:
+                await response.aclose()
         except httpx.TransportError as exc:
             # refused, reset, a broken chunked body: what an HTTP client sees of a lost upstream
             raise unavailable(
@@ -333,29 +350,27 @@ class OpenAIChatGenerator:
             )
         return items
 
-    @staticmethod
     async def _read(
-        awaitable: Any, wait_s: float, deadline: float | None, first: bool = True
-    ) -> Any:
-        """Awaits the next read within `wait_s` and the caller's deadline."""
-        limit = wait_s
-        caller_first = False
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left < limit:
-                limit, caller_first = left, True
+        self, awaitable: Awaitable[T], provider_by: float, deadline: float | None, what: str
+    ) -> T:
+        """Awaits `awaitable` until provider_by (the provider's timeout) or the caller's
+        deadline, whichever comes first."""
+        caller_first = deadline is not None and deadline < provider_by
+        until = deadline if deadline is not None and caller_first else provider_by
         try:
-            return await asyncio.wait_for(awaitable, max(limit, 0.0))
+            return await asyncio.wait_for(awaitable, max(until - time.monotonic(), 0.0))
         except TimeoutError:
             if caller_first:
                 raise GenerationError(
                     _status(
                         code_pb2.DEADLINE_EXCEEDED,
-                        "the caller's deadline ran out waiting for the model",
+                        f"the caller's deadline ran out waiting for the model's {what}",
                         "DEADLINE_EXCEEDED",
                     )
                 ) from None
-            what = "first token" if first else "next token"
+            limit = self.settings.first_token_timeout_s
+            if what == "next token":
+                limit = self.settings.idle_timeout_s
             raise unavailable(
-                f"the model provider sent no {what} within {wait_s:g} s", "PROVIDER_TIMEOUT"
+                f"the model provider sent no {what} within {limit:g} s", "PROVIDER_TIMEOUT"
             ) from None
