@@ -133,12 +133,16 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                         "harag.completion_tokens": final.usage.completion_tokens,
                     }
                 )
-        yield generator_pb2.GenerateResponse(
+        response = generator_pb2.GenerateResponse(
             text=answer.text,
             model=self.generator.model,
             finish_reason=_FINISH[answer.finish],
             citations=answer.citations,
         )
+        if final.usage is not None:
+            response.usage.prompt_tokens = final.usage.prompt_tokens
+            response.usage.completion_tokens = final.usage.completion_tokens
+        yield response
 
 
 def _api_key(cfg: GeneratorConfig) -> str:

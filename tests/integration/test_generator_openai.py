@@ -57,6 +57,7 @@ async def test_stream_generate_passes_each_token_on_as_the_model_produces_it(ser
         [1],
     )
     assert final.finish_reason == generator_pb2.FINISH_REASON_STOP
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (17, 3)
     assert fake.requests[-1]["headers"]["authorization"] == "Bearer sk-from-a-file"
 
 
