@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -145,12 +146,15 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         yield response
 
 
+API_KEY_VARIABLE = "HARAG_OPENAI_API_KEY"
+
+
 def _api_key(cfg: GeneratorConfig) -> str:
-    if cfg.openai_api_key:
-        return cfg.openai_api_key
+    """The provider's API key: openai_api_key_file, else the environment (never a setting,
+    so that --check-config, config files and logs never show it)."""
     if cfg.openai_api_key_file:
         return Path(cfg.openai_api_key_file).read_text(encoding="utf-8").strip()
-    return ""
+    return os.environ.get(API_KEY_VARIABLE, "").strip()
 
 
 def create_backend(cfg: GeneratorConfig) -> StreamingGenerator:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from servicekit.main import ComponentConfig, component_port
-from servicekit.settings import setting, settings_of
+from servicekit.settings import RuleViolation, setting, settings_of
 
 
 @dataclass(frozen=True)
@@ -58,17 +58,13 @@ class GeneratorConfig(ComponentConfig):
         "openai_model",
         "backend=openai: the model name sent to the provider; also the answers' model id.",
     )
-    openai_api_key: str = setting(
-        "",
-        "openai_api_key",
-        "backend=openai: API key sent as a Bearer token (empty: none). Never logged; prefer "
-        "openai_api_key_file for a mounted secret.",
-    )
     openai_api_key_file: str = setting(
         "",
         "openai_api_key_file",
-        "backend=openai: file holding the API key (e.g. a mounted Secret); read at start-up, "
-        "surrounding whitespace stripped. Used when openai_api_key is empty.",
+        "backend=openai: file holding the API key (e.g. a mounted Secret), read at start-up, "
+        "surrounding whitespace stripped. The key may instead come from the environment "
+        "variable HARAG_OPENAI_API_KEY, which is not a setting, so that --check-config and "
+        "config files never show it. No key: none is sent.",
     )
     openai_max_tokens: int = setting(
         512,
@@ -115,6 +111,13 @@ class GeneratorConfig(ComponentConfig):
         above_minimum=True,
         maximum=3600,
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.backend == "openai" and not (
+            self.openai_base_url.strip() and self.openai_model.strip()
+        ):
+            raise RuleViolation("{backend} = openai needs {openai_base_url} and {openai_model}")
 
 
 SETTINGS = settings_of(GeneratorConfig)
