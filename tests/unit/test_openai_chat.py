@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import email.utils
 import time
 from collections.abc import Iterator
 
 import grpc
+import httpx
 import pytest
 from fake_openai import (
     FakeOpenAI,
@@ -25,6 +27,8 @@ from generator_svc.backends.openai_chat import (
     OpenAIChatGenerator,
     build_messages,
     citations_of,
+    retry_after_s,
+    status_error,
 )
 from generator_svc.backends.streaming import Delta, Final, GenerationError
 from harag.v1 import common_pb2
@@ -239,3 +243,75 @@ async def test_a_refused_connection_is_unavailable():
 
 def test_the_api_key_is_never_in_the_backends_repr(provider):
     assert "sk-test-secret" not in repr(backend(provider))
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "code", "reason"),
+    [
+        # vLLM: a flat error object with an integer code
+        (
+            404,
+            {},
+            {
+                "object": "error",
+                "message": "The model `x` does not exist.",
+                "type": "NotFoundError",
+                "code": 404,
+            },
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "PROVIDER_MODEL_NOT_FOUND",
+        ),
+        # TEI / TGI: {"error": "...", "error_type": "..."}
+        (
+            422,
+            {},
+            {"error": "Input validation error", "error_type": "validation"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "PROVIDER_REJECTED_REQUEST",
+        ),
+        (413, {}, None, grpc.StatusCode.INVALID_ARGUMENT, "PROVIDER_REJECTED_REQUEST"),
+        (403, {}, None, grpc.StatusCode.FAILED_PRECONDITION, "PROVIDER_AUTH"),
+        (409, {}, None, grpc.StatusCode.UNAVAILABLE, "PROVIDER_UNAVAILABLE"),
+        (502, {}, "<html>bad gateway</html>", grpc.StatusCode.UNAVAILABLE, "PROVIDER_UNAVAILABLE"),
+        (503, {}, None, grpc.StatusCode.UNAVAILABLE, "PROVIDER_UNAVAILABLE"),
+        (
+            503,
+            {"Retry-After": "2"},
+            None,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "PROVIDER_RATE_LIMITED",
+        ),
+        (
+            429,
+            {},
+            {"error": {"message": "slow down", "code": "rate_limit_exceeded"}},
+            grpc.StatusCode.UNAVAILABLE,
+            "PROVIDER_UNAVAILABLE",
+        ),
+    ],
+    ids=[
+        "vllm-404",
+        "tei-422",
+        "413",
+        "403",
+        "409",
+        "502-html",
+        "503",
+        "503-retry-after",
+        "429-no-retry-after",
+    ],
+)
+def test_every_error_shape_maps_by_status_and_code(status, headers, body, code, reason):
+    error = status_error(status, httpx.Headers(headers), body)
+    rich = rpc_status.from_call(_Call(error.status))
+    assert rich is not None
+    info = error_details_pb2.ErrorInfo()
+    assert any(d.Unpack(info) for d in rich.details)
+    assert (error.status.code, info.reason) == (code, reason)
+
+
+def test_retry_after_reads_seconds_and_http_dates():
+    assert retry_after_s("3") == 3.0
+    assert retry_after_s("soon") is None
+    later = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert 55 <= (retry_after_s(later) or 0) <= 61
