@@ -69,6 +69,11 @@ class GatewayMetrics:
             unit="{fallback}",
             description="Stages served by a tier other than 0, by component and tier.",
         )
+        self._withdrawals = meter.create_counter(
+            "harag.gateway.withdrawals",
+            unit="{withdrawal}",
+            description="Streamed partial answers withdrawn after a generator failed mid-stream.",
+        )
         self._retries = meter.create_counter(
             "harag.gateway.retries", unit="{retry}", description="Retry attempts by upstream."
         )
@@ -232,6 +237,9 @@ class GatewayMetrics:
 
     def fallback(self, component: str, tier: int) -> None:
         self._fallbacks.add(1, {"component": component, "tier": str(tier)})
+
+    def withdrawal(self, upstream: str) -> None:
+        self._withdrawals.add(1, {"upstream": upstream})
 
     def retry(self, upstream: str) -> None:
         self._retries.add(1, {"upstream": upstream})

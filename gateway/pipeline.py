@@ -9,6 +9,9 @@ upstream fails, falls back to a local last resort, so a query always gets an ans
                                    else "local:static-answer" with retry_after
 
 Every stage reports what served it and every attempt made: the degradation receipt.
+Streaming (StreamQuery), a generator that fails after sending part of its answer is
+followed by a withdrawal event (the partial answer is taken back) and the next tier's
+answer streams from scratch; the unary Query only ever returns the answer that stands.
 Around the stages: a fresh answer from the cache is returned at once, and identical
 concurrent queries share one run (coalescing).
 Timing: the caller's deadline is the budget of the whole query; each stage keeps back
@@ -24,6 +27,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
+import grpc
+
 from gateway.cache import AnswerCache, cache_key, cited_documents
 from gateway.config import GatewayConfig
 from gateway.metrics import METRICS
@@ -34,12 +39,14 @@ from gateway.query import (
     QueryVector,
     StageResult,
     StreamEvent,
+    Withdrawal,
 )
 from gateway.resilience.chain import ChainPolicy, ChainResult, call_chain
 from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.coalesce import Coalescer
 from gateway.resilience.deadline import Deadline
 from gateway.resilience.guard import AttemptObserver
+from gateway.resilience.outcome import status_of
 from gateway.telemetry import set_stage_result, stage_span
 from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import (
@@ -58,7 +65,6 @@ STATIC_ANSWER = (
     "The answer service is temporarily unavailable, so no answer could be composed. "
     "The sources below are what the search found. Please retry after {retry_after:g} seconds."
 )
-STREAM_SEPARATOR = "\n\n"
 
 Documents = list[common_pb2.ScoredDocument]
 T = TypeVar("T")  # what a chain's call returns
@@ -115,14 +121,14 @@ class Pipeline:
         vector = await self.embed(query, deadline)
         context = await self.retrieve(query, vector.value, deadline)
         yield StreamEvent(sources=context.value)
-        chunks: asyncio.Queue[str | None] = asyncio.Queue()
+        events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
         generating = asyncio.create_task(
-            self.generate(query, context.value, deadline, key, emit=chunks.put_nowait)
+            self.generate(query, context.value, deadline, key, emit=events.put_nowait)
         )
-        generating.add_done_callback(lambda _: chunks.put_nowait(None))
+        generating.add_done_callback(lambda _: events.put_nowait(None))
         try:
-            while (chunk := await chunks.get()) is not None:
-                yield StreamEvent(chunk=chunk)
+            while (event := await events.get()) is not None:
+                yield event
             answer = await generating
         finally:
             generating.cancel()
@@ -213,8 +219,11 @@ class Pipeline:
         context: Documents,
         deadline: Deadline,
         key: str,
-        emit: Callable[[str], None] | None = None,
+        emit: Callable[[StreamEvent], None] | None = None,
     ) -> StageResult[Answer]:
+        """The generate stage. With `emit` (StreamQuery) the answer streams as chunk events;
+        a tier that fails after some chunks were sent is followed by a withdrawal event, and
+        the next tier (or last resort) streams its answer from scratch."""
         return await self._observed(
             "generate", "generator", self._generate(query, context, deadline, key, emit)
         )
@@ -225,14 +234,22 @@ class Pipeline:
         context: Documents,
         deadline: Deadline,
         key: str,
-        emit: Callable[[str], None] | None,
+        emit: Callable[[StreamEvent], None] | None,
     ) -> StageResult[Answer]:
-        emitted: list[str] = []
+        emitted: list[str] = []  # the text sent since the sources event or the last withdrawal
 
         def send(text: str) -> None:
             if emit is not None and text:
                 emitted.append(text)
-                emit(text)
+                emit(StreamEvent(chunk=text))
+
+        def withdraw(upstream: Upstream, reason: str) -> None:
+            """Takes back the partial answer a failed tier streamed, so the next starts clean."""
+            if emit is not None and emitted:
+                chars = sum(len(text) for text in emitted)
+                emitted.clear()
+                METRICS.withdrawal(upstream.name)
+                emit(StreamEvent(withdrawn=Withdrawal(upstream.name, upstream.tier, reason, chars)))
 
         async def call_unary(upstream: Upstream, timeout_s: float) -> Answer:
             reply: generator_pb2.GenerateResponse = await upstream.stub.Generate(
@@ -242,21 +259,26 @@ class Pipeline:
             return Answer(reply.text, reply.model)
 
         async def call_stream(upstream: Upstream, timeout_s: float) -> Answer:
-            # A tier that failed mid-stream leaves partial text behind; set it apart.
-            if emitted:
-                send(STREAM_SEPARATOR)
-            final: generator_pb2.GenerateResponse | None = None
-            stream = upstream.stub.StreamGenerate(
-                generator_pb2.StreamGenerateRequest(query=query.query, context=context),
-                timeout=timeout_s,
-            )
-            async for event in stream:
-                if event.HasField("final"):
-                    final = event.final
-                else:
-                    send(event.delta)
-            if final is None:
-                raise RuntimeError("stream ended without a final event")
+            try:
+                final: generator_pb2.GenerateResponse | None = None
+                stream = upstream.stub.StreamGenerate(
+                    generator_pb2.StreamGenerateRequest(query=query.query, context=context),
+                    timeout=timeout_s,
+                )
+                async for event in stream:
+                    if event.HasField("final"):
+                        final = event.final
+                    else:
+                        send(event.delta)
+                if final is None:
+                    raise RuntimeError("stream ended without a final event")
+            except asyncio.CancelledError:
+                withdraw(upstream, "CANCELLED: the attempt was given up")
+                raise
+            except Exception as exc:
+                detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                withdraw(upstream, f"{status_of(exc).name}: {detail or ''}".rstrip(": "))
+                raise
             return Answer("".join(emitted), final.model)
 
         streaming = emit is not None
@@ -273,11 +295,9 @@ class Pipeline:
             return walk.served(served.by, served.value.model, served.value)
 
         def last_resort(answer: str) -> str:
-            """Sends a last-resort answer after any partial text; returns the whole answer."""
-            if emitted:
-                send(STREAM_SEPARATOR)
+            """Sends a last-resort answer (any partial text was withdrawn already)."""
             send(answer)
-            return "".join(emitted) if streaming else answer
+            return answer
 
         if (stale := self.cache.get_stale(key)) is not None:
             return walk.local(

@@ -69,10 +69,22 @@ class QueryVector:
     model: str
 
 
+@dataclass(frozen=True)
+class Withdrawal:
+    """A generator tier failed after streaming some text: that text is withdrawn."""
+
+    upstream: str
+    tier: int
+    reason: str
+    withdrawn_chars: int
+
+
 @dataclass
 class StreamEvent:
-    """One StreamQuery event: sources (once), chunk (zero or more), final (once)."""
+    """One StreamQuery event: sources (once), chunk (zero or more), withdrawn (after a
+    mid-stream failure; the chunks after it restart the answer), final (once)."""
 
     sources: list[common_pb2.ScoredDocument] | None = None
     chunk: str | None = None
     final: QueryResult | None = None
+    withdrawn: Withdrawal | None = None

@@ -14,8 +14,9 @@ import grpc
 from gateway import receipt
 from gateway.admission import ShedLog
 from gateway.config import GatewayConfig
+from gateway.documents import ListingError, delete_documents, list_documents
 from gateway.health import system_health
-from gateway.ingest import ListingError, delete_documents, ingest, list_documents
+from gateway.ingest import ingest
 from gateway.metrics import METRICS
 from gateway.pipeline import Pipeline
 from gateway.query import QueryInput, QueryResult
@@ -167,6 +168,16 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
                 )
             elif event.chunk is not None:
                 yield gateway_pb2.StreamQueryResponse(chunk=event.chunk)
+            elif event.withdrawn is not None:
+                w = event.withdrawn
+                yield gateway_pb2.StreamQueryResponse(
+                    withdrawn=gateway_pb2.Withdrawal(
+                        upstream=w.upstream,
+                        tier=w.tier,
+                        reason=w.reason,
+                        withdrawn_chars=w.withdrawn_chars,
+                    )
+                )
             elif event.final is not None:
                 self._log_result(event.final, started)
                 yield gateway_pb2.StreamQueryResponse(

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         MetadataFilter,
         SourcesEvent,
         StreamEvent,
+        Withdrawn,
     )
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "Withdrawn",
 ]
 
 # Where each public name lives; imported on first use.
@@ -121,6 +123,7 @@ _EXPORTS = {
                 "MetadataFilter",
                 "SourcesEvent",
                 "StreamEvent",
+                "Withdrawn",
             ),
         ),
     )

@@ -140,6 +140,9 @@ class Client:
     ) -> Iterator[StreamEvent]:
         """Streams the answer: one SourcesEvent, AnswerChunks as generated, one FinalEvent.
 
+        A `Withdrawn` event may come between chunks (a generator failed mid-stream and the
+        gateway failed over): drop the chunks received so far; the answer restarts after it.
+
         The call starts when iteration starts; stopping early (break, close()) cancels it.
         A retry happens only before the first event arrived, so no event is seen twice.
         """

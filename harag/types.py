@@ -42,6 +42,21 @@ class AnswerChunk:
 
 
 @dataclass(frozen=True)
+class Withdrawn:
+    """The answer text streamed so far is withdrawn (mid-stream failover).
+
+    A generator failed after some of its chunks arrived; the gateway went on with the next
+    tier. Discard every `AnswerChunk` received so far (or show it as struck out): the chunks
+    that follow restart the answer from scratch. `FinalEvent.answer` holds only the new one.
+    """
+
+    upstream: str
+    tier: int
+    reason: str
+    withdrawn_chars: int
+
+
+@dataclass(frozen=True)
 class FinalEvent:
     """The degradation receipt and the whole answer; always the last event.
 
@@ -58,7 +73,7 @@ class FinalEvent:
     retry_after_s: float | None
 
 
-StreamEvent: TypeAlias = SourcesEvent | AnswerChunk | FinalEvent
+StreamEvent: TypeAlias = SourcesEvent | AnswerChunk | Withdrawn | FinalEvent
 
 
 def stream_event(message: gateway_pb2.StreamQueryResponse) -> StreamEvent | None:
@@ -69,6 +84,9 @@ def stream_event(message: gateway_pb2.StreamQueryResponse) -> StreamEvent | None
         return SourcesEvent(tuple(message.sources.sources))
     if kind == "chunk":
         return AnswerChunk(message.chunk)
+    if kind == "withdrawn":
+        w = message.withdrawn
+        return Withdrawn(w.upstream, w.tier, w.reason, w.withdrawn_chars)
     if kind == "final":
         final = message.final
         return FinalEvent(

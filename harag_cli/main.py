@@ -246,6 +246,8 @@ async def stream(args: argparse.Namespace) -> int:
                 sources = event.sources
             elif isinstance(event, harag.AnswerChunk):
                 print(event.text, end="", flush=True)
+            elif isinstance(event, harag.Withdrawn):
+                print("\n" + render.withdrawn(event), flush=True)
             elif isinstance(event, harag.FinalEvent):
                 print("\n")
                 print(render.stream_end(sources, event))
@@ -343,6 +345,7 @@ async def faults(args: argparse.Namespace) -> int:
                 hang=args.hang,
                 down=args.down,
                 methods=args.method or [],
+                fail_stream_after=args.fail_stream_after,
             )
             fault.error_code = grpc.StatusCode[args.code].value[0]
             if args.latency_ms:
@@ -483,6 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-rate", type=float)
     p.add_argument("--hang", action="store_true")
     p.add_argument("--down", action="store_true")
+    p.add_argument(
+        "--fail-stream-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fail streams with --code after N messages (e.g. N answer deltas)",
+    )
     p.add_argument("--method", action="append", help="limit to this RPC method (repeatable)")
     p.add_argument("--addr", help="host:port of the service (default: ask the mesh's gateway)")
     p.add_argument("--gateway", help="gateway to ask (default: $HARAG_GATEWAY or 127.0.0.1:50051)")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from harag.errors import HaragError
-from harag.types import FinalEvent
+from harag.types import FinalEvent, Withdrawn
 from harag.v1 import admin_pb2, common_pb2, gateway_pb2
 from harag_cli.meshctl import state_name
 
@@ -88,6 +88,15 @@ def source(s: gateway_pb2.Source) -> str:
         where += f" (p. {page})"
     shown_id = s.metadata.get("chunk_id") or s.id
     return f"  [{s.citation}] {where or s.id}  {shown_id}  score={s.score:.3f}"
+
+
+def withdrawn(event: Withdrawn) -> str:
+    """The marker `harag stream` prints when the answer so far is withdrawn; the answer
+    restarts on the next line."""
+    return (
+        f"[answer withdrawn: {event.upstream} (tier {event.tier}) failed mid-stream after "
+        f"{event.withdrawn_chars} characters: {event.reason}; restarting with the next tier]"
+    )
 
 
 def stream_end(sources: Sequence[gateway_pb2.Source], final: FinalEvent) -> str:

@@ -27,6 +27,12 @@ from retriever_svc.backends.base import (
     UnknownModel,
 )
 from retriever_svc.filters import Filter
+from retriever_svc.messages import (
+    document_message,
+    is_zero_vector,
+    searchable_vector,
+    stored_document,
+)
 from retriever_svc.records import ChunkInfo, StoredDocument
 from retriever_svc.settings import RetrieverConfig, data_dir
 from retriever_svc.store import Replacement
@@ -46,56 +52,6 @@ MODES = {
     DENSE: retriever_pb2.RETRIEVAL_MODE_DENSE,
     LEXICAL: retriever_pb2.RETRIEVAL_MODE_LEXICAL,
 }
-
-
-def _vector(embedding: common_pb2.Embedding) -> np.ndarray | None:
-    """The embedding as float32, or None when it cannot be searched (empty, zero, NaN/inf)."""
-    vector = np.array(embedding.values, dtype=np.float32)
-    if vector.size == 0 or not np.isfinite(vector).all() or not vector.any():
-        return None
-    return vector
-
-
-def _is_zero(embedding: common_pb2.Embedding) -> bool:
-    """A finite all-zero vector: what the hashed embedders give a text with no word tokens."""
-    vector = np.array(embedding.values, dtype=np.float32)
-    return bool(vector.size > 0 and np.isfinite(vector).all() and not vector.any())
-
-
-def _stored(doc: common_pb2.Document, embeddings: dict[str, np.ndarray]) -> StoredDocument:
-    chunk = None
-    if doc.HasField("chunk"):
-        c = doc.chunk
-        chunk = ChunkInfo(
-            c.document_id, c.position, c.count, c.title, tuple(c.heading_path), c.page
-        )
-    return StoredDocument(
-        doc.id,
-        doc.text,
-        dict(doc.metadata),
-        embeddings,
-        {key: list(mv.values) for key, mv in doc.metadata_values.items()},
-        chunk,
-    )
-
-
-def _message(doc: StoredDocument) -> common_pb2.Document:
-    message = common_pb2.Document(id=doc.id, text=doc.text, metadata=doc.metadata)
-    for key, values in doc.metadata_values.items():
-        message.metadata_values[key].values.extend(values)
-    if doc.chunk is not None:
-        c = doc.chunk
-        message.chunk.CopyFrom(
-            common_pb2.Chunk(
-                document_id=c.document_id,
-                position=c.position,
-                count=c.count,
-                title=c.title,
-                heading_path=c.heading_path,
-                page=c.page,
-            )
-        )
-    return message
 
 
 class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
@@ -149,7 +105,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             await abort(context, violations.status())
         return retriever_pb2.SearchResponse(
             documents=[
-                common_pb2.ScoredDocument(document=_message(hit.document), score=hit.score)
+                common_pb2.ScoredDocument(document=document_message(hit.document), score=hit.score)
                 for hit in result.hits
             ],
             mode=self._mode,
@@ -171,11 +127,11 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             if len(request.query_embedding.values) > 0:
                 # A query with no word tokens (only emoji or punctuation) embeds to zeros: it
                 # ranks nothing here, so it finds nothing rather than failing.
-                blank = _is_zero(request.query_embedding)
+                blank = is_zero_vector(request.query_embedding)
                 embedding = (
                     np.zeros(len(request.query_embedding.values), dtype=np.float32)
                     if blank
-                    else _vector(request.query_embedding)
+                    else searchable_vector(request.query_embedding)
                 )
                 violations.check(embedding is not None, "query_embedding", "must be finite")
                 violations.check(bool(request.model), "model", "names query_embedding's model")
@@ -238,10 +194,10 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
                 "the dense retriever needs at least one embedding",
             )
             for model, embedding in item.embeddings.items():
-                vector = _vector(embedding)
+                vector = searchable_vector(embedding)
                 if not model:
                     violations.add(f"{path}.embeddings", "embedding model ids must not be empty")
-                elif _is_zero(embedding):
+                elif is_zero_vector(embedding):
                     blank_models.append(model)
                 elif vector is None:
                     violations.add(
@@ -250,7 +206,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
                     )
                 else:
                     embeddings[model] = vector
-        return _stored(doc, embeddings)
+        return stored_document(doc, embeddings)
 
     async def Delete(
         self, request: retriever_pb2.DeleteRequest, context: grpc.aio.ServicerContext

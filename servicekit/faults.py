@@ -1,8 +1,8 @@
 """Fault injection: a FaultInjectionService plus the server interceptor that applies it.
 
 Off unless the process is started with fault injection enabled; then the component's own
-RPCs (never health, reflection or this service) can be made to fail, slow down, hang or
-go "down" on demand, for demos and chaos tests.
+RPCs (never health, reflection or this service) can be made to fail, slow down, hang,
+go "down" or break a stream after N messages on demand, for demos and chaos tests.
 """
 
 from __future__ import annotations
@@ -78,6 +78,20 @@ class FaultState:
             code = _status_code(fault.error_code or grpc.StatusCode.UNAVAILABLE.value[0])
             await context.abort(code, f"injected fault: {code.name}")
 
+    def stream_fails_after(self, method: str) -> int:
+        """How many messages a stream of this method may send before it fails; 0: no limit."""
+        if not self._applies(method):
+            return 0
+        assert self.fault is not None
+        return self.fault.fail_stream_after
+
+    async def fail_stream(self, context: Context, sent: int) -> None:
+        """Ends a stream mid-way with the fault's error (a provider failing after N deltas)."""
+        assert self.fault is not None
+        self.injected_total += 1
+        code = _status_code(self.fault.error_code or grpc.StatusCode.UNAVAILABLE.value[0])
+        await context.abort(code, f"injected fault: {code.name} after {sent} stream messages")
+
 
 def _status_code(number: int) -> grpc.StatusCode:
     for code in grpc.StatusCode:
@@ -151,8 +165,13 @@ class FaultInterceptor(HandlerWrapper):
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             await state.apply(name, context)
+            limit = state.stream_fails_after(name)
+            sent = 0
             async for item in cast(AsyncIterator[Any], behaviour(request, context)):
+                if limit and sent >= limit:
+                    await state.fail_stream(context, sent)
                 yield item
+                sent += 1
 
         return stream
 

@@ -117,6 +117,13 @@ async function stream(client, opts) {
       console.log(`${format.sourceLines(event.sources.sources).join('\n')}\n`);
     } else if (event.event === 'chunk') {
       process.stdout.write(event.chunk);
+    } else if (event.event === 'withdrawn') {
+      // Mid-stream failover: the text printed so far is withdrawn; the answer restarts.
+      const w = event.withdrawn;
+      console.log(
+        `\n[answer withdrawn: ${w.upstream} (tier ${w.tier}) failed mid-stream after ` +
+          `${w.withdrawnChars} characters: ${w.reason}; restarting with the next tier]`,
+      );
     } else if (event.event === 'final') {
       console.log(`\n\n${format.receiptLines(event.final).join('\n')}`);
     }

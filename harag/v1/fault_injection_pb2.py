@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eharag/v1/fault_injection.proto\x12\x08harag.v1\x1a\x1egoogle/protobuf/duration.proto\"\xb4\x01\n\x05\x46\x61ult\x12\x12\n\nerror_rate\x18\x01 \x01(\x01\x12\x12\n\nerror_code\x18\x02 \x01(\r\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x0clatency_rate\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04hang\x18\x05 \x01(\x08\x12\x0c\n\x04\x64own\x18\x06 \x01(\x08\x12\x0f\n\x07methods\x18\x07 \x03(\tB\x0f\n\r_latency_rate\"1\n\x0fSetFaultRequest\x12\x1e\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x0f.harag.v1.Fault\"2\n\x10SetFaultResponse\x12\x1e\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x0f.harag.v1.Fault\"\x14\n\x12\x43learFaultsRequest\"\x15\n\x13\x43learFaultsResponse\"\x12\n\x10GetFaultsRequest\"K\n\x11GetFaultsResponse\x12\x1e\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x0f.harag.v1.Fault\x12\x16\n\x0einjected_total\x18\x02 \x01(\x03\x32\xec\x01\n\x15\x46\x61ultInjectionService\x12\x41\n\x08SetFault\x12\x19.harag.v1.SetFaultRequest\x1a\x1a.harag.v1.SetFaultResponse\x12J\n\x0b\x43learFaults\x12\x1c.harag.v1.ClearFaultsRequest\x1a\x1d.harag.v1.ClearFaultsResponse\x12\x44\n\tGetFaults\x12\x1a.harag.v1.GetFaultsRequest\x1a\x1b.harag.v1.GetFaultsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eharag/v1/fault_injection.proto\x12\x08harag.v1\x1a\x1egoogle/protobuf/duration.proto\"\xcf\x01\n\x05\x46\x61ult\x12\x12\n\nerror_rate\x18\x01 \x01(\x01\x12\x12\n\nerror_code\x18\x02 \x01(\r\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x0clatency_rate\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04hang\x18\x05 \x01(\x08\x12\x0c\n\x04\x64own\x18\x06 \x01(\x08\x12\x0f\n\x07methods\x18\x07 \x03(\t\x12\x19\n\x11\x66\x61il_stream_after\x18\x08 \x01(\rB\x0f\n\r_latency_rate\"1\n\x0fSetFaultRequest\x12\x1e\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x0f.harag.v1.Fault\"2\n\x10SetFaultResponse\x12\x1e\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x0f.harag.v1.Fault\"\x14\n\x12\x43learFaultsRequest\"\x15\n\x13\x43learFaultsResponse\"\x12\n\x10GetFaultsRequest\"K\n\x11GetFaultsResponse\x12\x1e\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x0f.harag.v1.Fault\x12\x16\n\x0einjected_total\x18\x02 \x01(\x03\x32\xec\x01\n\x15\x46\x61ultInjectionService\x12\x41\n\x08SetFault\x12\x19.harag.v1.SetFaultRequest\x1a\x1a.harag.v1.SetFaultResponse\x12J\n\x0b\x43learFaults\x12\x1c.harag.v1.ClearFaultsRequest\x1a\x1d.harag.v1.ClearFaultsResponse\x12\x44\n\tGetFaults\x12\x1a.harag.v1.GetFaultsRequest\x1a\x1b.harag.v1.GetFaultsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'harag.v1.fault_injection_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FAULT']._serialized_start=77
-  _globals['_FAULT']._serialized_end=257
-  _globals['_SETFAULTREQUEST']._serialized_start=259
-  _globals['_SETFAULTREQUEST']._serialized_end=308
-  _globals['_SETFAULTRESPONSE']._serialized_start=310
-  _globals['_SETFAULTRESPONSE']._serialized_end=360
-  _globals['_CLEARFAULTSREQUEST']._serialized_start=362
-  _globals['_CLEARFAULTSREQUEST']._serialized_end=382
-  _globals['_CLEARFAULTSRESPONSE']._serialized_start=384
-  _globals['_CLEARFAULTSRESPONSE']._serialized_end=405
-  _globals['_GETFAULTSREQUEST']._serialized_start=407
-  _globals['_GETFAULTSREQUEST']._serialized_end=425
-  _globals['_GETFAULTSRESPONSE']._serialized_start=427
-  _globals['_GETFAULTSRESPONSE']._serialized_end=502
-  _globals['_FAULTINJECTIONSERVICE']._serialized_start=505
-  _globals['_FAULTINJECTIONSERVICE']._serialized_end=741
+  _globals['_FAULT']._serialized_end=284
+  _globals['_SETFAULTREQUEST']._serialized_start=286
+  _globals['_SETFAULTREQUEST']._serialized_end=335
+  _globals['_SETFAULTRESPONSE']._serialized_start=337
+  _globals['_SETFAULTRESPONSE']._serialized_end=387
+  _globals['_CLEARFAULTSREQUEST']._serialized_start=389
+  _globals['_CLEARFAULTSREQUEST']._serialized_end=409
+  _globals['_CLEARFAULTSRESPONSE']._serialized_start=411
+  _globals['_CLEARFAULTSRESPONSE']._serialized_end=432
+  _globals['_GETFAULTSREQUEST']._serialized_start=434
+  _globals['_GETFAULTSREQUEST']._serialized_end=452
+  _globals['_GETFAULTSRESPONSE']._serialized_start=454
+  _globals['_GETFAULTSRESPONSE']._serialized_end=529
+  _globals['_FAULTINJECTIONSERVICE']._serialized_start=532
+  _globals['_FAULTINJECTIONSERVICE']._serialized_end=768
 # @@protoc_insertion_point(module_scope)

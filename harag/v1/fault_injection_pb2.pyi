@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Fault(_message.Message):
-    __slots__ = ("error_rate", "error_code", "latency", "latency_rate", "hang", "down", "methods")
+    __slots__ = ("error_rate", "error_code", "latency", "latency_rate", "hang", "down", "methods", "fail_stream_after")
     ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class Fault(_message.Message):
     HANG_FIELD_NUMBER: _ClassVar[int]
     DOWN_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
+    FAIL_STREAM_AFTER_FIELD_NUMBER: _ClassVar[int]
     error_rate: float
     error_code: int
     latency: _duration_pb2.Duration
@@ -25,7 +26,8 @@ class Fault(_message.Message):
     hang: bool
     down: bool
     methods: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, error_rate: _Optional[float] = ..., error_code: _Optional[int] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., latency_rate: _Optional[float] = ..., hang: _Optional[bool] = ..., down: _Optional[bool] = ..., methods: _Optional[_Iterable[str]] = ...) -> None: ...
+    fail_stream_after: int
+    def __init__(self, error_rate: _Optional[float] = ..., error_code: _Optional[int] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., latency_rate: _Optional[float] = ..., hang: _Optional[bool] = ..., down: _Optional[bool] = ..., methods: _Optional[_Iterable[str]] = ..., fail_stream_after: _Optional[int] = ...) -> None: ...
 
 class SetFaultRequest(_message.Message):
     __slots__ = ("fault",)

@@ -202,15 +202,29 @@ class FinalEvent(_message.Message):
     answer: str
     def __init__(self, request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., cached: _Optional[bool] = ..., degraded: _Optional[bool] = ..., stages: _Optional[_Iterable[_Union[StageReport, _Mapping]]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model: _Optional[str] = ..., answer: _Optional[str] = ...) -> None: ...
 
+class Withdrawal(_message.Message):
+    __slots__ = ("upstream", "tier", "reason", "withdrawn_chars")
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAWN_CHARS_FIELD_NUMBER: _ClassVar[int]
+    upstream: str
+    tier: int
+    reason: str
+    withdrawn_chars: int
+    def __init__(self, upstream: _Optional[str] = ..., tier: _Optional[int] = ..., reason: _Optional[str] = ..., withdrawn_chars: _Optional[int] = ...) -> None: ...
+
 class StreamQueryResponse(_message.Message):
-    __slots__ = ("sources", "chunk", "final")
+    __slots__ = ("sources", "chunk", "final", "withdrawn")
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAWN_FIELD_NUMBER: _ClassVar[int]
     sources: SourcesEvent
     chunk: str
     final: FinalEvent
-    def __init__(self, sources: _Optional[_Union[SourcesEvent, _Mapping]] = ..., chunk: _Optional[str] = ..., final: _Optional[_Union[FinalEvent, _Mapping]] = ...) -> None: ...
+    withdrawn: Withdrawal
+    def __init__(self, sources: _Optional[_Union[SourcesEvent, _Mapping]] = ..., chunk: _Optional[str] = ..., final: _Optional[_Union[FinalEvent, _Mapping]] = ..., withdrawn: _Optional[_Union[Withdrawal, _Mapping]] = ...) -> None: ...
 
 class IngestRequest(_message.Message):
     __slots__ = ("documents",)

@@ -83,7 +83,9 @@ class RagGatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamQuery(self, request, context):
-        """Same as Query, streamed: one sources event, answer chunks, then one final event.
+        """Same as Query, streamed: one sources event, answer chunks, then one final event. When a
+        generator fails mid-answer, a withdrawn event takes back the chunks so far and the next
+        tier's answer streams from scratch (see Withdrawal).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

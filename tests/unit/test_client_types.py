@@ -41,6 +41,22 @@ def test_each_stream_message_becomes_its_typed_event():
     assert last.retry_after_s == pytest.approx(2.5) and last.request_id == "r1"
 
 
+def test_a_withdrawal_becomes_a_typed_withdrawn_event_and_the_cli_marks_it():
+    from harag_cli import render
+
+    message = gateway_pb2.StreamQueryResponse(
+        withdrawn=gateway_pb2.Withdrawal(
+            upstream="generator-primary", tier=0, reason="UNAVAILABLE: reset", withdrawn_chars=42
+        )
+    )
+    event = stream_event(message)
+    assert event == harag.Withdrawn("generator-primary", 0, "UNAVAILABLE: reset", 42)
+    assert render.withdrawn(event) == (
+        "[answer withdrawn: generator-primary (tier 0) failed mid-stream after 42 characters: "
+        "UNAVAILABLE: reset; restarting with the next tier]"
+    )
+
+
 def test_final_event_without_retry_after_says_none():
     event = stream_event(gateway_pb2.StreamQueryResponse(final=gateway_pb2.FinalEvent()))
     assert isinstance(event, harag.FinalEvent) and event.retry_after_s is None

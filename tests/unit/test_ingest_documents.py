@@ -10,7 +10,8 @@ import grpc
 import pytest
 
 from gateway.config import ChunkingConfig, IngestConfig
-from gateway.ingest import ListingError, delete_documents, ingest, list_documents
+from gateway.documents import ListingError, delete_documents, list_documents
+from gateway.ingest import ingest
 from gateway.resilience.guard import Guard
 from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import common_pb2, embedder_pb2, gateway_pb2, retriever_pb2

@@ -221,6 +221,26 @@ async def test_faults_spare_health_and_methods_they_do_not_name():
     assert await search.unary_unary("x", FakeContext()) == "echo x"  # cleared
 
 
+async def test_a_stream_fault_breaks_streams_after_n_messages_and_spares_unary_calls():
+    state = FaultState()
+    await state.set(fault_pb2.Fault(fail_stream_after=1, error_code=13))
+    interceptor = FaultInterceptor(state)
+    stream = await intercept(
+        interceptor, grpc.unary_stream_rpc_method_handler(numbers), "/harag.v1.G/StreamGenerate"
+    )
+    context, received = FakeContext(), []
+    with pytest.raises(Aborted, match="after 1 stream messages"):
+        async for item in stream.unary_stream("x", context):
+            received.append(item)
+    assert received == ["x 0"] and context.aborted_with == grpc.StatusCode.INTERNAL
+    assert state.injected_total == 1
+    unary = await intercept(interceptor, UNARY, "/harag.v1.G/Generate")
+    assert await unary.unary_unary("x", FakeContext()) == "echo x"
+
+    await state.set(fault_pb2.Fault(fail_stream_after=5))  # longer than the stream
+    assert [i async for i in stream.unary_stream("x", FakeContext())] == ["x 0", "x 1"]
+
+
 async def test_open_health_watches_end_once_shutdown_begins():
     end_watches = _EndWatchesOnShutdown()
     watching = asyncio.Event()

@@ -21,7 +21,6 @@ from gateway.pipeline import (
     LOCAL_LEXICAL,
     LOCAL_STATIC_ANSWER,
     STALE_CACHE,
-    STREAM_SEPARATOR,
     Pipeline,
 )
 from gateway.query import QueryInput, QueryResult, StreamEvent
@@ -102,13 +101,14 @@ class FakeStub:
 class Mesh:
     """Primary and fallback of each component, as fake stubs behind a real Pipeline."""
 
-    def __init__(self, **overrides: Any) -> None:
+    def __init__(self, generators: tuple[str, ...] = ("primary", "fallback"), **overrides: Any):
         self.clock = FakeClock()
         self.stubs: dict[str, FakeStub] = {}
         chains: dict[str, list[Upstream]] = {}
         for component in ("embedder", "retriever", "generator"):
             chains[component] = []
-            for tier, role in enumerate(("primary", "fallback")):
+            roles = generators if component == "generator" else ("primary", "fallback")
+            for tier, role in enumerate(roles):
                 name = f"{component}-{role}"
                 stub = self.stubs[name] = FakeStub(name, self.clock)
                 upstream = Upstream(
@@ -283,17 +283,81 @@ async def test_a_stream_sends_sources_then_chunks_then_the_final_receipt() -> No
     )
 
 
-async def test_a_stream_that_fails_midway_keeps_its_partial_text_apart_from_the_fallback() -> None:
+async def test_a_stream_that_fails_midway_withdraws_its_partial_answer_then_falls_back() -> None:
     mesh = Mesh()
     broken = mesh.stubs["generator-primary"]
-    broken.down, broken.fail_after_chunks = grpc.StatusCode.UNAVAILABLE, 1
+    broken.down, broken.fail_after_chunks = grpc.StatusCode.UNAVAILABLE, 2
     mesh.stubs["generator-fallback"].stream = ["Leaders ", "are elected."]
     events = await mesh.stream()
-    chunks = [e.chunk for e in events[1:-1]]
-    assert chunks == ["Raft ", STREAM_SEPARATOR, "Leaders ", "are elected."]
+    assert events[0].sources is not None
+    assert [e.chunk for e in events[1:3]] == ["Raft ", "elects "]
+    withdrawn = events[3].withdrawn
+    assert withdrawn is not None
+    assert (withdrawn.upstream, withdrawn.tier) == ("generator-primary", 0)
+    assert withdrawn.withdrawn_chars == len("Raft elects ")
+    assert withdrawn.reason == "UNAVAILABLE: UNAVAILABLE"
+    assert [e.chunk for e in events[4:-1]] == ["Leaders ", "are elected."]
     final = events[-1].final
-    assert final is not None and final.answer == "".join(chunks)
+    assert final is not None and final.answer == "Leaders are elected."  # the fallback's only
+    assert final.model == "generator-fallback-model" and final.degraded
     assert served(final)[2] == ("generator-fallback", 1)
+    attempts = [(a.upstream, a.outcome) for a in final.stages[2].attempts]
+    assert attempts == [("generator-primary", "UNAVAILABLE"), ("generator-fallback", "OK")]
+
+
+async def test_a_stream_failing_before_any_text_sends_no_withdrawal() -> None:
+    mesh = Mesh()
+    mesh.down("generator-primary")  # fails before its first delta
+    events = await mesh.stream()
+    assert not any(e.withdrawn for e in events)
+    final = events[-1].final
+    assert final is not None and final.answer == "Raft elects leaders."
+    assert served(final)[2] == ("generator-fallback", 1)
+
+
+async def test_three_generator_tiers_each_failing_midway_are_each_withdrawn() -> None:
+    mesh = Mesh(generators=("a", "b", "c"))
+    for name in ("generator-a", "generator-b"):
+        stub = mesh.stubs[name]
+        stub.down, stub.fail_after_chunks = grpc.StatusCode.INTERNAL, 1
+    mesh.stubs["generator-c"].stream = ["Third ", "time."]
+    events = await mesh.stream()
+    kinds = [
+        "sources" if e.sources is not None else "withdrawn" if e.withdrawn else "chunk"
+        for e in events[:-1]
+    ]
+    assert kinds == ["sources", "chunk", "withdrawn", "chunk", "withdrawn", "chunk", "chunk"]
+    assert [e.withdrawn.upstream for e in events if e.withdrawn] == ["generator-a", "generator-b"]
+    final = events[-1].final
+    assert final is not None and final.answer == "Third time."
+    assert served(final)[2] == ("generator-c", 2)
+    assert [a.upstream for a in final.stages[2].attempts] == [
+        "generator-a",
+        "generator-b",
+        "generator-c",
+    ]
+
+
+async def test_a_stream_whose_every_generator_fails_midway_ends_with_the_static_answer() -> None:
+    mesh = Mesh()
+    for name in ("generator-primary", "generator-fallback"):
+        stub = mesh.stubs[name]
+        stub.down, stub.fail_after_chunks = grpc.StatusCode.UNAVAILABLE, 1
+    events = await mesh.stream()
+    final = events[-1].final
+    assert final is not None and served(final)[2] == (LOCAL_STATIC_ANSWER, 2)
+    assert [e.withdrawn.upstream for e in events if e.withdrawn] == [
+        "generator-primary",
+        "generator-fallback",
+    ]
+    assert events[-2].chunk == final.answer  # the static answer alone, after the withdrawals
+
+
+async def test_a_unary_query_hides_a_mid_stream_failover() -> None:
+    mesh = Mesh()
+    mesh.down("generator-primary")
+    result = await mesh.query()
+    assert result.answer == "answer from generator-fallback"
 
 
 async def test_a_stream_with_no_generator_ends_with_the_static_answer_as_a_chunk() -> None:
