@@ -2,35 +2,40 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
-from collections.abc import AsyncIterator, Iterator
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import grpc
 from opentelemetry import trace
 
-from generator_svc.backends import Answer, Finish, Generator, create
-from generator_svc.backends.citing import with_sources
+from generator_svc.backends import Answer, Finish, create
+from generator_svc.backends.streaming import (
+    Delta,
+    Final,
+    GenerationError,
+    LocalStreaming,
+    StreamingGenerator,
+    chunks,
+)
 from generator_svc.settings import GeneratorConfig
-from harag.v1 import common_pb2, generator_pb2, generator_pb2_grpc
-from servicekit.errors import FieldViolations
+from harag.v1 import generator_pb2, generator_pb2_grpc
+from servicekit.errors import FieldViolations, abort
+from servicekit.main import OnStop
 from servicekit.server import ServiceRegistration
+
+__all__ = ["GeneratorServicer", "build", "chunks", "create_backend", "validate"]
 
 log = logging.getLogger("harag.generator")
 tracer = trace.get_tracer("harag.generator")
-
-# Measured with extractive-v1: ~0.15 ms per 1,000 context characters (50 corpus documents,
-# 114k characters, in 17 ms). Typical contexts (a few chunks) answer inline in about a
-# millisecond; big ones go to a thread (~0.1 ms) so health checks are not held up.
-INLINE_MAX_CHARS = 8192
 
 _FINISH = {
     Finish.STOP: generator_pb2.FINISH_REASON_STOP,
     Finish.LENGTH: generator_pb2.FINISH_REASON_LENGTH,
     Finish.NO_CONTEXT: generator_pb2.FINISH_REASON_NO_CONTEXT,
 }
-_WORD_AND_SPACE = re.compile(r"\S+\s*|\s+")
 
 Request = generator_pb2.GenerateRequest | generator_pb2.StreamGenerateRequest
 
@@ -49,64 +54,72 @@ def validate(request: Request, max_context_docs: int) -> FieldViolations:
     return violations
 
 
-def chunks(text: str, size: int) -> Iterator[str]:
-    """Deltas of at least `size` characters (the last may be shorter), cut after whole words.
-
-    Their concatenation is exactly `text`.
-    """
-    pending = ""
-    for piece in _WORD_AND_SPACE.findall(text):
-        pending += piece
-        if len(pending) >= size:
-            yield pending
-            pending = ""
-    if pending:
-        yield pending
-
-
 class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
     def __init__(
         self,
-        generator: Generator,
+        generator: StreamingGenerator,
         max_answer_chars: int,
         max_context_docs: int,
-        stream_chunk_chars: int,
     ) -> None:
         self.generator = generator
         self.max_answer_chars = max_answer_chars
         self.max_context_docs = max_context_docs
-        self.stream_chunk_chars = stream_chunk_chars
 
     async def Generate(
-        self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+        self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> generator_pb2.GenerateResponse:
-        return await self._answer(request, context)
+        async for event in self._events(request, context):
+            if isinstance(event, generator_pb2.GenerateResponse):
+                return event
+        raise AssertionError("unreachable: a stream always ends with its final")
 
     async def StreamGenerate(
-        self, request: generator_pb2.StreamGenerateRequest, context: grpc.aio.ServicerContext
+        self,
+        request: generator_pb2.StreamGenerateRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[generator_pb2.StreamGenerateResponse]:
-        final = await self._answer(request, context)
-        for delta in chunks(final.text, self.stream_chunk_chars):
-            yield generator_pb2.StreamGenerateResponse(delta=delta)
-        yield generator_pb2.StreamGenerateResponse(final=final)
+        async for event in self._events(request, context):
+            if isinstance(event, str):
+                yield generator_pb2.StreamGenerateResponse(delta=event)
+            else:
+                yield generator_pb2.StreamGenerateResponse(final=event)
 
-    async def _answer(
-        self, request: Request, context: grpc.aio.ServicerContext
-    ) -> generator_pb2.GenerateResponse:
+    async def _events(
+        self, request: Request, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[str | generator_pb2.GenerateResponse]:
+        """The backend's deltas as they come, then the final response."""
         await validate(request, self.max_context_docs).abort_if_any(context)
-        texts = [scored.document.text for scored in request.context]
+        documents = [scored.document for scored in request.context]
         limit = request.max_answer_chars or self.max_answer_chars
         with tracer.start_as_current_span(
             "compose answer",
             attributes={
                 "harag.model": self.generator.model,
-                "harag.context_docs": len(texts),
-                "harag.context_chars": sum(map(len, texts)),
+                "harag.context_docs": len(documents),
+                "harag.context_chars": sum(len(d.text) for d in documents),
                 "harag.max_answer_chars": limit,
             },
         ) as span:
-            documents = [scored.document for scored in request.context]
-            answer = await self._generate(request.query, texts, documents, limit)
+            final: Final | None = None
+            try:
+                async for event in self.generator.stream(
+                    request.query, documents, limit, context.time_remaining()
+                ):
+                    if isinstance(event, Delta):
+                        if event.text:
+                            yield event.text
+                    else:
+                        final = event
+            except GenerationError as exc:
+                span.set_attribute("harag.error", exc.status.details)
+                log.warning(
+                    "generation failed",
+                    extra={"model": self.generator.model, "error": exc.status.details},
+                )
+                await abort(context, exc.status)
+            if final is None:
+                raise AssertionError("a backend stream ended without its final event")
+            answer: Answer = final.answer
             span.set_attributes(
                 {
                     "harag.answer_chars": len(answer.text),
@@ -114,31 +127,79 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                     "harag.finish_reason": answer.finish.name,
                 }
             )
-        return generator_pb2.GenerateResponse(
+            if final.usage is not None:
+                span.set_attributes(
+                    {
+                        "harag.prompt_tokens": final.usage.prompt_tokens,
+                        "harag.completion_tokens": final.usage.completion_tokens,
+                    }
+                )
+        response = generator_pb2.GenerateResponse(
             text=answer.text,
             model=self.generator.model,
             finish_reason=_FINISH[answer.finish],
             citations=answer.citations,
         )
-
-    async def _generate(
-        self, query: str, texts: list[str], documents: list[common_pb2.Document], limit: int
-    ) -> Answer:
-        def generate(budget: int) -> Answer:
-            return self.generator.generate(query, texts, budget)
-
-        if sum(map(len, texts)) <= INLINE_MAX_CHARS:
-            return with_sources(generate, documents, limit)
-        return await asyncio.to_thread(with_sources, generate, documents, limit)
+        if final.usage is not None:
+            response.usage.prompt_tokens = final.usage.prompt_tokens
+            response.usage.completion_tokens = final.usage.completion_tokens
+        yield response
 
 
-def build(cfg: GeneratorConfig) -> tuple[list[ServiceRegistration], list]:
-    """component_main's hook: the backend chosen by --impl, wrapped in the servicer."""
-    generator = create(cfg.impl)
-    servicer = GeneratorServicer(
-        generator, cfg.max_answer_chars, cfg.max_context_docs, cfg.stream_chunk_chars
+API_KEY_VARIABLE = "HARAG_OPENAI_API_KEY"
+
+
+def _api_key(cfg: GeneratorConfig) -> str:
+    """The provider's API key: openai_api_key_file, else the environment (never a setting,
+    so that --check-config, config files and logs never show it)."""
+    if cfg.openai_api_key_file:
+        return Path(cfg.openai_api_key_file).read_text(encoding="utf-8").strip()
+    return os.environ.get(API_KEY_VARIABLE, "").strip()
+
+
+def create_backend(cfg: GeneratorConfig) -> StreamingGenerator:
+    """The backend chosen by `backend` (auto: by --impl), behind the streaming protocol."""
+    if cfg.backend == "openai":
+        from generator_svc.backends.openai_chat import ChatSettings, OpenAIChatGenerator
+
+        missing = [
+            key
+            for key, value in (
+                ("openai_base_url", cfg.openai_base_url),
+                ("openai_model", cfg.openai_model),
+            )
+            if not value.strip()
+        ]
+        if missing:
+            raise ValueError(f"backend=openai needs {' and '.join(missing)}")
+        return OpenAIChatGenerator(
+            ChatSettings(
+                base_url=cfg.openai_base_url,
+                model=cfg.openai_model,
+                api_key=_api_key(cfg),
+                max_tokens=cfg.openai_max_tokens,
+                temperature=cfg.openai_temperature,
+                context_tokens=cfg.openai_context_tokens,
+                first_token_timeout_s=cfg.openai_first_token_timeout_s,
+                idle_timeout_s=cfg.openai_idle_timeout_s,
+            )
+        )
+    local = create(cfg.impl if cfg.backend == "auto" else cfg.backend)
+    return LocalStreaming(local, cfg.stream_chunk_chars)
+
+
+def build(cfg: GeneratorConfig) -> tuple[list[ServiceRegistration], list[OnStop]]:
+    """component_main's hook: the configured backend, wrapped in the servicer."""
+    generator = create_backend(cfg)
+    servicer = GeneratorServicer(generator, cfg.max_answer_chars, cfg.max_context_docs)
+    log.info(
+        "generator ready",
+        extra={"model": generator.model, "impl": cfg.impl, "backend": cfg.backend},
     )
-    log.info("generator ready", extra={"model": generator.model, "impl": cfg.impl})
+    on_stop: list[OnStop] = []
+    close = getattr(generator, "aclose", None)
+    if close is not None:
+        on_stop.append(close)
     return [
         ServiceRegistration(
             name=generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].full_name,
@@ -146,4 +207,4 @@ def build(cfg: GeneratorConfig) -> tuple[list[ServiceRegistration], list]:
                 servicer, server
             ),
         )
-    ], []
+    ], on_stop

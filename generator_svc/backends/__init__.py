@@ -1,8 +1,10 @@
 """The answer generators a generator process can serve, and the factory that picks one.
 
-A backend is plain Python (no gRPC): it gets the query, the context texts best first and
-a character budget, and returns the whole answer. The servicer streams that answer for
-StreamGenerate, so both RPCs return the same text by construction.
+The servicer runs every backend through the asynchronous, streaming protocol of
+`generator_svc.backends.streaming` (deltas, then one final). The local backends here are plain
+synchronous Python (no gRPC): they get the query, the context texts best first and a
+character budget, and return the whole answer, which `LocalStreaming` streams. The openai
+backend (`generator_svc.backends.openai_chat`) streams a chat model's tokens as they come.
 """
 
 from __future__ import annotations

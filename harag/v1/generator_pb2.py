@@ -25,23 +25,25 @@ _sym_db = _symbol_database.Default()
 from harag.v1 import common_pb2 as harag_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18harag/v1/generator.proto\x12\x08harag.v1\x1a\x15harag/v1/common.proto\"e\n\x0fGenerateRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12)\n\x07\x63ontext\x18\x02 \x03(\x0b\x32\x18.harag.v1.ScoredDocument\x12\x18\n\x10max_answer_chars\x18\x03 \x01(\x05\"q\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12-\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x16.harag.v1.FinishReason\x12\x11\n\tcitations\x18\x04 \x03(\x05\"k\n\x15StreamGenerateRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12)\n\x07\x63ontext\x18\x02 \x03(\x0b\x32\x18.harag.v1.ScoredDocument\x12\x18\n\x10max_answer_chars\x18\x03 \x01(\x05\"_\n\x16StreamGenerateResponse\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12+\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1a.harag.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent*}\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_NO_CONTEXT\x10\x03\x32\xac\x01\n\x10GeneratorService\x12\x41\n\x08Generate\x12\x19.harag.v1.GenerateRequest\x1a\x1a.harag.v1.GenerateResponse\x12U\n\x0eStreamGenerate\x12\x1f.harag.v1.StreamGenerateRequest\x1a .harag.v1.StreamGenerateResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18harag/v1/generator.proto\x12\x08harag.v1\x1a\x15harag/v1/common.proto\"e\n\x0fGenerateRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12)\n\x07\x63ontext\x18\x02 \x03(\x0b\x32\x18.harag.v1.ScoredDocument\x12\x18\n\x10max_answer_chars\x18\x03 \x01(\x05\"\x9b\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12-\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x16.harag.v1.FinishReason\x12\x11\n\tcitations\x18\x04 \x03(\x05\x12(\n\x05usage\x18\x05 \x01(\x0b\x32\x19.harag.v1.GenerationUsage\"C\n\x0fGenerationUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"k\n\x15StreamGenerateRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12)\n\x07\x63ontext\x18\x02 \x03(\x0b\x32\x18.harag.v1.ScoredDocument\x12\x18\n\x10max_answer_chars\x18\x03 \x01(\x05\"_\n\x16StreamGenerateResponse\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12+\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1a.harag.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent*}\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_NO_CONTEXT\x10\x03\x32\xac\x01\n\x10GeneratorService\x12\x41\n\x08Generate\x12\x19.harag.v1.GenerateRequest\x1a\x1a.harag.v1.GenerateResponse\x12U\n\x0eStreamGenerate\x12\x1f.harag.v1.StreamGenerateRequest\x1a .harag.v1.StreamGenerateResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'harag.v1.generator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=485
-  _globals['_FINISHREASON']._serialized_end=610
+  _globals['_FINISHREASON']._serialized_start=597
+  _globals['_FINISHREASON']._serialized_end=722
   _globals['_GENERATEREQUEST']._serialized_start=61
   _globals['_GENERATEREQUEST']._serialized_end=162
-  _globals['_GENERATERESPONSE']._serialized_start=164
-  _globals['_GENERATERESPONSE']._serialized_end=277
-  _globals['_STREAMGENERATEREQUEST']._serialized_start=279
-  _globals['_STREAMGENERATEREQUEST']._serialized_end=386
-  _globals['_STREAMGENERATERESPONSE']._serialized_start=388
-  _globals['_STREAMGENERATERESPONSE']._serialized_end=483
-  _globals['_GENERATORSERVICE']._serialized_start=613
-  _globals['_GENERATORSERVICE']._serialized_end=785
+  _globals['_GENERATERESPONSE']._serialized_start=165
+  _globals['_GENERATERESPONSE']._serialized_end=320
+  _globals['_GENERATIONUSAGE']._serialized_start=322
+  _globals['_GENERATIONUSAGE']._serialized_end=389
+  _globals['_STREAMGENERATEREQUEST']._serialized_start=391
+  _globals['_STREAMGENERATEREQUEST']._serialized_end=498
+  _globals['_STREAMGENERATERESPONSE']._serialized_start=500
+  _globals['_STREAMGENERATERESPONSE']._serialized_end=595
+  _globals['_GENERATORSERVICE']._serialized_start=725
+  _globals['_GENERATORSERVICE']._serialized_end=897
 # @@protoc_insertion_point(module_scope)

@@ -30,16 +30,26 @@ class GenerateRequest(_message.Message):
     def __init__(self, query: _Optional[str] = ..., context: _Optional[_Iterable[_Union[_common_pb2.ScoredDocument, _Mapping]]] = ..., max_answer_chars: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("text", "model", "finish_reason", "citations")
+    __slots__ = ("text", "model", "finish_reason", "citations", "usage")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     text: str
     model: str
     finish_reason: FinishReason
     citations: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., citations: _Optional[_Iterable[int]] = ...) -> None: ...
+    usage: GenerationUsage
+    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., citations: _Optional[_Iterable[int]] = ..., usage: _Optional[_Union[GenerationUsage, _Mapping]] = ...) -> None: ...
+
+class GenerationUsage(_message.Message):
+    __slots__ = ("prompt_tokens", "completion_tokens")
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    prompt_tokens: int
+    completion_tokens: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class StreamGenerateRequest(_message.Message):
     __slots__ = ("query", "context", "max_answer_chars")

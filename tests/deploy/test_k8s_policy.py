@@ -257,3 +257,22 @@ def test_overlay_gateway_env_names_are_gateway_settings():
     known = {setting.env_var for setting in GATEWAY.settings()} | {"HARAG_CONFIG"}
     env = container_env(main_container(workload(GPU, "gateway")))
     assert {name for name in env if name.startswith("HARAG_")} - known == set()
+
+
+def test_overlay_generator_env_names_are_what_the_generator_reads():
+    from generator_svc.service import API_KEY_VARIABLE
+    from generator_svc.settings import GeneratorConfig
+    from servicekit.settings import settings_of
+
+    known = {s.env_var for s in settings_of(GeneratorConfig)} | {"HARAG_CONFIG", API_KEY_VARIABLE}
+    resource = workload(GPU, "generator-primary")
+    env = container_env(main_container(resource))
+    assert {name for name in env if name.startswith("HARAG_")} - known == set()
+    assert env["HARAG_BACKEND"] == "openai"
+    # the API key file sits where the (optional) provider Secret is mounted
+    mounts = {m["name"]: m["mountPath"] for m in main_container(resource)["volumeMounts"]}
+    assert env["HARAG_OPENAI_API_KEY_FILE"].startswith(mounts["provider-key"] + "/")
+    [volume] = [
+        v for v in resource["spec"]["template"]["spec"]["volumes"] if v["name"] == "provider-key"
+    ]
+    assert volume["secret"]["optional"] is True

@@ -72,6 +72,7 @@ async def test_generate_answers_with_a_citation_of_the_right_document(
     assert "A retry budget caps retries" in reply.text
     assert "[2]" in reply.text
     assert 2 in reply.citations
+    assert not reply.HasField("usage")  # a local generator calls no model
 
 
 async def test_stream_deltas_concatenate_to_the_final_answer_of_generate(

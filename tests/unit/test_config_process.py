@@ -141,3 +141,24 @@ def test_every_process_stops_on_a_bad_value_naming_the_setting(module):
         "log_level = 'LOUD' (from env HARAG_LOG_LEVEL) is invalid",
         "one of DEBUG, INFO, WARNING, ERROR",
     )
+
+
+def test_a_generator_with_backend_openai_and_no_provider_stops_naming_the_settings():
+    assert_one_line_error(
+        run("generator_svc", HARAG_BACKEND="openai", HARAG_OPENAI_MODEL="m"),
+        "backend = openai needs openai_base_url and openai_model",
+    )
+
+
+def test_the_providers_api_key_from_the_environment_is_never_shown_by_check_config():
+    proc = run(
+        "generator_svc",
+        "--check-config",
+        HARAG_BACKEND="openai",
+        HARAG_OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+        HARAG_OPENAI_MODEL="m",
+        HARAG_OPENAI_API_KEY="sk-very-secret",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "backend = openai (env HARAG_BACKEND)" in proc.stdout.splitlines()
+    assert "sk-very-secret" not in proc.stdout + proc.stderr
