@@ -91,7 +91,10 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         await validate(request, self.max_context_docs).abort_if_any(context)
         documents = [scored.document for scored in request.context]
         limit = request.max_answer_chars or self.max_answer_chars
-        with tracer.start_as_current_span(
+        # A child of the server span, but never made current: this generator yields while it
+        # is open, and a stream the caller abandons is closed from another context, where
+        # detaching a context attached here fails (and logs an error).
+        span = tracer.start_span(
             "compose answer",
             attributes={
                 "harag.model": self.generator.model,
@@ -99,7 +102,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                 "harag.context_chars": sum(len(d.text) for d in documents),
                 "harag.max_answer_chars": limit,
             },
-        ) as span:
+        )
+        with span:
             final: Final | None = None
             try:
                 async for event in self.generator.stream(
