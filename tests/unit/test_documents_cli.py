@@ -16,7 +16,7 @@ from harag_cli import main as cli
 @pytest.fixture
 def gateway(monkeypatch: pytest.MonkeyPatch) -> FakeAioChannel:
     channel = FakeAioChannel()
-    monkeypatch.setattr(cli, "_client", lambda addr: harag.AsyncClient(channel=channel))
+    monkeypatch.setattr(cli, "api_client", lambda addr: harag.AsyncClient(channel=channel))
     return channel
 
 
