@@ -26,17 +26,12 @@ async def _remove_from(
 ) -> set[str] | None:
     """The ids this retriever removed; None when it could not be reached."""
     request = retriever_pb2.RemoveDocumentsRequest(document_ids=ids)
-    try:
-        reply: retriever_pb2.RemoveDocumentsResponse = await retrying.call(
-            lambda: upstream.stub.RemoveDocuments(request, timeout=cfg.timeout_s)
-        )
-    except grpc.aio.AioRpcError as exc:
-        log.warning(
-            "delete failed",
-            extra={"upstream": upstream.name, "code": exc.code().name, "error": exc.details()},
-        )
-        return None
-    return set(reply.removed)
+    reply: retriever_pb2.RemoveDocumentsResponse | None = await retrying.call_or_none(
+        lambda: upstream.stub.RemoveDocuments(request, timeout=cfg.timeout_s),
+        "delete failed",
+        upstream.name,
+    )
+    return set(reply.removed) if reply is not None else None
 
 
 async def delete_documents(

@@ -181,6 +181,21 @@ class Retrying:
                     raise
                 await self.clock.sleep(decision.delay_s)
 
+    async def call_or_none(
+        self, attempt: Callable[[], Awaitable[T]], failed: str, upstream: str
+    ) -> T | None:
+        """`call`, but a final failure is logged as `failed` (with the upstream, code and
+        detail) and returns None: one upstream's failure is one document's or step's, not the
+        whole request's."""
+        try:
+            return await self.call(attempt)
+        except grpc.aio.AioRpcError as exc:
+            log.warning(
+                failed,
+                extra={"upstream": upstream, "code": exc.code().name, "error": exc.details()},
+            )
+            return None
+
 
 @dataclass
 class _Embedder:
@@ -193,16 +208,14 @@ class _Embedder:
 async def _model_info(
     upstream: Upstream, cfg: IngestConfig, retrying: Retrying
 ) -> _Embedder | None:
-    try:
-        info: embedder_pb2.GetModelInfoResponse = await retrying.call(
-            lambda: upstream.stub.GetModelInfo(
-                embedder_pb2.GetModelInfoRequest(), timeout=cfg.timeout_s
-            )
-        )
-    except grpc.aio.AioRpcError as exc:
-        log.warning(
-            "ingest model info failed", extra={"upstream": upstream.name, "code": exc.code().name}
-        )
+    info: embedder_pb2.GetModelInfoResponse | None = await retrying.call_or_none(
+        lambda: upstream.stub.GetModelInfo(
+            embedder_pb2.GetModelInfoRequest(), timeout=cfg.timeout_s
+        ),
+        "ingest model info failed",
+        upstream.name,
+    )
+    if info is None:
         return None
     return _Embedder(
         upstream,
@@ -219,17 +232,12 @@ async def _stored_hashes(
     if not ids:
         return {}
     request = retriever_pb2.GetDocumentHashesRequest(document_ids=ids)
-    try:
-        reply: retriever_pb2.GetDocumentHashesResponse = await retrying.call(
-            lambda: upstream.stub.GetDocumentHashes(request, timeout=cfg.timeout_s)
-        )
-    except grpc.aio.AioRpcError as exc:
-        log.warning(
-            "ingest hash lookup failed",
-            extra={"upstream": upstream.name, "code": exc.code().name},
-        )
-        return {}
-    return dict(reply.content_hashes)
+    reply: retriever_pb2.GetDocumentHashesResponse | None = await retrying.call_or_none(
+        lambda: upstream.stub.GetDocumentHashes(request, timeout=cfg.timeout_s),
+        "ingest hash lookup failed",
+        upstream.name,
+    )
+    return dict(reply.content_hashes) if reply is not None else {}
 
 
 async def _embed_with(
