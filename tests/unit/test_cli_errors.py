@@ -8,26 +8,12 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from client_fakes import FakeAioChannel, FakeRpcError, bad_request, rich_error, shed
+from cli_support import run
+from client_fakes import FakeRpcError, bad_request, rich_error, shed
 from google.rpc import error_details_pb2
 
-import harag
 from harag.v1 import gateway_pb2
 from harag_cli import main as cli
-
-
-@pytest.fixture
-def gateway(monkeypatch: pytest.MonkeyPatch) -> FakeAioChannel:
-    """The channel every client the CLI makes talks to; tests script its answers."""
-    channel = FakeAioChannel()
-    monkeypatch.setattr(cli, "api_client", lambda addr: harag.AsyncClient(channel=channel))
-    return channel
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_a_bad_field_is_one_line_naming_it_and_exits_2(gateway, capsys):

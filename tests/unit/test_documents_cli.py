@@ -5,25 +5,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from client_fakes import FakeAioChannel, bad_request
+from cli_support import run
+from client_fakes import bad_request
 
-import harag
 from harag.v1 import common_pb2, gateway_pb2
-from harag_cli import main as cli
-
-
-@pytest.fixture
-def gateway(monkeypatch: pytest.MonkeyPatch) -> FakeAioChannel:
-    channel = FakeAioChannel()
-    monkeypatch.setattr(cli, "api_client", lambda addr: harag.AsyncClient(channel=channel))
-    return channel
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _accept(request_docs: list[common_pb2.Document]) -> gateway_pb2.IngestResponse:
