@@ -12,7 +12,10 @@ from gateway.config import GatewayConfig
 from gateway.metrics import METRICS
 from gateway.pipeline import Pipeline
 from gateway.prober import BreakerProber
+from gateway.security.ratelimit import RateLimiter
 from gateway.server import RagGateway
+from gateway.shared.redis_link import RedisLink
+from gateway.shared.redis_metrics import observe_redis_link
 from gateway.telemetry import AttemptTelemetry
 from gateway.upstreams import Upstreams
 from gateway.workers import WorkerRole, run_workers, worker_role
@@ -57,7 +60,12 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
     probe_address = role.private_address() if role else loopback_address(cfg.server.host, cfg.port)
     probe, admission = admission_control(cfg, shed_log, probe_address)
     pipeline = Pipeline(upstreams, cfg, observer=AttemptTelemetry())
-    servicer = RagGateway(pipeline, upstreams, cfg, shed_log, worker=role.index if role else None)
+    redis = RedisLink(cfg.redis)
+    observe_redis_link(redis)
+    limiter = RateLimiter(cfg.rate_limit, redis)
+    servicer = RagGateway(
+        pipeline, upstreams, cfg, shed_log, worker=role.index if role else None, limiter=limiter
+    )
     admin = GatewayAdmin(upstreams)
     registrations = [
         ServiceRegistration(
@@ -90,7 +98,7 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
             *((role.report_ready, role.watch_parent) if role else ()),
         ),
         before_stop=(probe.stop,) if probe else (),
-        on_stop=(prober.stop, upstreams.close),
+        on_stop=(prober.stop, upstreams.close, redis.close),
     )
     return await serve(options, registrations)
 

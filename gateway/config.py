@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from gateway.resilience.breaker_types import BreakerConfig
 from gateway.resilience.recent import StatusConfig
 from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
+from gateway.security.ratelimit_config import RateLimitConfig
+from gateway.shared.redis_config import RedisConfig
 from servicekit.metrics import resolve_port
 from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
 from servicekit.server import ServerSettings
@@ -414,6 +416,8 @@ class GatewayConfig:
     admission: AdmissionConfig = section(AdmissionConfig)
     cache: CacheConfig = section(CacheConfig)
     status: StatusConfig = section(StatusConfig)
+    redis: RedisConfig = section(RedisConfig)
+    rate_limit: RateLimitConfig = section(RateLimitConfig)
     workers: int = setting(
         1,
         "workers",

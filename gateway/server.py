@@ -22,6 +22,8 @@ from gateway.pipeline import Pipeline
 from gateway.query import QueryInput, QueryResult
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.deadline import Deadline
+from gateway.security.identity import current_client
+from gateway.security.ratelimit import LimitKind, RateLimiter
 from gateway.telemetry import annotate_request
 from gateway.upstreams import Upstreams
 from gateway.validation import check_query
@@ -59,8 +61,10 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         cfg: GatewayConfig,
         shed_log: ShedLog | None = None,
         worker: int | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.limiter = limiter
         # Which of `--workers N` this process is, in every answer's log line (None: the only one).
         self.worker = {"worker": worker, "pid": os.getpid()} if worker is not None else {}
         self.upstreams = upstreams
@@ -82,6 +86,15 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
                     "GATEWAY_OVERLOADED",
                 ),
             )
+
+    async def _limit(
+        self, context: grpc.aio.ServicerContext[Any, Any], kind: LimitKind, cost: int
+    ) -> None:
+        """Answers RESOURCE_EXHAUSTED when the caller is over its rate limit."""
+        if self.limiter is not None:
+            status = await self.limiter.admit(current_client(), kind, cost)
+            if status is not None:
+                await abort(context, status)
 
     async def _deadline(self, context: grpc.aio.ServicerContext[Any, Any]) -> Deadline:
         """The request's budget: the caller's deadline (or the default) minus the reply margin.
@@ -131,6 +144,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         started = time.perf_counter()
         query, violations = self._query_input(request)
         await violations.abort_if_any(context)
+        await self._limit(context, "query", 1)
         await self._admit(context)
         try:
             result = await self.pipeline.run(query, await self._deadline(context))
@@ -147,6 +161,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         started = time.perf_counter()
         query, violations = self._query_input(request)
         await violations.abort_if_any(context)
+        await self._limit(context, "query", 1)
         await self._admit(context)
         try:
             async for response in self._stream(query, context, request_id, started):
@@ -197,6 +212,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             f"at most {self.cfg.ingest.max_ingest_documents} per call",
         )
         await violations.abort_if_any(context)
+        await self._limit(context, "ingest", len(request.documents))
         return await ingest(
             self.upstreams,
             self.cfg.ingest,
@@ -221,6 +237,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             violations.check(bool(document_id.strip()), f"ids[{i}]", "must not be empty")
         violations.check(len(set(request.ids)) == len(request.ids), "ids", "must not repeat an id")
         await violations.abort_if_any(context)
+        await self._limit(context, "ingest", len(request.ids))
         return await delete_documents(
             self.upstreams,
             self.cfg.ingest,

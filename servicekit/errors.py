@@ -81,3 +81,22 @@ def failed_precondition(message: str, reason: str) -> grpc.Status:
 async def abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> NoReturn:
     await context.abort(status.code, status.details, status.trailing_metadata)
     raise AssertionError("unreachable: abort raises")
+
+
+def quota_exceeded(
+    message: str, retry_after_s: float | None, subject: str, description: str, reason: str
+) -> grpc.Status:
+    """RESOURCE_EXHAUSTED for a caller over its quota: a QuotaFailure naming the subject
+    (e.g. "client:acme") and the limit, RetryInfo when waiting helps (None: it never will,
+    e.g. one call larger than the whole allowance)."""
+    quota = error_details_pb2.QuotaFailure(
+        violations=[
+            error_details_pb2.QuotaFailure.Violation(subject=subject, description=description)
+        ]
+    )
+    details: list[object] = [quota, _error_info(reason)]
+    if retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(retry_after_s * 1e9))
+        details.insert(0, error_details_pb2.RetryInfo(retry_delay=delay))
+    return _status(code_pb2.RESOURCE_EXHAUSTED, message, *details)
