@@ -34,6 +34,7 @@ from bench.scenarios import (
     hung_primary,
     overload,
     pairs,
+    rate_limits,
     retriever_scaling,
     retry_budget,
     saturation,
@@ -51,6 +52,7 @@ ORDER = (
     "retry_budget",
     "overload",
     "retriever_scaling",
+    "rate_limits",
 )
 
 
@@ -89,6 +91,7 @@ def _scenarios(
         "hung_primary": lambda: hung_primary.run(5.0, 8.0, 6.0) if quick else hung_primary.run(),
         "retry_budget": lambda: retry_budget.run(5.0, 3.0) if quick else retry_budget.run(),
         "overload": over,
+        "rate_limits": lambda: rate_limits.run(60, 10, 50) if quick else rate_limits.run(),
         "retriever_scaling": lambda: (
             retriever_scaling.run((1_000, 5_000), 50) if quick else retriever_scaling.run()
         ),
