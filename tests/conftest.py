@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from processes import LogBook
+from redis_support import redis_server  # noqa: F401 - a fixture: a real redis-server per test
 
 from harag.v1 import fault_injection_pb2, gateway_pb2, gateway_pb2_grpc
 from harag_cli.corpus import SAMPLE_CORPUS, sample_corpus
