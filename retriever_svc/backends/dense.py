@@ -131,6 +131,8 @@ class DenseBackend(StoreBackedBackend):
         self._models: dict[str, VectorIndex] = {}
         self._persisted = persisted
         self._saved_compactions = store.compactions
+        # per graph model at load: (vectors added, vectors removed) to match the store
+        self.reconciled: dict[str, tuple[int, int]] = {}
         super().__init__(store)
 
     # --- index maintenance ------------------------------------------------------------------
@@ -160,7 +162,7 @@ class DenseBackend(StoreBackedBackend):
                     exact.put(doc_id, vector)
             else:
                 self._models[model] = index
-                reconcile(index, ids, vectors)
+                self.reconciled[model] = reconcile(index, ids, vectors)
             vectors.clear()
         for doc in docs:
             self._view(doc)
@@ -338,9 +340,10 @@ def to_graph(exact: ModelIndex, params: HnswParams) -> HnswIndex:
     return graph
 
 
-def reconcile(index: HnswIndex, ids: list[str], vectors: list[np.ndarray]) -> None:
+def reconcile(index: HnswIndex, ids: list[str], vectors: list[np.ndarray]) -> tuple[int, int]:
     """Makes a (loaded or new) graph hold exactly the store's vectors for one model: adds
-    what it lacks or holds differently, removes what the store no longer has."""
+    what it lacks or holds differently, removes what the store no longer has. Returns the
+    counts (added, removed)."""
     added = 0
     for start in range(0, len(ids), BATCH_ROWS):
         batch_ids = ids[start : start + BATCH_ROWS]
@@ -356,3 +359,4 @@ def reconcile(index: HnswIndex, ids: list[str], vectors: list[np.ndarray]) -> No
         "hnsw index reconciled with the store",
         extra={"vectors": len(index), "added": added, "removed": len(gone)},
     )
+    return added, len(gone)
