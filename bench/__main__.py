@@ -34,6 +34,7 @@ from bench.scenarios import (
     hung_primary,
     overload,
     pairs,
+    retriever_ann,
     retriever_scaling,
     retry_budget,
     saturation,
@@ -51,6 +52,7 @@ ORDER = (
     "retry_budget",
     "overload",
     "retriever_scaling",
+    "retriever_ann",
 )
 
 
@@ -91,6 +93,9 @@ def _scenarios(
         "overload": over,
         "retriever_scaling": lambda: (
             retriever_scaling.run((1_000, 5_000), 50) if quick else retriever_scaling.run()
+        ),
+        "retriever_ann": lambda: (
+            retriever_ann.run(retriever_ann.QUICK_DOCUMENTS, 60) if quick else retriever_ann.run()
         ),
     }
 
