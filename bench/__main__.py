@@ -35,6 +35,7 @@ from bench.scenarios import (
     overload,
     pairs,
     rate_limits,
+    retriever_ann,
     retriever_scaling,
     retry_budget,
     saturation,
@@ -53,6 +54,7 @@ ORDER = (
     "overload",
     "retriever_scaling",
     "rate_limits",
+    "retriever_ann",
 )
 
 
@@ -94,6 +96,9 @@ def _scenarios(
         "rate_limits": lambda: rate_limits.run(60, 10, 50) if quick else rate_limits.run(),
         "retriever_scaling": lambda: (
             retriever_scaling.run((1_000, 5_000), 50) if quick else retriever_scaling.run()
+        ),
+        "retriever_ann": lambda: (
+            retriever_ann.run(retriever_ann.QUICK_DOCUMENTS, 60) if quick else retriever_ann.run()
         ),
     }
 

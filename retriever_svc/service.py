@@ -26,6 +26,9 @@ from retriever_svc.backends.base import (
     QueryDimensionMismatch,
     UnknownModel,
 )
+from retriever_svc.backends.dense import DenseSettings
+from retriever_svc.backends.hnsw import HnswParams
+from retriever_svc.backends.planner import PlannerSettings
 from retriever_svc.filters import Filter
 from retriever_svc.messages import (
     document_message,
@@ -227,11 +230,16 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             mode=self._mode,
             models=[
                 retriever_pb2.ModelIndexStats(
-                    model=m.model, dimension=m.dimension, vectors=m.vectors
+                    model=m.model,
+                    dimension=m.dimension,
+                    vectors=m.vectors,
+                    index=m.index,
+                    memory_bytes=m.memory_bytes,
                 )
                 for m in stats.models
             ],
             disk_bytes=stats.disk_bytes,
+            memory_bytes=stats.memory_bytes,
         )
 
     async def ReplaceDocuments(
@@ -390,11 +398,25 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         raise AssertionError("unreachable: abort raises")
 
 
+def dense_settings(cfg: RetrieverConfig) -> DenseSettings:
+    return DenseSettings(
+        PlannerSettings(
+            cfg.dense_index, cfg.ann_exact_below, cfg.ann_filter_exact_max, cfg.ann_expansion_search
+        ),
+        HnswParams(
+            cfg.ann_connectivity,
+            cfg.ann_expansion_add,
+            cfg.ann_expansion_search,
+            cfg.ann_vector_type,
+        ),
+    )
+
+
 def build(
     cfg: RetrieverConfig,
 ) -> tuple[list[ServiceRegistration], list[Callable[[], Awaitable[None]]]]:
     directory = data_dir(cfg)
-    backend = open_backend(cfg.impl, directory, cfg.snapshot_every)
+    backend = open_backend(cfg.impl, directory, cfg.snapshot_every, dense_settings(cfg))
     stats = backend.stats()
     log.info(
         "index loaded",
@@ -404,6 +426,8 @@ def build(
             "documents": stats.documents,
             "chunks": stats.chunks,
             "disk_bytes": stats.disk_bytes,
+            "memory_bytes": stats.memory_bytes,
+            "indexes": {m.model: f"{m.index} ({m.vectors} vectors)" for m in stats.models},
         },
     )
     servicer = RetrieverServicer(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from servicekit.main import ComponentConfig, component_port
 from servicekit.settings import setting, settings_of
@@ -53,6 +53,62 @@ class RetrieverConfig(ComponentConfig):
         unit="records",
         minimum=1,
         maximum=10_000_000,
+    )
+    dense_index: Literal["auto", "exact", "hnsw"] = setting(
+        "auto",
+        "dense_index",
+        "How the primary (dense) retriever searches each model's vectors: exact (a full numpy "
+        "scan), hnsw (an approximate HNSW graph; selective filters still scan exactly), or auto "
+        "(hnsw, but an index smaller than ann_exact_below is scanned exactly).",
+    )
+    ann_exact_below: int = setting(
+        20_000,
+        "ann_exact_below",
+        "With dense_index auto, a model index holding fewer vectors than this is searched "
+        "exactly (as fast as the graph at that size, and recall 1).",
+        unit="vectors",
+        minimum=0,
+        maximum=100_000_000,
+    )
+    ann_filter_exact_max: int = setting(
+        20_000,
+        "ann_filter_exact_max",
+        "A filtered search whose filter matches at most this many vectors scans them exactly; "
+        "a broader filter searches the graph, over-fetching until top_k matches are found.",
+        unit="vectors",
+        minimum=0,
+        maximum=100_000_000,
+    )
+    ann_connectivity: int = setting(
+        16,
+        "ann_connectivity",
+        "HNSW graph links per node (M): more raises recall and memory per vector.",
+        unit="links",
+        minimum=4,
+        maximum=128,
+    )
+    ann_expansion_add: int = setting(
+        128,
+        "ann_expansion_add",
+        "HNSW candidate list while inserting (efConstruction): more builds a better graph, slower.",
+        unit="candidates",
+        minimum=8,
+        maximum=4096,
+    )
+    ann_expansion_search: int = setting(
+        64,
+        "ann_expansion_search",
+        "HNSW candidate list while searching (efSearch; at least top_k is used): more raises "
+        "recall and latency.",
+        unit="candidates",
+        minimum=8,
+        maximum=4096,
+    )
+    ann_vector_type: Literal["f32", "f16"] = setting(
+        "f16",
+        "ann_vector_type",
+        "How the HNSW index stores each vector component: f16 halves memory (cosine scores "
+        "move by about 1e-3), f32 keeps them exact.",
     )
 
 

@@ -94,6 +94,7 @@ class DocumentStore:
         self.groups: dict[str, set[str]] = {}
         self.hashes: dict[str, str] = {}
         self._records_since_snapshot = 0
+        self.compactions = 0  # snapshots written by this process (indexes persist beside them)
         self._broken: str | None = None
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_fd = self._take_lock()
@@ -253,6 +254,7 @@ class DocumentStore:
         os.fdatasync(self._log_fd)
         self._log_size = 0
         self._records_since_snapshot = 0
+        self.compactions += 1
         log.info("compacted", extra={"documents": len(docs), "disk_bytes": self.disk_bytes()})
 
     # --- reads ------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from harag.v1 import common_pb2 as harag_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18harag/v1/retriever.proto\x12\x08harag.v1\x1a\x15harag/v1/common.proto\"\x9a\x01\n\rSearchRequest\x12\x12\n\nquery_text\x18\x01 \x01(\t\x12,\n\x0fquery_embedding\x18\x02 \x01(\x0b\x32\x13.harag.v1.Embedding\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12)\n\x07\x66ilters\x18\x05 \x03(\x0b\x32\x18.harag.v1.MetadataFilter\"x\n\x0eSearchResponse\x12+\n\tdocuments\x18\x01 \x03(\x0b\x32\x18.harag.v1.ScoredDocument\x12%\n\x04mode\x18\x02 \x01(\x0e\x32\x17.harag.v1.RetrievalMode\x12\x12\n\nindex_size\x18\x03 \x01(\x03\"\xbe\x01\n\x0fIndexedDocument\x12$\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x12.harag.v1.Document\x12=\n\nembeddings\x18\x02 \x03(\x0b\x32).harag.v1.IndexedDocument.EmbeddingsEntry\x1a\x46\n\x0f\x45mbeddingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.harag.v1.Embedding:\x02\x38\x01\"=\n\rUpsertRequest\x12,\n\tdocuments\x18\x01 \x03(\x0b\x32\x19.harag.v1.IndexedDocument\"\"\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"\x1c\n\rDeleteRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"\x11\n\x0fGetStatsRequest\"D\n\x0fModelIndexStats\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12\x0f\n\x07vectors\x18\x03 \x01(\x03\"\x8b\x01\n\x10GetStatsResponse\x12\x11\n\tdocuments\x18\x01 \x01(\x03\x12%\n\x04mode\x18\x02 \x01(\x0e\x32\x17.harag.v1.RetrievalMode\x12)\n\x06models\x18\x03 \x03(\x0b\x32\x19.harag.v1.ModelIndexStats\x12\x12\n\ndisk_bytes\x18\x04 \x01(\x03\"f\n\x0e\x44ocumentChunks\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x02 \x01(\t\x12)\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\x19.harag.v1.IndexedDocument\"F\n\x17ReplaceDocumentsRequest\x12+\n\tdocuments\x18\x01 \x03(\x0b\x32\x18.harag.v1.DocumentChunks\"\\\n\x15\x44ocumentReplaceResult\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0e\n\x06stored\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x04 \x01(\x05\"L\n\x18ReplaceDocumentsResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.harag.v1.DocumentReplaceResult\".\n\x16RemoveDocumentsRequest\x12\x14\n\x0c\x64ocument_ids\x18\x01 \x03(\t\"B\n\x17RemoveDocumentsResponse\x12\x0f\n\x07removed\x18\x01 \x03(\t\x12\x16\n\x0e\x63hunks_removed\x18\x02 \x01(\x05\"0\n\x18GetDocumentHashesRequest\x12\x14\n\x0c\x64ocument_ids\x18\x01 \x03(\t\"\xa1\x01\n\x19GetDocumentHashesResponse\x12N\n\x0e\x63ontent_hashes\x18\x01 \x03(\x0b\x32\x36.harag.v1.GetDocumentHashesResponse.ContentHashesEntry\x1a\x34\n\x12\x43ontentHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x1aListStoredDocumentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x1bListStoredDocumentsResponse\x12+\n\tdocuments\x18\x01 \x03(\x0b\x32\x18.harag.v1.StoredDocument\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*e\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x01\x12\x1a\n\x16RETRIEVAL_MODE_LEXICAL\x10\x02\x32\x81\x05\n\x10RetrieverService\x12;\n\x06Search\x12\x17.harag.v1.SearchRequest\x1a\x18.harag.v1.SearchResponse\x12;\n\x06Upsert\x12\x17.harag.v1.UpsertRequest\x1a\x18.harag.v1.UpsertResponse\x12;\n\x06\x44\x65lete\x12\x17.harag.v1.DeleteRequest\x1a\x18.harag.v1.DeleteResponse\x12\x41\n\x08GetStats\x12\x19.harag.v1.GetStatsRequest\x1a\x1a.harag.v1.GetStatsResponse\x12Y\n\x10ReplaceDocuments\x12!.harag.v1.ReplaceDocumentsRequest\x1a\".harag.v1.ReplaceDocumentsResponse\x12V\n\x0fRemoveDocuments\x12 .harag.v1.RemoveDocumentsRequest\x1a!.harag.v1.RemoveDocumentsResponse\x12\\\n\x11GetDocumentHashes\x12\".harag.v1.GetDocumentHashesRequest\x1a#.harag.v1.GetDocumentHashesResponse\x12\x62\n\x13ListStoredDocuments\x12$.harag.v1.ListStoredDocumentsRequest\x1a%.harag.v1.ListStoredDocumentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18harag/v1/retriever.proto\x12\x08harag.v1\x1a\x15harag/v1/common.proto\"\x9a\x01\n\rSearchRequest\x12\x12\n\nquery_text\x18\x01 \x01(\t\x12,\n\x0fquery_embedding\x18\x02 \x01(\x0b\x32\x13.harag.v1.Embedding\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12)\n\x07\x66ilters\x18\x05 \x03(\x0b\x32\x18.harag.v1.MetadataFilter\"x\n\x0eSearchResponse\x12+\n\tdocuments\x18\x01 \x03(\x0b\x32\x18.harag.v1.ScoredDocument\x12%\n\x04mode\x18\x02 \x01(\x0e\x32\x17.harag.v1.RetrievalMode\x12\x12\n\nindex_size\x18\x03 \x01(\x03\"\xbe\x01\n\x0fIndexedDocument\x12$\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x12.harag.v1.Document\x12=\n\nembeddings\x18\x02 \x03(\x0b\x32).harag.v1.IndexedDocument.EmbeddingsEntry\x1a\x46\n\x0f\x45mbeddingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.harag.v1.Embedding:\x02\x38\x01\"=\n\rUpsertRequest\x12,\n\tdocuments\x18\x01 \x03(\x0b\x32\x19.harag.v1.IndexedDocument\"\"\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"\x1c\n\rDeleteRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"\x11\n\x0fGetStatsRequest\"i\n\x0fModelIndexStats\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12\x0f\n\x07vectors\x18\x03 \x01(\x03\x12\r\n\x05index\x18\x04 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x03\"\xa1\x01\n\x10GetStatsResponse\x12\x11\n\tdocuments\x18\x01 \x01(\x03\x12%\n\x04mode\x18\x02 \x01(\x0e\x32\x17.harag.v1.RetrievalMode\x12)\n\x06models\x18\x03 \x03(\x0b\x32\x19.harag.v1.ModelIndexStats\x12\x12\n\ndisk_bytes\x18\x04 \x01(\x03\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x03\"f\n\x0e\x44ocumentChunks\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x02 \x01(\t\x12)\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\x19.harag.v1.IndexedDocument\"F\n\x17ReplaceDocumentsRequest\x12+\n\tdocuments\x18\x01 \x03(\x0b\x32\x18.harag.v1.DocumentChunks\"\\\n\x15\x44ocumentReplaceResult\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0e\n\x06stored\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x04 \x01(\x05\"L\n\x18ReplaceDocumentsResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.harag.v1.DocumentReplaceResult\".\n\x16RemoveDocumentsRequest\x12\x14\n\x0c\x64ocument_ids\x18\x01 \x03(\t\"B\n\x17RemoveDocumentsResponse\x12\x0f\n\x07removed\x18\x01 \x03(\t\x12\x16\n\x0e\x63hunks_removed\x18\x02 \x01(\x05\"0\n\x18GetDocumentHashesRequest\x12\x14\n\x0c\x64ocument_ids\x18\x01 \x03(\t\"\xa1\x01\n\x19GetDocumentHashesResponse\x12N\n\x0e\x63ontent_hashes\x18\x01 \x03(\x0b\x32\x36.harag.v1.GetDocumentHashesResponse.ContentHashesEntry\x1a\x34\n\x12\x43ontentHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x1aListStoredDocumentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x1bListStoredDocumentsResponse\x12+\n\tdocuments\x18\x01 \x03(\x0b\x32\x18.harag.v1.StoredDocument\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*e\n\rRetrievalMode\x12\x1e\n\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14RETRIEVAL_MODE_DENSE\x10\x01\x12\x1a\n\x16RETRIEVAL_MODE_LEXICAL\x10\x02\x32\x81\x05\n\x10RetrieverService\x12;\n\x06Search\x12\x17.harag.v1.SearchRequest\x1a\x18.harag.v1.SearchResponse\x12;\n\x06Upsert\x12\x17.harag.v1.UpsertRequest\x1a\x18.harag.v1.UpsertResponse\x12;\n\x06\x44\x65lete\x12\x17.harag.v1.DeleteRequest\x1a\x18.harag.v1.DeleteResponse\x12\x41\n\x08GetStats\x12\x19.harag.v1.GetStatsRequest\x1a\x1a.harag.v1.GetStatsResponse\x12Y\n\x10ReplaceDocuments\x12!.harag.v1.ReplaceDocumentsRequest\x1a\".harag.v1.ReplaceDocumentsResponse\x12V\n\x0fRemoveDocuments\x12 .harag.v1.RemoveDocumentsRequest\x1a!.harag.v1.RemoveDocumentsResponse\x12\\\n\x11GetDocumentHashes\x12\".harag.v1.GetDocumentHashesRequest\x1a#.harag.v1.GetDocumentHashesResponse\x12\x62\n\x13ListStoredDocuments\x12$.harag.v1.ListStoredDocumentsRequest\x1a%.harag.v1.ListStoredDocumentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INDEXEDDOCUMENT_EMBEDDINGSENTRY']._serialized_options = b'8\001'
   _globals['_GETDOCUMENTHASHESRESPONSE_CONTENTHASHESENTRY']._loaded_options = None
   _globals['_GETDOCUMENTHASHESRESPONSE_CONTENTHASHESENTRY']._serialized_options = b'8\001'
-  _globals['_RETRIEVALMODE']._serialized_start=1776
-  _globals['_RETRIEVALMODE']._serialized_end=1877
+  _globals['_RETRIEVALMODE']._serialized_start=1835
+  _globals['_RETRIEVALMODE']._serialized_end=1936
   _globals['_SEARCHREQUEST']._serialized_start=62
   _globals['_SEARCHREQUEST']._serialized_end=216
   _globals['_SEARCHRESPONSE']._serialized_start=218
@@ -57,31 +57,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATSREQUEST']._serialized_start=697
   _globals['_GETSTATSREQUEST']._serialized_end=714
   _globals['_MODELINDEXSTATS']._serialized_start=716
-  _globals['_MODELINDEXSTATS']._serialized_end=784
-  _globals['_GETSTATSRESPONSE']._serialized_start=787
-  _globals['_GETSTATSRESPONSE']._serialized_end=926
-  _globals['_DOCUMENTCHUNKS']._serialized_start=928
-  _globals['_DOCUMENTCHUNKS']._serialized_end=1030
-  _globals['_REPLACEDOCUMENTSREQUEST']._serialized_start=1032
-  _globals['_REPLACEDOCUMENTSREQUEST']._serialized_end=1102
-  _globals['_DOCUMENTREPLACERESULT']._serialized_start=1104
-  _globals['_DOCUMENTREPLACERESULT']._serialized_end=1196
-  _globals['_REPLACEDOCUMENTSRESPONSE']._serialized_start=1198
-  _globals['_REPLACEDOCUMENTSRESPONSE']._serialized_end=1274
-  _globals['_REMOVEDOCUMENTSREQUEST']._serialized_start=1276
-  _globals['_REMOVEDOCUMENTSREQUEST']._serialized_end=1322
-  _globals['_REMOVEDOCUMENTSRESPONSE']._serialized_start=1324
-  _globals['_REMOVEDOCUMENTSRESPONSE']._serialized_end=1390
-  _globals['_GETDOCUMENTHASHESREQUEST']._serialized_start=1392
-  _globals['_GETDOCUMENTHASHESREQUEST']._serialized_end=1440
-  _globals['_GETDOCUMENTHASHESRESPONSE']._serialized_start=1443
-  _globals['_GETDOCUMENTHASHESRESPONSE']._serialized_end=1604
-  _globals['_GETDOCUMENTHASHESRESPONSE_CONTENTHASHESENTRY']._serialized_start=1552
-  _globals['_GETDOCUMENTHASHESRESPONSE_CONTENTHASHESENTRY']._serialized_end=1604
-  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_start=1606
-  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_end=1673
-  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_start=1675
-  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_end=1774
-  _globals['_RETRIEVERSERVICE']._serialized_start=1880
-  _globals['_RETRIEVERSERVICE']._serialized_end=2521
+  _globals['_MODELINDEXSTATS']._serialized_end=821
+  _globals['_GETSTATSRESPONSE']._serialized_start=824
+  _globals['_GETSTATSRESPONSE']._serialized_end=985
+  _globals['_DOCUMENTCHUNKS']._serialized_start=987
+  _globals['_DOCUMENTCHUNKS']._serialized_end=1089
+  _globals['_REPLACEDOCUMENTSREQUEST']._serialized_start=1091
+  _globals['_REPLACEDOCUMENTSREQUEST']._serialized_end=1161
+  _globals['_DOCUMENTREPLACERESULT']._serialized_start=1163
+  _globals['_DOCUMENTREPLACERESULT']._serialized_end=1255
+  _globals['_REPLACEDOCUMENTSRESPONSE']._serialized_start=1257
+  _globals['_REPLACEDOCUMENTSRESPONSE']._serialized_end=1333
+  _globals['_REMOVEDOCUMENTSREQUEST']._serialized_start=1335
+  _globals['_REMOVEDOCUMENTSREQUEST']._serialized_end=1381
+  _globals['_REMOVEDOCUMENTSRESPONSE']._serialized_start=1383
+  _globals['_REMOVEDOCUMENTSRESPONSE']._serialized_end=1449
+  _globals['_GETDOCUMENTHASHESREQUEST']._serialized_start=1451
+  _globals['_GETDOCUMENTHASHESREQUEST']._serialized_end=1499
+  _globals['_GETDOCUMENTHASHESRESPONSE']._serialized_start=1502
+  _globals['_GETDOCUMENTHASHESRESPONSE']._serialized_end=1663
+  _globals['_GETDOCUMENTHASHESRESPONSE_CONTENTHASHESENTRY']._serialized_start=1611
+  _globals['_GETDOCUMENTHASHESRESPONSE_CONTENTHASHESENTRY']._serialized_end=1663
+  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_start=1665
+  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_end=1732
+  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_start=1734
+  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_end=1833
+  _globals['_RETRIEVERSERVICE']._serialized_start=1939
+  _globals['_RETRIEVERSERVICE']._serialized_end=2580
 # @@protoc_insertion_point(module_scope)

@@ -85,26 +85,32 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelIndexStats(_message.Message):
-    __slots__ = ("model", "dimension", "vectors")
+    __slots__ = ("model", "dimension", "vectors", "index", "memory_bytes")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     model: str
     dimension: int
     vectors: int
-    def __init__(self, model: _Optional[str] = ..., dimension: _Optional[int] = ..., vectors: _Optional[int] = ...) -> None: ...
+    index: str
+    memory_bytes: int
+    def __init__(self, model: _Optional[str] = ..., dimension: _Optional[int] = ..., vectors: _Optional[int] = ..., index: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("documents", "mode", "models", "disk_bytes")
+    __slots__ = ("documents", "mode", "models", "disk_bytes", "memory_bytes")
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     documents: int
     mode: RetrievalMode
     models: _containers.RepeatedCompositeFieldContainer[ModelIndexStats]
     disk_bytes: int
-    def __init__(self, documents: _Optional[int] = ..., mode: _Optional[_Union[RetrievalMode, str]] = ..., models: _Optional[_Iterable[_Union[ModelIndexStats, _Mapping]]] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
+    memory_bytes: int
+    def __init__(self, documents: _Optional[int] = ..., mode: _Optional[_Union[RetrievalMode, str]] = ..., models: _Optional[_Iterable[_Union[ModelIndexStats, _Mapping]]] = ..., disk_bytes: _Optional[int] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class DocumentChunks(_message.Message):
     __slots__ = ("document_id", "content_hash", "chunks")

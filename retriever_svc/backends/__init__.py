@@ -1,18 +1,22 @@
 """Retriever backends: the protocol the gRPC servicer talks to, and a factory by impl.
 
-`primary` is exact dense search (numpy, one index per embedding model); `fallback` is
-lexical BM25. Both keep their documents in the same durable `DocumentStore` format.
+`primary` is dense search (one exact or HNSW index per embedding model, chosen by a query
+planner: backends/dense.py, planner.py); `fallback` is lexical BM25. Both keep their
+documents in the same durable `DocumentStore` format.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from retriever_svc.backends.base import Query, ReplaceOutcome, SearchResult, Stats
 from retriever_svc.records import StoredDocument
 from retriever_svc.store import DocumentStore, DocumentSummary, Replacement
+
+if TYPE_CHECKING:
+    from retriever_svc.backends.dense import DenseSettings
 
 
 class Backend(Protocol):
@@ -39,13 +43,20 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def open_backend(impl: str, data_dir: str | Path, snapshot_every: int = 500) -> Backend:
+def open_backend(
+    impl: str,
+    data_dir: str | Path,
+    snapshot_every: int = 500,
+    dense: DenseSettings | None = None,
+) -> Backend:
     """Opens (loading, or creating) the store in `data_dir` and builds `impl`'s index on it."""
     # Imported here so a process loads only the backend it serves.
     if impl == "primary":
         from retriever_svc.backends.dense import DenseBackend
+        from retriever_svc.backends.persistence import IndexFiles
 
-        return DenseBackend(DocumentStore(data_dir, snapshot_every))
+        store = DocumentStore(data_dir, snapshot_every)
+        return DenseBackend(store, dense, IndexFiles(data_dir))
     if impl == "fallback":
         from retriever_svc.backends.lexical import LexicalBackend
 

@@ -7,6 +7,7 @@ index and store mutations; searches take it only while they read the index.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ class ModelStats:
     model: str
     dimension: int
     vectors: int
+    index: str = "exact"  # "exact" or "hnsw"
+    memory_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Stats:
     models: list[ModelStats]
     disk_bytes: int
     chunks: int = 0  # stored entries: chunks, plus whole documents written by Upsert
+    memory_bytes: int = 0  # resident memory of the process
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,15 @@ class DimensionMismatch(RetrievalError):
         self.conflicts = conflicts
 
 
+def resident_bytes() -> int:
+    """Resident memory of this process (Linux /proc; 0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def top_positions(scores: np.ndarray, k: int) -> np.ndarray:
     """Positions of the k highest scores, best first (argpartition, then sort only those k)."""
     if k <= 0 or scores.size == 0:
@@ -125,13 +138,14 @@ class StoreBackedBackend:
         self._metadata = MetadataIndex()
         for doc in store.documents.values():
             self._metadata.add(doc.id, doc.metadata_pairs())
-            self._index_add(doc)
+        self._index_load(store.documents.values())
 
     # --- public API (blocking; call from a worker thread) -----------------------------------
 
     def upsert(self, documents: Sequence[StoredDocument]) -> int:
         with self._lock:
             self._check(documents)
+            documents = self._own(documents)
             replaced: dict[str, StoredDocument | None] = {}
             pairs: list[tuple[StoredDocument | None, StoredDocument]] = []
             for doc in documents:  # a batch may name an id twice: the later one wins
@@ -144,12 +158,14 @@ class StoreBackedBackend:
                     self._metadata.remove(old.id, old.metadata_pairs())
                 self._metadata.add(new.id, new.metadata_pairs())
                 self._index_replace(old, new)
+            self._after_store_write()
         return len(documents)
 
     def delete(self, ids: Iterable[str]) -> int:
         with self._lock:
             removed = self._store.delete(ids)
             self._unindex(removed)
+            self._after_store_write()
         return len(removed)
 
     def replace(self, replacements: Sequence[Replacement]) -> list[ReplaceOutcome]:
@@ -169,6 +185,7 @@ class StoreBackedBackend:
                 if refusal:
                     outcomes[item.document_id] = ReplaceOutcome(item.document_id, False, refusal, 0)
                     continue
+                item = Replacement(item.document_id, item.content_hash, self._own(item.chunks))
                 accepted.append(item)
                 for chunk in item.chunks:
                     claimed[chunk.id] = item.document_id
@@ -181,6 +198,7 @@ class StoreBackedBackend:
                 outcomes[item.document_id] = ReplaceOutcome(
                     item.document_id, True, self._note(item.chunks), len(item.chunks)
                 )
+            self._after_store_write()
         return [outcomes[item.document_id] for item in replacements]
 
     def remove_documents(self, document_ids: Iterable[str]) -> tuple[list[str], int]:
@@ -188,6 +206,7 @@ class StoreBackedBackend:
         with self._lock:
             removed = self._store.remove_documents(document_ids)
             self._unindex(removed)
+            self._after_store_write()
         return list(dict.fromkeys(doc.document_id for doc in removed)), len(removed)
 
     def document_hashes(self, document_ids: Iterable[str]) -> dict[str, str]:
@@ -227,11 +246,15 @@ class StoreBackedBackend:
                 self._model_stats(),
                 self._store.disk_bytes(),
                 len(self._store.documents),
+                resident_bytes(),
             )
 
     def close(self) -> None:
         with self._lock:
-            self._store.close()
+            try:
+                self._on_close()
+            finally:
+                self._store.close()
 
     # --- hooks ------------------------------------------------------------------------------
 
@@ -252,6 +275,21 @@ class StoreBackedBackend:
     def _note(self, chunks: Sequence[StoredDocument]) -> str:
         """What of a just-indexed document this index cannot search ("" when nothing)."""
         return ""
+
+    def _own(self, documents: Sequence[StoredDocument]) -> Sequence[StoredDocument]:
+        """The objects the store will keep for the caller's documents (the same by default)."""
+        return documents
+
+    def _index_load(self, documents: Iterable[StoredDocument]) -> None:
+        """Indexes every document of the freshly loaded store."""
+        for doc in documents:
+            self._index_add(doc)
+
+    def _after_store_write(self) -> None:
+        """Runs after each write, lock held (e.g. to persist the index beside a compaction)."""
+
+    def _on_close(self) -> None:
+        """Runs once before the store closes, lock held."""
 
     def _index_add(self, doc: StoredDocument) -> None:
         raise NotImplementedError
