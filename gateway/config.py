@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from gateway.resilience.breaker_types import BreakerConfig
 from gateway.resilience.recent import StatusConfig
 from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
+from gateway.status.config import StatusPageConfig
 from servicekit.metrics import resolve_port
 from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
 from servicekit.server import ServerSettings
@@ -414,6 +415,7 @@ class GatewayConfig:
     admission: AdmissionConfig = section(AdmissionConfig)
     cache: CacheConfig = section(CacheConfig)
     status: StatusConfig = section(StatusConfig)
+    status_page: StatusPageConfig = section(StatusPageConfig)
     workers: int = setting(
         1,
         "workers",
