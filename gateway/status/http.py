@@ -220,9 +220,11 @@ def http_endpoint(
 
     async def start(host: str, port: int) -> StopEndpoint | None:
         status = StatusApp(sources)
-        runner = web.AppRunner(status.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            status.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await runner.setup()
-        site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, host, port)
         try:
             await site.start()
         except OSError as exc:
