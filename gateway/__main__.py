@@ -49,6 +49,7 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
     """Serves until SIGTERM; `role` when this process is one of `--workers N`."""
     upstreams = Upstreams.from_config(cfg)
     METRICS.observe_guards(u.guard for u in upstreams.all())
+    METRICS.prime()
     upstreams.start_health_watch()
     prober = BreakerProber(
         upstreams.all(),

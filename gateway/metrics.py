@@ -91,8 +91,6 @@ class GatewayMetrics:
         self._shed = meter.create_counter(
             "harag.gateway.shed", unit="{request}", description="Requests shed, by reason."
         )
-        for reason in SHED_REASONS:
-            self._shed.add(0, {"reason": reason})
         self._answers = meter.create_counter(
             "harag.gateway.answers",
             unit="{answer}",
@@ -174,6 +172,18 @@ class GatewayMetrics:
             unit="s",
             description="Age of the upstream's oldest call still in flight (0: none).",
         )
+
+    def prime(self) -> None:
+        """Exports from zero the series that ratios divide (shed share, cache hit rate,
+        degraded share), so an alert such as "hit rate < 50 %" sees 0 hits rather than no
+        series. Call once the meter provider is set (instruments made before it drop adds)."""
+        for reason in SHED_REASONS:
+            self._shed.add(0, {"reason": reason})
+        for result in ("hit", "miss"):
+            self._cache.add(0, {"result": result})
+        for degraded in ("true", "false"):
+            for cached in ("true", "false"):
+                self._answers.add(0, {"degraded": degraded, "cached": cached})
 
     def observe_guards(self, guards: Iterable[Guard]) -> None:
         """Exports these upstreams' breaker, retry and budget counters from now on."""

@@ -4,16 +4,16 @@ page itself in a real headless browser (Debian's chromium driven by Playwright).
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from harag.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2
 from harag_cli.localports import free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = "/usr/bin/chromium"
 UPSTREAMS = (
     "embedder-primary",
     "embedder-fallback",
@@ -75,7 +75,7 @@ async def test_status_json_shows_upstreams_and_degraded_queries_beside_metrics(s
     listed = snapshot["degraded_queries"][0]
     assert listed["request_id"] == reply.request_id
     assert listed["query"] == "What is a bulkhead?"
-    assert [s["served_by"] for s in listed["stages"]][0] == "embedder-fallback"
+    assert listed["stages"][0]["served_by"] == "embedder-fallback"
     attempts = listed["stages"][0]["attempts"]
     assert attempts[0]["upstream"] == "embedder-primary"
     assert attempts[0]["outcome"] == "BREAKER_OPEN"
@@ -113,10 +113,10 @@ async def test_breaker_actions_over_http_use_the_admin_logic(status_gateway):
 async def test_page_shows_every_upstream_and_a_forced_open_breaker_within_2s(status_gateway):
     from playwright.async_api import async_playwright, expect
 
-    assert CHROMIUM.exists(), "make test installs Debian's chromium (see the Makefile)"
+    assert os.access(CHROMIUM, os.X_OK), "make test installs Debian's chromium (see the Makefile)"
     gw = status_gateway
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
             page = await browser.new_page()
             await page.goto(f"{gw.base}/status")
@@ -132,7 +132,9 @@ async def test_page_shows_every_upstream_and_a_forced_open_breaker_within_2s(sta
             await expect(state).to_contain_text("OPEN")
 
             # The page's own reset asks first: dismissed, nothing happens; accepted, it resets.
-            reset = page.locator('tr[data-upstream="retriever-primary"] button[data-action="reset"]')
+            reset = page.locator(
+                'tr[data-upstream="retriever-primary"] button[data-action="reset"]'
+            )
             page.once("dialog", lambda dialog: dialog.dismiss())
             await reset.click()
             await expect(page.locator("#action-result")).to_have_text("")
@@ -158,5 +160,3 @@ async def test_gateway_without_the_page_still_serves_metrics(clean_faults, extra
         status, text = http("GET", f"{base}/metrics")
         assert status == 200 and "harag_gateway_" in text
         assert http("GET", f"{base}/status.json")[0] == 404
-
-
