@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BUF := tools/node_modules/.bin/buf
 PROTOS := $(wildcard protos/harag/v1/*.proto)
 
-.PHONY: install protos run test lint fmt demo bench breaking gen-other clean
+.PHONY: install protos run test lint fmt demo bench breaking gen-other clean browser
 
 NODE_CLIENT := clients/node/node_modules/.package-lock.json
 
@@ -38,8 +38,13 @@ protos: $(STAMP)
 run: install
 	$(BIN)/harag up
 
+## browser: Debian's chromium for the status page's browser test (Playwright drives it; its own
+## browser download, `playwright install`, is never used). Installed once, if missing.
+browser:
+	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 ## test: lint, then every test suite (unit, integration, contract, deploy).
-test: install lint
+test: install lint browser
 	$(BIN)/python -m pytest -q
 
 ## demo: watch the mesh take failures, degrade and recover (starts a mesh if none is running).

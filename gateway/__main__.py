@@ -16,6 +16,9 @@ from gateway.security.ratelimit import RateLimiter
 from gateway.server import RagGateway
 from gateway.shared.redis_link import RedisLink
 from gateway.shared.redis_metrics import observe_redis_link
+from gateway.status.activity import Activity
+from gateway.status.http import StatusSources, http_endpoint
+from gateway.status.transitions import TransitionLog
 from gateway.telemetry import AttemptTelemetry
 from gateway.upstreams import Upstreams
 from gateway.workers import WorkerRole, run_workers, worker_role
@@ -49,6 +52,7 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
     """Serves until SIGTERM; `role` when this process is one of `--workers N`."""
     upstreams = Upstreams.from_config(cfg)
     METRICS.observe_guards(u.guard for u in upstreams.all())
+    METRICS.prime()
     upstreams.start_health_watch()
     prober = BreakerProber(
         upstreams.all(),
@@ -57,14 +61,22 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
     )
     prober.start()
     shed_log = ShedLog()
+    status = status_sources(cfg, upstreams)
+    activity = status.activity if status is not None else None
     probe_address = role.private_address() if role else loopback_address(cfg.server.host, cfg.port)
-    probe, admission = admission_control(cfg, shed_log, probe_address)
+    probe, admission = admission_control(cfg, shed_log, probe_address, activity)
     pipeline = Pipeline(upstreams, cfg, observer=AttemptTelemetry())
     redis = RedisLink(cfg.redis)
     observe_redis_link(redis)
     limiter = RateLimiter(cfg.rate_limit, redis)
     servicer = RagGateway(
-        pipeline, upstreams, cfg, shed_log, worker=role.index if role else None, limiter=limiter
+        pipeline,
+        upstreams,
+        cfg,
+        shed_log,
+        worker=role.index if role else None,
+        limiter=limiter,
+        activity=activity,
     )
     admin = GatewayAdmin(upstreams)
     registrations = [
@@ -99,12 +111,31 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
         ),
         before_stop=(probe.stop,) if probe else (),
         on_stop=(prober.stop, upstreams.close, redis.close),
+        http_endpoint=http_endpoint(status),
     )
     return await serve(options, registrations)
 
 
+def status_sources(cfg: GatewayConfig, upstreams: Upstreams) -> StatusSources | None:
+    """What the status page reads, its recorders attached (None: the page is off).
+
+    No API-key validator yet: the page is open to whoever reaches the HTTP port, like the
+    gRPC API (see gateway.status.auth for where keys plug in)."""
+    page = cfg.status_page
+    if not page.enabled:
+        return None
+    transitions = TransitionLog()
+    for upstream in upstreams.all():
+        if upstream.guard.breaker is not None:
+            upstream.guard.breaker.add_listener(transitions)
+    activity = Activity(
+        frozenset(u.name for u in upstreams.all()), page.window_s, page.recent_degraded
+    )
+    return StatusSources(upstreams, activity, transitions, page)
+
+
 def admission_control(
-    cfg: GatewayConfig, shed_log: ShedLog, probe_address: str
+    cfg: GatewayConfig, shed_log: ShedLog, probe_address: str, activity: Activity | None = None
 ) -> tuple[QueueDelayProbe | None, tuple[AdmissionInterceptor, ...]]:
     """The self-probe (sent to `probe_address`, which must reach this very process) and the
     interceptor that sheds by its measurements (off when bare)."""
@@ -115,6 +146,8 @@ def admission_control(
 
     def count_shed(method: str) -> None:
         METRICS.shed("queue_delay")
+        if activity is not None:
+            activity.shed()
         METRICS.observe_rpc(method, "RESOURCE_EXHAUSTED", 0.0)
 
     interceptor = AdmissionInterceptor(

@@ -1,4 +1,8 @@
-"""GatewayAdminService: list breakers and transition them by hand (operators only)."""
+"""GatewayAdminService: list breakers and transition them by hand (operators only).
+
+`check_breaker_action` and `apply_breaker_action` are the one admin logic: the gRPC service
+and the status page's POST endpoint (gateway.status.http) both go through them.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,40 @@ def _entry(upstream: Upstream) -> admin_pb2.UpstreamBreaker:
     return admin_pb2.UpstreamBreaker(upstream=upstream.name, breaker=breaker_status(upstream))
 
 
+def check_breaker_action(
+    upstreams: Upstreams, name: str, action: admin_pb2.BreakerAction
+) -> tuple[Upstream | None, FieldViolations]:
+    """The named upstream and what is wrong with the request (empty when nothing)."""
+    upstream = upstreams.by_name(name)
+    violations = FieldViolations()
+    names = ", ".join(u.name for u in upstreams.all())
+    violations.check(upstream is not None, "upstream", f"unknown upstream; one of {names}")
+    violations.check(action != admin_pb2.BREAKER_ACTION_UNSPECIFIED, "action", "must be set")
+    return upstream, violations
+
+
+def apply_breaker_action(
+    upstream: Upstream, action: admin_pb2.BreakerAction
+) -> admin_pb2.UpstreamBreaker | None:
+    """Transitions the upstream's breaker; None when breakers are off on this gateway."""
+    breaker = upstream.guard.breaker
+    if breaker is None:
+        return None
+    if action == admin_pb2.BREAKER_ACTION_FORCE_OPEN:
+        breaker.force_open()
+    elif action == admin_pb2.BREAKER_ACTION_DISABLE:
+        breaker.disable()
+    else:
+        # A fresh start: the status forgets the recent calls too.
+        breaker.reset()
+        if upstream.guard.recent is not None:
+            upstream.guard.recent.reset()
+    return _entry(upstream)
+
+
+BREAKERS_OFF = "breakers are off on this gateway"
+
+
 class GatewayAdmin(admin_pb2_grpc.GatewayAdminServiceServicer):
     def __init__(self, upstreams: Upstreams) -> None:
         self.upstreams = upstreams
@@ -30,28 +68,12 @@ class GatewayAdmin(admin_pb2_grpc.GatewayAdminServiceServicer):
         request: admin_pb2.TransitionBreakerRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> admin_pb2.TransitionBreakerResponse:
-        upstream = self.upstreams.by_name(request.upstream)
-        violations = FieldViolations()
-        names = ", ".join(u.name for u in self.upstreams.all())
-        violations.check(upstream is not None, "upstream", f"unknown upstream; one of {names}")
-        violations.check(
-            request.action != admin_pb2.BREAKER_ACTION_UNSPECIFIED, "action", "must be set"
+        upstream, violations = check_breaker_action(
+            self.upstreams, request.upstream, request.action
         )
         await violations.abort_if_any(context)
         assert upstream is not None
-        breaker = upstream.guard.breaker
-        if breaker is None:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION, "breakers are off on this gateway"
-            )
-        assert breaker is not None
-        if request.action == admin_pb2.BREAKER_ACTION_FORCE_OPEN:
-            breaker.force_open()
-        elif request.action == admin_pb2.BREAKER_ACTION_DISABLE:
-            breaker.disable()
-        else:
-            # A fresh start: the status forgets the recent calls too.
-            breaker.reset()
-            if upstream.guard.recent is not None:
-                upstream.guard.recent.reset()
-        return admin_pb2.TransitionBreakerResponse(breaker=_entry(upstream))
+        entry = apply_breaker_action(upstream, request.action)
+        if entry is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, BREAKERS_OFF)
+        return admin_pb2.TransitionBreakerResponse(breaker=entry)

@@ -16,6 +16,7 @@ from gateway.resilience.recent import StatusConfig
 from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
 from gateway.security.ratelimit_config import RateLimitConfig
 from gateway.shared.redis_config import RedisConfig
+from gateway.status.config import StatusPageConfig
 from servicekit.metrics import resolve_port
 from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
 from servicekit.server import ServerSettings
@@ -418,6 +419,7 @@ class GatewayConfig:
     status: StatusConfig = section(StatusConfig)
     redis: RedisConfig = section(RedisConfig)
     rate_limit: RateLimitConfig = section(RateLimitConfig)
+    status_page: StatusPageConfig = section(StatusPageConfig)
     workers: int = setting(
         1,
         "workers",

@@ -19,6 +19,9 @@ from gateway.resilience.retry import RetryReason
 from servicekit.metrics import LATENCY_BUCKETS_S
 
 BREAKER_STATES = ("CLOSED", "OPEN", "HALF_OPEN", "FORCED_OPEN", "DISABLED")
+# Every reason a request is shed for, exported from zero so a ratio over them (the shed-share
+# alert, the dashboard) has its series before the first shed.
+SHED_REASONS = ("queue_delay", "gateway_inflight_limit")
 GATEWAY_SERVICE = "harag.v1.RagGatewayService"
 
 
@@ -88,6 +91,12 @@ class GatewayMetrics:
         self._shed = meter.create_counter(
             "harag.gateway.shed", unit="{request}", description="Requests shed, by reason."
         )
+        self._answers = meter.create_counter(
+            "harag.gateway.answers",
+            unit="{answer}",
+            description="Answers to Query and StreamQuery, by whether they were degraded "
+            "(a stage served below tier 0) and cached.",
+        )
         # Counters the resilience layer keeps anyway, read from the guards at collection
         # time: nothing is added to the hot path. Filled by `observe_guards`.
         self._guards: list[Guard] = []
@@ -146,11 +155,35 @@ class GatewayMetrics:
             description="Share of the upstream's recent calls that failed.",
         )
         meter.create_observable_gauge(
+            "harag.gateway.bulkhead.in_flight",
+            callbacks=[self._observe_bulkhead_in_flight],
+            unit="{call}",
+            description="Calls in flight to the upstream (its bulkhead's occupancy).",
+        )
+        meter.create_observable_gauge(
+            "harag.gateway.bulkhead.max_concurrent",
+            callbacks=[self._observe_bulkhead_limit],
+            unit="{call}",
+            description="The upstream's bulkhead limit: more calls go to the next tier.",
+        )
+        meter.create_observable_gauge(
             "harag.gateway.upstream.oldest_in_flight",
             callbacks=[self._observe_oldest_in_flight],
             unit="s",
             description="Age of the upstream's oldest call still in flight (0: none).",
         )
+
+    def prime(self) -> None:
+        """Exports from zero the series that ratios divide (shed share, cache hit rate,
+        degraded share), so an alert such as "hit rate < 50 %" sees 0 hits rather than no
+        series. Call once the meter provider is set (instruments made before it drop adds)."""
+        for reason in SHED_REASONS:
+            self._shed.add(0, {"reason": reason})
+        for result in ("hit", "miss"):
+            self._cache.add(0, {"result": result})
+        for degraded in ("true", "false"):
+            for cached in ("true", "false"):
+                self._answers.add(0, {"degraded": degraded, "cached": cached})
 
     def observe_guards(self, guards: Iterable[Guard]) -> None:
         """Exports these upstreams' breaker, retry and budget counters from now on."""
@@ -209,6 +242,16 @@ class GatewayMetrics:
             if guard.recent is not None:
                 yield Observation(guard.recent.failure_rate, {"upstream": guard.name})
 
+    def _observe_bulkhead_in_flight(self, _: CallbackOptions) -> Iterable[Observation]:
+        for guard in self._guards:
+            if guard.bulkhead is not None:
+                yield Observation(guard.bulkhead.in_flight, {"upstream": guard.name})
+
+    def _observe_bulkhead_limit(self, _: CallbackOptions) -> Iterable[Observation]:
+        for guard in self._guards:
+            if guard.bulkhead is not None:
+                yield Observation(guard.bulkhead.max_concurrent, {"upstream": guard.name})
+
     def _observe_oldest_in_flight(self, _: CallbackOptions) -> Iterable[Observation]:
         now = time.monotonic()
         for guard in self._guards:
@@ -249,6 +292,12 @@ class GatewayMetrics:
 
     def cache(self, hit: bool) -> None:
         self._cache.add(1, {"result": "hit" if hit else "miss"})
+
+    def answer(self, degraded: bool, cached: bool) -> None:
+        self._answers.add(
+            1,
+            {"degraded": "true" if degraded else "false", "cached": "true" if cached else "false"},
+        )
 
     def shed(self, reason: str) -> None:
         self._shed.add(1, {"reason": reason})

@@ -24,6 +24,7 @@ from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.deadline import Deadline
 from gateway.security.identity import current_client
 from gateway.security.ratelimit import LimitKind, RateLimiter
+from gateway.status.activity import Activity
 from gateway.telemetry import annotate_request
 from gateway.upstreams import Upstreams
 from gateway.validation import check_query
@@ -62,6 +63,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         shed_log: ShedLog | None = None,
         worker: int | None = None,
         limiter: RateLimiter | None = None,
+        activity: Activity | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.limiter = limiter
@@ -71,12 +73,16 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         self.cfg = cfg
         self.shed_log = shed_log or ShedLog()
         self.started_at = time.monotonic()
+        # The status page's record of answers and sheds (None: no page).
+        self.activity = activity
         # Bounded inbound concurrency: past it, shed at once instead of letting latency grow.
         self.inflight = Bulkhead(cfg.admission.max_inflight_requests, name="gateway-inbound")
 
     async def _admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if not self.inflight.try_enter():
             METRICS.shed("gateway_inflight_limit")
+            if self.activity is not None:
+                self.activity.shed()
             self.shed_log.shed("gateway_inflight_limit", in_flight=self.inflight.in_flight)
             await abort(
                 context,
@@ -121,9 +127,14 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         top_k = request.top_k if has_top_k else self.cfg.query.default_top_k
         return QueryInput(request.query.strip(), top_k, list(request.filters)), violations
 
-    def _log_result(self, result: QueryResult, started: float) -> None:
+    def _log_result(
+        self, result: QueryResult, started: float, query: QueryInput, request_id: str
+    ) -> None:
         annotate_request(request_id_var.get(), result.degraded, result.cached)
         METRICS.cache(result.cached)
+        METRICS.answer(result.degraded, result.cached)
+        if self.activity is not None:
+            self.activity.answered(result, query.query, request_id, current_trace_id(), time.time())
         fields = {
             "degraded": result.degraded,
             "cached": result.cached,
@@ -150,7 +161,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             result = await self.pipeline.run(query, await self._deadline(context))
         finally:
             self.inflight.leave()
-        self._log_result(result, started)
+        self._log_result(result, started, query, request_id)
         return receipt.query_response(result, request_id, current_trace_id())
 
     async def StreamQuery(
@@ -194,7 +205,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
                     )
                 )
             elif event.final is not None:
-                self._log_result(event.final, started)
+                self._log_result(event.final, started, query, request_id)
                 yield gateway_pb2.StreamQueryResponse(
                     final=receipt.final_event(event.final, request_id, current_trace_id())
                 )

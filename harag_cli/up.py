@@ -21,6 +21,7 @@ from harag_cli.ingesting import ingest_documents
 from harag_cli.localports import free_port_offset
 from harag_cli.supervisor import ProcessSpec, StartupError, Supervisor, mesh_specs
 from harag_cli.traceview.receiver import API_PORT, OTLP_PORT, TraceViewer
+from servicekit.metrics import resolve_port
 from servicekit.ports import process_ports
 
 
@@ -40,6 +41,13 @@ def _port_taken(taken: dict[str, int], port_offset: int) -> str:
     )
 
 
+def status_page_url(specs: list[ProcessSpec]) -> str:
+    """The gateway's status page, on its HTTP port (beside /metrics)."""
+    gateway = next(s for s in specs if s.name == "gateway")
+    port = resolve_port(int(gateway.env.get("HARAG_METRICS_PORT", "-1")), gateway.port)
+    return f"http://127.0.0.1:{port}/status"
+
+
 def _ready_banner(specs: list[ProcessSpec], port_offset: int, viewer: TraceViewer | None) -> str:
     gateway = next(s for s in specs if s.name == "gateway").address
     flag = f" --port-offset {port_offset}" if port_offset else ""
@@ -53,6 +61,7 @@ def _ready_banner(specs: list[ProcessSpec], port_offset: int, viewer: TraceViewe
         f"\nharag up: all {len(specs)} processes SERVING; gateway on {gateway}\n"
         f'  query:   harag query{flag} "How does a circuit breaker decide to open?"\n'
         f"  health:  harag health{flag}\n"
+        f"  status:  {status_page_url(specs)}  (live status page)\n"
         f"  faults:  harag faults{flag} embedder-primary show  (needs --fault-injection)\n"
         f"  grpcurl: grpcurl -plaintext {gateway} list\n"
         f"{tracing}"
@@ -79,6 +88,9 @@ async def up(args: argparse.Namespace) -> int:
     )
     for spec in specs:
         spec.env.update(otel_env)
+        if spec.name == "gateway" and viewer is not None:
+            # The status page links degraded answers to their traces in this viewer.
+            spec.env["HARAG_STATUS_PAGE_TRACE_VIEWER_URL"] = viewer.api_url
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -151,6 +151,12 @@ class ServerOptions:
     # itself, which must end first so the server is the one that gets closed on.
     before_stop: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
     on_stop: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
+    # Serves the HTTP port (metrics_port) in this event loop instead of the threaded /metrics
+    # endpoint: given (host, port), starts and returns how to stop it (None: not started).
+    # The gateway's status page needs the loop (gateway.status.http).
+    http_endpoint: Callable[[str, int], Awaitable[Callable[[], Awaitable[None]] | None]] | None = (
+        None
+    )
 
 
 async def _run_callbacks(callbacks: Sequence[Callable[[], Awaitable[None]]]) -> None:
@@ -224,9 +230,14 @@ async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistrat
     await server.start()
     for started in options.on_started:
         started()
-    metrics_endpoint = start_endpoint(
-        options.host, resolve_port(options.metrics_port, options.port)
-    )
+    http_port = resolve_port(options.metrics_port, options.port)
+    stop_http = None
+    if options.http_endpoint is None:
+        metrics_endpoint = start_endpoint(options.host, http_port)
+    else:
+        metrics_endpoint = None
+        if http_port > 0:
+            stop_http = await options.http_endpoint(options.host, http_port)
     for name in ["", *(r.name for r in registrations)]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
@@ -258,6 +269,8 @@ async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistrat
     await _run_callbacks(options.on_stop)
     if metrics_endpoint is not None:
         metrics_endpoint.stop()
+    if stop_http is not None:
+        await stop_http()
     # Spans of the last calls are still in the batch processor's queue: export them now.
     await asyncio.to_thread(telemetry.shutdown)
     log.info("stopped")

@@ -8,6 +8,8 @@ accepts OTLP metrics and logs and drops them, so an exporter pointed at it by
 Query API (read-only, JSON):
     GET /api/traces?limit=N     recent trace summaries, newest first
     GET /api/traces/<id>        every span of a trace (`<id>` may be a unique prefix)
+    GET /traces/<id>            the trace as a text waterfall, for a browser (the status
+                                page's trace links)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from opentelemetry.proto.collector.metrics.v1 import (
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from harag_cli.traceview.store import AmbiguousTraceId, TraceStore, spans_of
+from harag_cli.traceview.waterfall import render_trace
 
 log = logging.getLogger("harag_cli.traceview")
 
@@ -84,8 +87,24 @@ def _api_handler(store: TraceStore) -> type[BaseHTTPRequestHandler]:
                 else:
                     body = {"trace_id": spans[0].trace_id, "spans": [s.to_json() for s in spans]}
                     self._send(HTTPStatus.OK, body)
+            elif len(parts) == 2 and parts[0] == "traces":
+                self._waterfall(parts[1])
             else:
                 self._send(HTTPStatus.NOT_FOUND, {"error": "try /api/traces"})
+
+        def _waterfall(self, trace_id: str) -> None:
+            try:
+                spans = store.get(trace_id)
+            except AmbiguousTraceId as exc:
+                spans, text = None, str(exc)
+            else:
+                text = render_trace(spans) if spans else f"no trace {trace_id} (yet)"
+            data = text.encode()
+            self.send_response(HTTPStatus.OK if spans else HTTPStatus.NOT_FOUND)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def _send(self, status: HTTPStatus, body: Any) -> None:
             data = json.dumps(body).encode()

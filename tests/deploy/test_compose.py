@@ -42,8 +42,8 @@ def seconds(duration: str) -> float:
     raise AssertionError(f"not a duration: {duration}")
 
 
-def test_the_seven_services_and_jaeger():
-    assert set(COMPOSE["services"]) == {*NAMES, "jaeger"}
+def test_the_seven_services_jaeger_prometheus_and_grafana():
+    assert set(COMPOSE["services"]) == {*NAMES, "jaeger", "prometheus", "grafana"}
 
 
 @pytest.mark.parametrize("document", [COMPOSE, CHAOS], ids=["base", "chaos"])

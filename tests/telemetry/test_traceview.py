@@ -60,6 +60,23 @@ async def test_receiver_stores_otlp_spans_and_serves_them(viewer: TraceViewer) -
     with pytest.raises(client.ViewerError, match="no trace"):
         await asyncio.to_thread(client.spans, "0" * 32, viewer.api_url)
 
+    # The waterfall for a browser (the status page links here when Jaeger is not set).
+    def page(path: str) -> tuple[int, str, str]:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{viewer.api_url}{path}", timeout=5) as r:
+                return r.status, r.headers["Content-Type"], r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+    status, kind, text = await asyncio.to_thread(page, f"/traces/{trace_id}")
+    assert (status, kind) == (200, "text/plain; charset=utf-8")
+    assert "attempt embedder-primary" in text and "embedder-fallback" in text
+    status, _, text = await asyncio.to_thread(page, f"/traces/{'0' * 32}")
+    assert status == 404 and "no trace" in text
+
 
 def _span(
     span_id: str, parent: str, name: str, start: int, end: int, **attrs: object

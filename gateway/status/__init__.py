@@ -1,0 +1,1 @@
+"""The gateway's live status page: what operators watch (served beside /metrics)."""
