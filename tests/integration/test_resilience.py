@@ -25,6 +25,7 @@ from harag.v1 import (
     gateway_pb2,
 )
 from harag_cli import render
+from harag_cli.meshctl import admin_address
 
 INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
@@ -71,8 +72,8 @@ async def injected(mesh, name: str) -> int:
     return reply.injected_total
 
 
-async def breakers(address: str) -> dict[str, gateway_pb2.BreakerStatus]:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def breakers(gateway: str) -> dict[str, gateway_pb2.BreakerStatus]:
+    async with grpc.aio.insecure_channel(admin_address(gateway)) as channel:
         reply = await admin_pb2_grpc.GatewayAdminServiceStub(channel).ListBreakers(
             admin_pb2.ListBreakersRequest(), timeout=5
         )
