@@ -24,11 +24,19 @@ def state_dir() -> Path:
     return Path(base) / "harag"
 
 
+def _file_name(gateway: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in gateway)
+
+
 def dev_key_path(gateway: str) -> Path:
     """The file holding the development key `harag up` created for the gateway at `gateway`
     (one per address, so meshes started with different --port-offset keep their own)."""
-    safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in gateway)
-    return state_dir() / "api-keys" / safe
+    return state_dir() / "api-keys" / _file_name(gateway)
+
+
+def up_key_file(gateway: str) -> Path:
+    """The key file (hashed keys) `harag up` gives the gateway it starts at `gateway`."""
+    return state_dir() / "gateway-keys" / f"{_file_name(gateway)}.json"
 
 
 def resolve_api_key(gateway: str, flag: str | None = None) -> str | None:

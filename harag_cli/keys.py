@@ -1,7 +1,7 @@
 """`harag keys create|list|revoke`: edit the gateway's key file (hashed keys, scopes, tiers).
 
 The file is the one the gateway reads (`auth_key_file`): `--file`, else $HARAG_AUTH_KEY_FILE,
-else the development key file `harag up` keeps under its data directory. Every change is
+else the key file `harag up` gives the gateway at $HARAG_GATEWAY or 127.0.0.1:50051. Every change is
 validated as the gateway would validate it and written atomically (a temporary file renamed
 over the old one), so a gateway reloading it never reads half a file. The secret of a new
 key is printed once and never stored.
@@ -26,19 +26,15 @@ from gateway.security.keys import (
     parse_document,
     parse_time,
 )
+from harag_cli.clients import up_key_file
+from harag_cli.meshctl import gateway_address
 
 KEY_FILE_ENV = "HARAG_AUTH_KEY_FILE"
-DEFAULT_DATA_DIR = Path("var/data")
 CALLER_ERROR = 2
 
 
-def up_key_file(data_dir: Path) -> Path:
-    """The key file `harag up` gives its gateway (beside the retrievers' indexes)."""
-    return data_dir / "gateway-keys.json"
-
-
 def key_file(flag: str | None) -> Path:
-    return Path(flag or os.environ.get(KEY_FILE_ENV) or up_key_file(DEFAULT_DATA_DIR))
+    return Path(flag or os.environ.get(KEY_FILE_ENV) or up_key_file(gateway_address()))
 
 
 def read_document(path: Path, missing_ok: bool = False) -> dict[str, Any]:
@@ -202,6 +198,6 @@ def add_parser(sub: Any) -> None:
     for command in keys_sub.choices.values():
         command.add_argument(
             "--file",
-            help=f"the key file (default: ${KEY_FILE_ENV}, else "
-            f"{up_key_file(DEFAULT_DATA_DIR)}, the one `harag up` uses)",
+            help=f"the key file (default: ${KEY_FILE_ENV}, else the one `harag up` made for "
+            "the gateway at $HARAG_GATEWAY or 127.0.0.1:50051)",
         )

@@ -18,10 +18,10 @@ from harag.v1 import (
     retriever_pb2_grpc,
 )
 from harag_cli import traces
-from harag_cli.clients import api_client, dev_key_path
+from harag_cli.clients import api_client, dev_key_path, up_key_file
 from harag_cli.documents import sample_corpus
 from harag_cli.ingesting import ingest_documents
-from harag_cli.keys import create_key, up_key_file
+from harag_cli.keys import create_key
 from harag_cli.localports import free_port_offset
 from harag_cli.meshctl import admin_address
 from harag_cli.supervisor import ProcessSpec, StartupError, Supervisor, mesh_specs
@@ -60,9 +60,9 @@ class DevKey:
     token_file: Path
 
     @staticmethod
-    def create(data_dir: Path, gateway: str) -> DevKey:
+    def create(gateway: str) -> DevKey:
         """A fresh key with every scope; an earlier `harag up`'s key is dropped."""
-        key_file = up_key_file(data_dir).resolve()
+        key_file = up_key_file(gateway).resolve()
         key_id, token = create_key(key_file, DEV_CLIENT, DEV_SCOPES, replace_client=True)
         token_file = dev_key_path(gateway)
         token_file.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,7 @@ async def up(args: argparse.Namespace) -> int:
         print(_port_taken(taken, args.port_offset), file=sys.stderr)
         return 1
     gateway_spec = next(s for s in specs if s.name == "gateway")
-    key = None if args.no_auth else DevKey.create(Path(args.data_dir), gateway_spec.address)
+    key = None if args.no_auth else DevKey.create(gateway_spec.address)
     gateway_spec.env["HARAG_AUTH_ENABLED"] = "false" if key is None else "true"
     if key is not None:
         gateway_spec.env["HARAG_AUTH_KEY_FILE"] = str(key.key_file)
