@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from conftest import ExtraGateway
 
 from gateway.security.keys import key_entry, new_token
 
@@ -22,11 +21,11 @@ def token_and_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 
 
 async def test_the_node_client_sends_its_key_by_option_or_environment(
-    mesh: Any, node_executable: str, token_and_file: tuple[str, str]
+    mesh: Any, node_executable: str, token_and_file: tuple[str, str], gateway_over: Any
 ) -> None:
     token, key_file = token_and_file
     env = {"HARAG_AUTH_ENABLED": "true", "HARAG_AUTH_KEY_FILE": key_file}
-    async with ExtraGateway(mesh, env) as gateway:
+    async with gateway_over(mesh, env) as gateway:
         node = NodeClient(node_executable, gateway.address)
         no_key = await node.run("health", "--json", "--addr", gateway.address)
         error = no_key.error()

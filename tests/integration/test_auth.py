@@ -11,7 +11,6 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import ExtraGateway
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -81,8 +80,8 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 
 
 @pytest.fixture(scope="module")
-async def gateway(mesh: Any, keys: Keys) -> AsyncIterator[Any]:
-    async with ExtraGateway(
+async def gateway(mesh: Any, keys: Keys, gateway_over: Any) -> AsyncIterator[Any]:
+    async with gateway_over(
         mesh,
         {
             "HARAG_AUTH_ENABLED": "true",
