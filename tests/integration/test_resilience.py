@@ -340,7 +340,7 @@ async def test_recovery_closes_breaker_and_returns_traffic_to_primary(clean_faul
 
 async def test_manual_breaker_transitions(clean_faults, extra_gateway):
     async with extra_gateway(**FAST_BREAKER) as gw:
-        async with grpc.aio.insecure_channel(gw.address) as channel:
+        async with grpc.aio.insecure_channel(admin_address(gw.address)) as channel:
             admin = admin_pb2_grpc.GatewayAdminServiceStub(channel)
             forced = await admin.TransitionBreaker(
                 admin_pb2.TransitionBreakerRequest(
@@ -444,7 +444,7 @@ async def test_rejections_and_retry_decisions_are_shown_in_health_and_metrics(
         "HARAG_RETRY_MAX_BACKOFF_S": "0.002",
     }
     async with extra_gateway(**env) as gw:
-        async with grpc.aio.insecure_channel(gw.address) as channel:
+        async with grpc.aio.insecure_channel(admin_address(gw.address)) as channel:
             await admin_pb2_grpc.GatewayAdminServiceStub(channel).TransitionBreaker(
                 admin_pb2.TransitionBreakerRequest(
                     upstream="generator-primary", action=admin_pb2.BREAKER_ACTION_FORCE_OPEN
