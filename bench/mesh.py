@@ -23,7 +23,7 @@ import grpc
 from harag.v1 import fault_injection_pb2, gateway_pb2, gateway_pb2_grpc
 from harag_cli.corpus import sample_corpus
 from harag_cli.localports import free_port
-from harag_cli.meshctl import MeshControl
+from harag_cli.meshctl import MeshControl, admin_address
 from harag_cli.supervisor import ProcessSpec, Supervisor, mesh_specs
 from servicekit.ports import COMPONENT_NAMES
 
@@ -187,6 +187,6 @@ class BenchMesh:
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
-    async def breakers(self, address: str | None = None) -> dict[str, str]:
-        """Breaker state name per upstream of a gateway."""
-        return await self.control.breaker_states(address)
+    async def breakers(self, gateway: str | None = None) -> dict[str, str]:
+        """Breaker state name per upstream of a gateway (this mesh's by default)."""
+        return await self.control.breaker_states(admin_address(gateway) if gateway else None)

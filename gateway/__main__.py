@@ -4,32 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import sys
+import time
+from pathlib import Path
 
 from gateway.admin import GatewayAdmin
+from gateway.admin_listener import start_admin_listener
 from gateway.admission import AdmissionInterceptor, QueueDelayProbe, SheddingController, ShedLog
 from gateway.config import GatewayConfig
 from gateway.metrics import METRICS
 from gateway.pipeline import Pipeline
 from gateway.prober import BreakerProber
+from gateway.security.access_config import resolve_admin_port
+from gateway.security.auth import AuthInterceptor, ClientLogFilter
+from gateway.security.identity import ClientIdentity
+from gateway.security.key_watch import KeyFileWatcher
+from gateway.security.keys import KeyFileError, Verdict
 from gateway.security.ratelimit import RateLimiter
 from gateway.server import RagGateway
 from gateway.shared.redis_link import RedisLink
 from gateway.shared.redis_metrics import observe_redis_link
 from gateway.status.activity import Activity
+from gateway.status.auth import TokenValidator
 from gateway.status.http import StatusSources, http_endpoint
 from gateway.status.transitions import TransitionLog
 from gateway.telemetry import AttemptTelemetry
 from gateway.upstreams import Upstreams
 from gateway.workers import WorkerRole, run_workers, worker_role
-from harag.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from harag.v1 import gateway_pb2, gateway_pb2_grpc
 from servicekit import jsonlog, telemetry
 from servicekit.main import bootstrap
 from servicekit.rpc_client_telemetry import instrument_aio_channels
 from servicekit.server import ServerOptions, ServiceRegistration, serve
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["RagGatewayService"].full_name
-ADMIN_NAME = admin_pb2.DESCRIPTOR.services_by_name["GatewayAdminService"].full_name
 
 
 # Room above max_inflight_requests for health checks, GetSystemHealth and admin calls.
@@ -48,8 +57,20 @@ def core_rpc_limit(cfg: GatewayConfig) -> int:
     )
 
 
-async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
-    """Serves until SIGTERM; `role` when this process is one of `--workers N`."""
+def load_keys(cfg: GatewayConfig) -> KeyFileWatcher | None:
+    """The key file, loaded once (None with auth off); raises KeyFileError when unusable."""
+    if not cfg.access.auth_enabled:
+        return None
+    watcher = KeyFileWatcher(Path(cfg.access.auth_key_file), cfg.access.auth_key_reload_s)
+    watcher.load()
+    return watcher
+
+
+async def run(
+    cfg: GatewayConfig, role: WorkerRole | None = None, keys: KeyFileWatcher | None = None
+) -> int:
+    """Serves until SIGTERM; `role` when this process is one of `--workers N`; `keys` the
+    loaded key file when auth is on."""
     upstreams = Upstreams.from_config(cfg)
     METRICS.observe_guards(u.guard for u in upstreams.all())
     METRICS.prime()
@@ -61,7 +82,7 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
     )
     prober.start()
     shed_log = ShedLog()
-    status = status_sources(cfg, upstreams)
+    status = status_sources(cfg, upstreams, keys)
     activity = status.activity if status is not None else None
     probe_address = role.private_address() if role else loopback_address(cfg.server.host, cfg.port)
     probe, admission = admission_control(cfg, shed_log, probe_address, activity)
@@ -78,17 +99,32 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
         limiter=limiter,
         activity=activity,
     )
-    admin = GatewayAdmin(upstreams)
+    auth = (
+        (AuthInterceptor(lambda: keys.keys, cfg.access.auth_open_reflection),)
+        if keys is not None
+        else ()
+    )
+    admin_port = resolve_admin_port(cfg.access.admin_port, cfg.port)
+    admin_server = None
+    if admin_port:
+        admin_server = await start_admin_listener(
+            GatewayAdmin(upstreams),
+            cfg.server.host,
+            admin_port,
+            interceptors=auth,
+            observers=(METRICS.observe_rpc,),
+            reuse_port=role is not None,
+        )
+        if admin_server is None:
+            await prober.stop()
+            await upstreams.close()
+            return 1
     registrations = [
         ServiceRegistration(
             SERVICE_NAME,
             lambda server: gateway_pb2_grpc.add_RagGatewayServiceServicer_to_server(
                 servicer, server
             ),
-        ),
-        ServiceRegistration(
-            ADMIN_NAME,
-            lambda server: admin_pb2_grpc.add_GatewayAdminServiceServicer_to_server(admin, server),
         ),
     ]
     options = ServerOptions(
@@ -100,6 +136,7 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
         max_concurrent_rpcs=core_rpc_limit(cfg),
         metrics_port=cfg.server.metrics_port,
         rpc_observers=(METRICS.observe_rpc,),
+        interceptors=auth,
         front_interceptors=admission,
         reuse_port=role is not None,
         private_addresses=(role.private_address(),) if role else (),
@@ -108,19 +145,27 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
             *((gc.freeze,) if cfg.gc_gen0_threshold > 0 else ()),
             *((probe.start,) if probe else ()),
             *((role.report_ready, role.watch_parent) if role else ()),
+            *((keys.start,) if keys else ()),
         ),
         before_stop=(probe.stop,) if probe else (),
-        on_stop=(prober.stop, upstreams.close, redis.close),
+        on_stop=(prober.stop, upstreams.close, redis.close, *((keys.stop,) if keys else ())),
         http_endpoint=http_endpoint(status),
     )
-    return await serve(options, registrations)
+    try:
+        return await serve(options, registrations)
+    finally:
+        if admin_server is not None:
+            await admin_server.stop(cfg.server.shutdown_grace_s)
 
 
-def status_sources(cfg: GatewayConfig, upstreams: Upstreams) -> StatusSources | None:
+def status_sources(
+    cfg: GatewayConfig, upstreams: Upstreams, keys: KeyFileWatcher | None
+) -> StatusSources | None:
     """What the status page reads, its recorders attached (None: the page is off).
 
-    No API-key validator yet: the page is open to whoever reaches the HTTP port, like the
-    gRPC API (see gateway.status.auth for where keys plug in)."""
+    With API keys on, the page's data and actions need a key with the `admin` scope, checked
+    against the same key file as the gRPC API; with them off the page is open to whoever
+    reaches the HTTP port, like the gRPC API."""
     page = cfg.status_page
     if not page.enabled:
         return None
@@ -131,7 +176,18 @@ def status_sources(cfg: GatewayConfig, upstreams: Upstreams) -> StatusSources | 
     activity = Activity(
         frozenset(u.name for u in upstreams.all()), page.window_s, page.recent_degraded
     )
-    return StatusSources(upstreams, activity, transitions, page)
+    validator = None if keys is None else key_validator(keys)
+    return StatusSources(upstreams, activity, transitions, page, validator=validator)
+
+
+def key_validator(keys: KeyFileWatcher) -> TokenValidator:
+    """The status page's bearer-token check over the key file the gRPC API uses."""
+
+    def validate(token: str) -> ClientIdentity | None:
+        verdict, key = keys.keys.verify(token, time.time())
+        return key.identity() if verdict is Verdict.ACCEPTED and key is not None else None
+
+    return validate
 
 
 def admission_control(
@@ -177,13 +233,20 @@ def tune_garbage_collector(gen0_threshold: int) -> None:
 
 
 def start(cfg: GatewayConfig, argv: list[str]) -> int:
+    try:  # a bad key file stops the start like a bad setting: exit 2, one line
+        keys = load_keys(cfg)
+    except KeyFileError as exc:
+        print(f"config error: auth_key_file: {exc}", file=sys.stderr)
+        return 2
     jsonlog.setup("gateway", cfg.server.log_level)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ClientLogFilter())
     if cfg.workers > 1:
         return run_workers(cfg, argv)  # the parent: no gRPC of its own
     tune_garbage_collector(cfg.gc_gen0_threshold)
     telemetry.setup("gateway")
     instrument_aio_channels()  # before any upstream channel exists
-    return asyncio.run(run(cfg, worker_role()))
+    return asyncio.run(run(cfg, worker_role(), keys))
 
 
 def main(argv: list[str] | None = None) -> int:

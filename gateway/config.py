@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from gateway.resilience.breaker_types import BreakerConfig
 from gateway.resilience.recent import StatusConfig
 from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
+from gateway.security.access_config import AccessConfig, resolve_admin_port
 from gateway.security.ratelimit_config import RateLimitConfig
 from gateway.shared.redis_config import RedisConfig
 from gateway.status.config import StatusPageConfig
@@ -420,6 +421,7 @@ class GatewayConfig:
     redis: RedisConfig = section(RedisConfig)
     rate_limit: RateLimitConfig = section(RateLimitConfig)
     status_page: StatusPageConfig = section(StatusPageConfig)
+    access: AccessConfig = section(AccessConfig)
     workers: int = setting(
         1,
         "workers",
@@ -452,6 +454,13 @@ class GatewayConfig:
         if self.server.metrics_port == self.port:
             raise RuleViolation("{server.metrics_port} must differ from {port}")
         first = resolve_port(self.server.metrics_port, self.port)
+        admin = resolve_admin_port(self.access.admin_port, self.port)
+        metrics_ports = range(first, first + self.workers) if first > 0 else range(0)
+        if admin != 0 and (admin == self.port or admin in metrics_ports or admin > 65535):
+            raise RuleViolation(
+                "{access.admin_port} must be a valid port other than {port} and the "
+                "/metrics ports ({server.metrics_port})"
+            )
         if self.workers > 1 and first > 0:
             # Worker i serves /metrics on first + i: none of those may be the gRPC port.
             if first <= self.port < first + self.workers or first + self.workers - 1 > 65535:

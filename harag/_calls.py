@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -22,6 +23,7 @@ GET_SYSTEM_HEALTH = f"/{SERVICE}/GetSystemHealth"
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 10.0
 AUTHORIZATION = "authorization"
+API_KEY_ENV = "HARAG_API_KEY"
 REQUEST_ID = "x-request-id"
 
 Metadata: TypeAlias = Mapping[str, str] | Iterable[tuple[str, str]]
@@ -70,11 +72,13 @@ class ClientDefaults:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be above 0 seconds or None, got {timeout}")
         pairs = metadata_pairs(metadata)
+        if api_key is None:
+            api_key = os.environ.get(API_KEY_ENV) or None
         if api_key is not None:
             if not api_key or any(c.isspace() for c in api_key):
                 raise ValueError("api_key must be a non-empty string without whitespace")
-            # The gateway authenticates API keys as a bearer token (a later issue); until
-            # then it ignores metadata it does not know, so sending it is harmless.
+            # The gateway reads a bearer token (or x-api-key); one key, so no x-api-key
+            # that could disagree with it.
             pairs = (
                 *[p for p in pairs if p[0] != AUTHORIZATION],
                 (AUTHORIZATION, f"Bearer {api_key}"),

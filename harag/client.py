@@ -37,8 +37,9 @@ class Client:
             takes `timeout=` to override it.
         retry: a RetryPolicy to retry what the server invites (default: no retries).
         metadata: headers sent with every call, e.g. {"x-tenant": "acme"}.
-        api_key: sent as `authorization: Bearer <api_key>` with every call. This is where
-            credentials plug in; today's gateway does not check them.
+        api_key: sent as `authorization: Bearer <api_key>` with every call (default: the
+            environment variable HARAG_API_KEY; none when it is unset). A gateway with auth
+            on answers UNAUTHENTICATED without one, PERMISSION_DENIED without the scope.
         credentials: `grpc.ssl_channel_credentials(...)` for a TLS channel (default plaintext).
         options: extra grpcio channel arguments, e.g. [("grpc.max_receive_message_length", n)].
         channel: an existing channel to use instead of dialling `target` (the client

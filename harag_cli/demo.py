@@ -26,6 +26,7 @@ from harag.v1 import (
     gateway_pb2_grpc,
 )
 from harag_cli import demo_view as view
+from harag_cli.clients import keyed_channel, resolve_api_key
 from harag_cli.corpus import sample_corpus
 from harag_cli.demo_script import Phase, describe, phases, questions
 from harag_cli.demo_watch import (
@@ -37,7 +38,7 @@ from harag_cli.demo_watch import (
     record_of,
 )
 from harag_cli.localports import free_port, taken_ports
-from harag_cli.meshctl import MeshControl, discover, gateway_address
+from harag_cli.meshctl import MeshControl, admin_address, discover, gateway_address
 from harag_cli.supervisor import StartupError, Supervisor, mesh_specs, probe
 from servicekit.ports import process_ports
 
@@ -57,6 +58,7 @@ OPEN_LIMIT_S = 30.0  # longest a phase keeps asking while waiting for a breaker 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="inject failures phase by phase and watch the mesh degrade")
     p.add_argument("--addr", help="gateway host:port (default: $HARAG_GATEWAY or 127.0.0.1:50051)")
+    p.add_argument("--api-key", help="API key with query and admin scopes (default: see README)")
     p.add_argument(
         "--port-offset", type=int, help="use the mesh started with `harag up --port-offset N`"
     )
@@ -93,16 +95,18 @@ async def start_own_mesh(addr: str, data_dir: Path) -> Supervisor:
 
 
 class Demo:
-    def __init__(self, args: argparse.Namespace, channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self, args: argparse.Namespace, channel: grpc.aio.Channel, admin: grpc.aio.Channel
+    ) -> None:
         self.args = args
         self.style = view.Style.for_stdout()
         self.gateway = gateway_pb2_grpc.RagGatewayServiceStub(channel)
         self.recorder = Recorder()
-        self.watch = BreakerWatch(channel)
+        self.watch = BreakerWatch(admin)
         self.background = BackgroundLoad(
             self.gateway, self.recorder, questions(), workers=args.background
         )
-        self.control = MeshControl({}, args.addr)
+        self.control = MeshControl({}, args.addr, api_key=args.api_key)
         self.active: dict[str, view.Episode] = {}  # upstream -> its current fault episode
         self.episodes: list[view.Episode] = []
         self.failures = 0
@@ -112,7 +116,7 @@ class Demo:
 
     async def discover(self) -> None:
         """Component addresses come from the gateway, so any ports work."""
-        self.control.addresses = await discover(self.args.addr)
+        self.control.addresses = await discover(self.args.addr, self.args.api_key)
         for name, address in self.control.addresses.items():
             try:
                 await self.control.get_faults(name)
@@ -267,6 +271,7 @@ class Demo:
 
 async def demo(args: argparse.Namespace) -> int:
     args.addr = gateway_address(args.addr, args.port_offset)
+    args.api_key = resolve_api_key(args.addr, args.api_key)
     supervisor: Supervisor | None = None
     with tempfile.TemporaryDirectory(prefix="harag-demo-") as tmp:
         if await probe(args.addr) == "SERVING":
@@ -279,7 +284,10 @@ async def demo(args: argparse.Namespace) -> int:
                 print(f"harag demo: {exc}", file=sys.stderr)
                 return 2
         try:
-            async with grpc.aio.insecure_channel(args.addr) as channel:
+            async with (
+                keyed_channel(args.addr, args.api_key) as channel,
+                keyed_channel(admin_address(args.addr), args.api_key) as admin,
+            ):
                 if supervisor is not None:
                     stub = gateway_pb2_grpc.RagGatewayServiceStub(channel)
                     reply = await stub.Ingest(
@@ -287,7 +295,7 @@ async def demo(args: argparse.Namespace) -> int:
                     )
                     print(f"harag demo: ingested the sample corpus ({reply.succeeded} documents)")
                 try:
-                    return await Demo(args, channel).run(phases(args.queries))
+                    return await Demo(args, channel, admin).run(phases(args.queries))
                 except StartupError as exc:
                     print(f"harag demo: {exc}", file=sys.stderr)
                     return 2

@@ -17,6 +17,7 @@ from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import Message
 
 import harag
+from gateway.security.keys import KeyFileError
 from harag.errors import error_from_rpc
 from harag.v1 import (
     admin_pb2,
@@ -26,10 +27,17 @@ from harag.v1 import (
     gateway_pb2,
 )
 from harag_cli import demo, render, traces
-from harag_cli.clients import api_client
+from harag_cli.clients import api_client, resolve_api_key
 from harag_cli.documents import collect
 from harag_cli.ingesting import INGEST_TIMEOUT_S, IngestReport, ingest_documents
-from harag_cli.meshctl import MeshControl, default_addresses, discover, gateway_address
+from harag_cli.keys import add_parser as add_keys_parser
+from harag_cli.meshctl import (
+    MeshControl,
+    admin_address,
+    default_addresses,
+    discover,
+    gateway_address,
+)
 from harag_cli.up import up
 
 HEALTH_TIMEOUT_S = 5.0
@@ -100,7 +108,7 @@ async def query(args: argparse.Namespace) -> int:
     filters = _filters_or_exit(args)
     if filters is None:
         return CALLER_ERROR
-    async with api_client(_addr(args)) as client:
+    async with _client(args) as client:
         reply = await client.query(
             args.question, top_k=args.top_k, filters=filters, timeout=args.deadline
         )
@@ -124,7 +132,7 @@ async def stream(args: argparse.Namespace) -> int:
     if filters is None:
         return CALLER_ERROR
     sources: tuple[gateway_pb2.Source, ...] = ()
-    async with api_client(_addr(args)) as client:
+    async with _client(args) as client:
         async for event in client.stream_query(
             args.question, top_k=args.top_k, filters=filters, timeout=args.deadline
         ):
@@ -150,7 +158,7 @@ async def ingest(args: argparse.Namespace) -> int:
             print(f"  skipped {path}: {reason}")
     report = IngestReport()
     if collected.documents:
-        async with api_client(_addr(args)) as client:
+        async with _client(args) as client:
             report = await ingest_documents(
                 client, collected.documents, progress=sys.stderr.isatty()
             )
@@ -161,7 +169,7 @@ async def ingest(args: argparse.Namespace) -> int:
 
 
 async def docs_list(args: argparse.Namespace) -> int:
-    async with api_client(_addr(args)) as client:
+    async with _client(args) as client:
         documents = [d async for d in client.iter_documents(timeout=HEALTH_TIMEOUT_S)]
     if args.json:
         print(
@@ -183,7 +191,7 @@ async def docs_list(args: argparse.Namespace) -> int:
 
 
 async def docs_delete(args: argparse.Namespace) -> int:
-    async with api_client(_addr(args)) as client:
+    async with _client(args) as client:
         reply = await client.delete_documents(args.ids, timeout=INGEST_TIMEOUT_S)
     print(render.deleted(reply))
     ok = all(r.found and not r.missing for r in reply.results)
@@ -191,7 +199,7 @@ async def docs_delete(args: argparse.Namespace) -> int:
 
 
 async def health(args: argparse.Namespace) -> int:
-    async with api_client(_addr(args)) as client:
+    async with _client(args) as client:
         reply = await client.get_system_health(timeout=HEALTH_TIMEOUT_S)
     if args.json:
         print(_json(reply))
@@ -203,12 +211,15 @@ async def health(args: argparse.Namespace) -> int:
 # -- harag faults ------------------------------------------------------------------------
 
 
-async def _component_address(service: str, gateway: str | None, port_offset: int | None) -> str:
+async def _component_address(
+    service: str, gateway: str | None, port_offset: int | None, api_key: str | None
+) -> str:
     """Asks the running mesh's gateway where `service` is; without a gateway, its default
     port (plus the offset)."""
     defaults = default_addresses(port_offset or 0)
+    gateway = gateway_address(gateway, port_offset)
     try:
-        addresses = await discover(gateway_address(gateway, port_offset))
+        addresses = await discover(gateway, resolve_api_key(gateway, api_key))
     except harag.HaragError:
         addresses = {n: a for n, a in defaults.items() if n != "gateway"}
     if service not in addresses:
@@ -218,7 +229,9 @@ async def _component_address(service: str, gateway: str | None, port_offset: int
 
 
 async def faults(args: argparse.Namespace) -> int:
-    address = args.addr or await _component_address(args.service, args.gateway, args.port_offset)
+    address = args.addr or await _component_address(
+        args.service, args.gateway, args.port_offset, args.api_key
+    )
     async with grpc.aio.insecure_channel(address) as channel:
         stub = fault_injection_pb2_grpc.FaultInjectionServiceStub(channel)
         if args.action == "clear":
@@ -256,7 +269,13 @@ BREAKER_ACTIONS = {
 
 
 async def breakers(args: argparse.Namespace) -> int:
-    control = MeshControl({}, _addr(args))
+    gateway = _addr(args)
+    control = MeshControl(
+        {},
+        gateway,
+        admin=admin_address(gateway, args.admin_addr),
+        api_key=resolve_api_key(gateway, args.api_key),
+    )
     if args.action:
         if not args.upstream:
             print("harag breakers: name the upstream, e.g. embedder-primary", file=sys.stderr)
@@ -280,6 +299,18 @@ def _addr(args: argparse.Namespace) -> str:
     return gateway_address(args.addr, args.port_offset)
 
 
+def _client(args: argparse.Namespace) -> harag.AsyncClient:
+    return api_client(_addr(args), args.api_key)
+
+
+def _add_api_key(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--api-key",
+        help="API key to send (default: $HARAG_API_KEY, else the key `harag up` made for "
+        "this gateway)",
+    )
+
+
 def _add_port_offset(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port-offset",
@@ -301,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve FaultInjectionService on every component (demos only)",
     )
     p.add_argument("--start-timeout", type=float, default=60.0, help="seconds to reach SERVING")
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="start the gateway without API keys (by default a development key is made)",
+    )
     p.add_argument(
         "--port-offset",
         type=int,
@@ -358,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--addr", help="gateway host:port (default: $HARAG_GATEWAY or 127.0.0.1:50051)"
         )
         _add_port_offset(d)
+        _add_api_key(d)
 
     p = sub.add_parser("health", help="show the gateway's view of every upstream")
     p.add_argument("--json", action="store_true")
@@ -388,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("breakers", help="list circuit breakers, or transition one by hand")
     p.add_argument("action", nargs="?", choices=sorted(BREAKER_ACTIONS))
     p.add_argument("upstream", nargs="?", help="e.g. embedder-primary")
+    p.add_argument(
+        "--admin-addr",
+        help="the gateway's admin listener (default: $HARAG_ADMIN_ADDR, else the gateway's "
+        "port + 1)",
+    )
     p.set_defaults(func=breakers)
 
     p = sub.add_parser("config-reference", help="print every setting as Markdown tables")
@@ -398,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--addr", help="gateway host:port (default: $HARAG_GATEWAY or 127.0.0.1:50051)"
         )
         _add_port_offset(sub.choices[name])
+    for name in ("query", "stream", "ingest", "health", "breakers", "faults"):
+        _add_api_key(sub.choices[name])
+    add_keys_parser(sub)
     traces.add_parsers(sub)
     demo.add_parser(sub)
     return parser
@@ -427,6 +472,12 @@ def main(argv: list[str] | None = None) -> int:
         failure = exc if isinstance(exc, harag.HaragError) else error_from_rpc(exc)
         print(render.error(args.command, failure, _hint(args, failure)), file=sys.stderr)
         return CALLER_ERROR if isinstance(failure, harag.InvalidArgument) else 1
+    except KeyFileError as exc:
+        print(f"harag {args.command}: {exc}", file=sys.stderr)
+        return CALLER_ERROR
+    except OSError as exc:  # e.g. a key file that cannot be written
+        print(f"harag {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

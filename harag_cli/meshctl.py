@@ -22,7 +22,7 @@ from harag.v1 import (
     fault_injection_pb2_grpc,
     gateway_pb2,
 )
-from servicekit.ports import GATEWAY_PORT, process_ports
+from servicekit.ports import GATEWAY_ADMIN_PORT, GATEWAY_PORT, process_ports
 
 RPC_TIMEOUT_S = 5.0
 
@@ -40,16 +40,30 @@ def gateway_address(addr: str | None = None, port_offset: int | None = None) -> 
     return f"127.0.0.1:{GATEWAY_PORT + port_offset}"
 
 
+def admin_address(gateway: str, addr: str | None = None) -> str:
+    """The gateway's admin listener: `--admin-addr`, else $HARAG_ADMIN_ADDR, else the
+    gateway's host at its port + 1 (the gateway's own default for `admin_port`)."""
+    if addr:
+        return addr
+    env = os.environ.get("HARAG_ADMIN_ADDR")
+    if env:
+        return env
+    host, _, port = gateway.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"gateway address {gateway!r} is not host:port")
+    return f"{host}:{int(port) + GATEWAY_ADMIN_PORT - GATEWAY_PORT}"
+
+
 def default_addresses(port_offset: int = 0) -> dict[str, str]:
     """Every process of a mesh started by `harag up --port-offset port_offset`."""
     return {name: f"127.0.0.1:{port}" for name, port in process_ports(port_offset).items()}
 
 
-async def discover(gateway: str) -> dict[str, str]:
+async def discover(gateway: str, api_key: str | None = None) -> dict[str, str]:
     """Component name -> address, as the gateway at `gateway` reaches them.
 
     Raises harag.HaragError when the gateway does not answer."""
-    async with harag.AsyncClient(gateway, timeout=RPC_TIMEOUT_S) as client:
+    async with harag.AsyncClient(gateway, timeout=RPC_TIMEOUT_S, api_key=api_key) as client:
         reply = await client.get_system_health()
     return {u.name: u.address for u in reply.upstreams}
 
@@ -59,10 +73,13 @@ def state_name(state: int) -> str:
     return gateway_pb2.CircuitState.Name(state).removeprefix("CIRCUIT_STATE_")
 
 
-async def list_breakers(channel: grpc.aio.Channel) -> Sequence[admin_pb2.UpstreamBreaker]:
-    """Every upstream breaker of the gateway at the other end of `channel`."""
+async def list_breakers(
+    channel: grpc.aio.Channel, metadata: Sequence[tuple[str, str]] = ()
+) -> Sequence[admin_pb2.UpstreamBreaker]:
+    """Every upstream breaker of the gateway whose admin listener is at the other end of
+    `channel`; `metadata` carries an admin key when the gateway requires one."""
     reply = await admin_pb2_grpc.GatewayAdminServiceStub(channel).ListBreakers(
-        admin_pb2.ListBreakersRequest(), timeout=RPC_TIMEOUT_S
+        admin_pb2.ListBreakersRequest(), timeout=RPC_TIMEOUT_S, metadata=tuple(metadata)
     )
     return list(reply.breakers)
 
@@ -77,15 +94,26 @@ class MeshControl:
 
     By default every call opens its own channel, so a restarted process is reached at once; a
     load generator that calls often keeps one channel per address (`keep_channels`), closed by
-    `close()`.
+    `close()`. Breaker calls go to the gateway's admin listener (`admin`, by default the
+    gateway's port + 1), with `api_key` when the gateway requires one.
     """
 
     def __init__(
-        self, addresses: Mapping[str, str], gateway: str, keep_channels: bool = False
+        self,
+        addresses: Mapping[str, str],
+        gateway: str,
+        keep_channels: bool = False,
+        *,
+        admin: str | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.addresses = dict(addresses)
         self.gateway = gateway
+        self.admin = admin or admin_address(gateway)
         self.keep_channels = keep_channels
+        self.metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        )
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def channel(self, address: str) -> grpc.aio.Channel:
@@ -132,25 +160,27 @@ class MeshControl:
 
     async def transition_breaker(self, upstream: str, action: admin_pb2.BreakerAction) -> None:
         """An operator's breaker action (force open, disable, reset) on the gateway."""
-        async with self._open(self.gateway) as channel:
+        async with self._open(self.admin) as channel:
             await admin_pb2_grpc.GatewayAdminServiceStub(channel).TransitionBreaker(
                 admin_pb2.TransitionBreakerRequest(upstream=upstream, action=action),
                 timeout=RPC_TIMEOUT_S,
+                metadata=self.metadata,
             )
 
     async def reset_breakers(self, names: Iterable[str] = ()) -> None:
         for name in list(names) or self.components():
             await self.transition_breaker(name, admin_pb2.BREAKER_ACTION_RESET)
 
-    async def list_breakers(
-        self, gateway: str | None = None
-    ) -> Sequence[admin_pb2.UpstreamBreaker]:
-        async with self._open(gateway or self.gateway) as channel:
-            return await list_breakers(channel)
+    async def list_breakers(self, admin: str | None = None) -> Sequence[admin_pb2.UpstreamBreaker]:
+        """The breakers of this mesh's gateway, or of the gateway whose admin listener is at
+        `admin`."""
+        async with self._open(admin or self.admin) as channel:
+            return await list_breakers(channel, self.metadata)
 
-    async def breaker_states(self, gateway: str | None = None) -> dict[str, str]:
-        """Breaker state name (CLOSED, OPEN, ...) per upstream of a gateway."""
-        return states_of(await self.list_breakers(gateway))
+    async def breaker_states(self, admin: str | None = None) -> dict[str, str]:
+        """Breaker state name (CLOSED, OPEN, ...) per upstream of a gateway (its admin
+        listener's address; this mesh's gateway by default)."""
+        return states_of(await self.list_breakers(admin))
 
     async def close(self) -> None:
         for channel in self._channels.values():

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -15,10 +18,12 @@ from harag.v1 import (
     retriever_pb2_grpc,
 )
 from harag_cli import traces
-from harag_cli.clients import api_client
+from harag_cli.clients import api_client, dev_key_path, up_key_file
 from harag_cli.documents import sample_corpus
 from harag_cli.ingesting import ingest_documents
+from harag_cli.keys import create_key
 from harag_cli.localports import free_port_offset
+from harag_cli.meshctl import admin_address
 from harag_cli.supervisor import ProcessSpec, StartupError, Supervisor, mesh_specs
 from harag_cli.traceview.receiver import API_PORT, OTLP_PORT, TraceViewer
 from servicekit.metrics import resolve_port
@@ -48,7 +53,56 @@ def status_page_url(specs: list[ProcessSpec]) -> str:
     return f"http://127.0.0.1:{port}/status"
 
 
-def _ready_banner(specs: list[ProcessSpec], port_offset: int, viewer: TraceViewer | None) -> str:
+DEV_CLIENT = "harag-up (development)"
+DEV_SCOPES = ["query", "ingest", "admin"]
+
+
+@dataclass(frozen=True)
+class DevKey:
+    """The development API key of one `harag up`: in the gateway's key file (hashed) and, for
+    the CLI and the user, in a file of its own (the token, mode 0600)."""
+
+    key_id: str
+    token: str
+    key_file: Path
+    token_file: Path
+
+    @staticmethod
+    def create(gateway: str) -> DevKey:
+        """A fresh key with every scope; an earlier `harag up`'s key is dropped."""
+        key_file = up_key_file(gateway).resolve()
+        key_id, token = create_key(key_file, DEV_CLIENT, DEV_SCOPES, replace_client=True)
+        token_file = dev_key_path(gateway)
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(token + "\n")
+        return DevKey(key_id, token, key_file, token_file)
+
+    def remove_token_file(self) -> None:
+        """Forgets the token once the mesh is gone (unless another run replaced it)."""
+        with contextlib.suppress(OSError):
+            if self.token_file.read_text(encoding="utf-8").strip() == self.token:
+                self.token_file.unlink()
+
+
+def _auth_lines(key: DevKey | None, gateway: str) -> str:
+    if key is None:
+        return "  auth:    off (--no-auth): any caller may query, ingest and use admin\n"
+    return (
+        f"  auth:    API key {key.key_id} (query, ingest, admin) in {key.token_file};\n"
+        "           the harag CLI sends it; other clients: "
+        f"export HARAG_API_KEY=$(cat {key.token_file})\n"
+        '  grpcurl: grpcurl -plaintext -H "authorization: Bearer $HARAG_API_KEY" '
+        f'-d \'{{"query": "What is RAG?"}}\' {gateway} harag.v1.RagGatewayService/Query\n'
+        f"  admin:   harag breakers (GatewayAdminService on {admin_address(gateway)} only)\n"
+        f"  keys:    harag keys create --client NAME --scopes query --file {key.key_file}\n"
+    )
+
+
+def _ready_banner(
+    specs: list[ProcessSpec], port_offset: int, viewer: TraceViewer | None, key: DevKey | None
+) -> str:
     gateway = next(s for s in specs if s.name == "gateway").address
     flag = f" --port-offset {port_offset}" if port_offset else ""
     tracing = (
@@ -64,6 +118,7 @@ def _ready_banner(specs: list[ProcessSpec], port_offset: int, viewer: TraceViewe
         f"  status:  {status_page_url(specs)}  (live status page)\n"
         f"  faults:  harag faults{flag} embedder-primary show  (needs --fault-injection)\n"
         f"  grpcurl: grpcurl -plaintext {gateway} list\n"
+        f"{_auth_lines(key, gateway)}"
         f"{tracing}"
         f"  (every command also takes --addr {gateway})\n"
         "Ctrl-C stops everything.\n"
@@ -81,6 +136,21 @@ async def up(args: argparse.Namespace) -> int:
     if taken:
         print(_port_taken(taken, args.port_offset), file=sys.stderr)
         return 1
+    gateway_spec = next(s for s in specs if s.name == "gateway")
+    key = None if args.no_auth else DevKey.create(gateway_spec.address)
+    gateway_spec.env["HARAG_AUTH_ENABLED"] = "false" if key is None else "true"
+    if key is not None:
+        gateway_spec.env["HARAG_AUTH_KEY_FILE"] = str(key.key_file)
+    try:
+        return await _run(args, specs, supervisor, key)
+    finally:
+        if key is not None:
+            key.remove_token_file()
+
+
+async def _run(
+    args: argparse.Namespace, specs: list[ProcessSpec], supervisor: Supervisor, key: DevKey | None
+) -> int:
     viewer, otel_env = await traces.start_viewer_for_mesh(
         not args.no_trace_viewer,
         otlp_port=OTLP_PORT + args.port_offset,
@@ -106,8 +176,8 @@ async def up(args: argparse.Namespace) -> int:
         return 1
     try:
         if not args.no_ingest:
-            await _ingest_sample_corpus(specs)
-        print(_ready_banner(specs, args.port_offset, viewer), flush=True)
+            await _ingest_sample_corpus(specs, key.token if key else None)
+        print(_ready_banner(specs, args.port_offset, viewer, key), flush=True)
         await stop.wait()
     finally:  # a failed ingest ends `harag up` too, and leaves no process behind
         codes = await supervisor.stop()
@@ -117,7 +187,7 @@ async def up(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _ingest_sample_corpus(specs: list[ProcessSpec]) -> None:
+async def _ingest_sample_corpus(specs: list[ProcessSpec], api_key: str | None) -> None:
     """Loads the sample corpus unless the retrievers kept an index from an earlier run."""
     retriever = next(s for s in specs if s.name == "retriever-primary").address
     async with grpc.aio.insecure_channel(retriever) as channel:
@@ -127,7 +197,7 @@ async def _ingest_sample_corpus(specs: list[ProcessSpec]) -> None:
     if stats.documents:
         return
     gateway = next(s for s in specs if s.name == "gateway").address
-    async with api_client(gateway) as client:
+    async with api_client(gateway, api_key) as client:
         report = await ingest_documents(client, sample_corpus())
     print(
         f"harag up: ingested the sample corpus ({report.stored} documents, {report.failed} failed)",

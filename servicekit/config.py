@@ -49,6 +49,8 @@ NON_SETTING_VARIABLES: frozenset[str] = frozenset(
     {
         CONFIG_FILE_VARIABLE,  # the YAML file (servicekit.config)
         "HARAG_GATEWAY",  # harag CLI and clients: where the gateway is
+        "HARAG_ADMIN_ADDR",  # harag CLI: where the gateway's admin listener is
+        "HARAG_API_KEY",  # harag CLI, Python and Node clients: the API key to send
         "HARAG_JAEGER_UI",  # harag CLI: link to traces
         "HARAG_TRACE_VIEWER",  # harag CLI: trace viewer query API
         "HARAG_PROTOS",  # Node client: where the .proto files are

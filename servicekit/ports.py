@@ -10,6 +10,9 @@ from __future__ import annotations
 GATEWAY_PORT = 50051
 """The public RagGatewayService."""
 
+GATEWAY_ADMIN_PORT = 50052
+"""The gateway's operator listener (GatewayAdminService); by default the gRPC port + 1."""
+
 COMPONENT_PORTS: dict[str, dict[str, int]] = {
     "embedder": {"primary": 50061, "fallback": 50062},
     "retriever": {"primary": 50071, "fallback": 50072},

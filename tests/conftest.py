@@ -145,6 +145,13 @@ class ExtraGateway:
         assert codes == {"gateway-extra": 0}, codes
 
 
+@pytest.fixture(scope="session")
+def gateway_over() -> type[ExtraGateway]:
+    """`gateway_over(mesh, env)`: an extra gateway over any mesh, for module- and package-scoped
+    fixtures and other packages' meshes (a `from conftest import` can meet another conftest)."""
+    return ExtraGateway
+
+
 @pytest.fixture
 def extra_gateway(mesh: Mesh):
     """Factory: `async with extra_gateway(HARAG_X="1") as gw: gw.stub.Query(...)`."""

@@ -81,9 +81,15 @@ class LogBook:
 HARAG = [sys.executable, "-m", "harag_cli.main"]
 
 
+# Where `harag up` run by tests keeps its development API keys (never the user's own).
+STATE_HOME = tempfile.mkdtemp(prefix="harag-test-state-")
+
+
 def harag_env() -> dict[str, str]:
-    """This environment without HARAG_* and OTEL_* settings, so a test sees the defaults."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("HARAG_", "OTEL_"))}
+    """This environment without HARAG_* and OTEL_* settings, so a test sees the defaults, and
+    with a state directory of the tests' own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HARAG_", "OTEL_"))}
+    return {**env, "XDG_STATE_HOME": STATE_HOME}
 
 
 async def run_harag(*argv: str, timeout_s: float = 60) -> tuple[int, str, str]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import grpc
 
 from harag.v1 import admin_pb2, admin_pb2_grpc
+from harag_cli.meshctl import admin_address
 
 
 async def breaker_transitions(address: str) -> dict[str, int]:
-    """Transitions since start-up per upstream of the gateway at `address`."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    """Transitions since start-up per upstream of the gateway at `address` (asked on its
+    admin listener)."""
+    async with grpc.aio.insecure_channel(admin_address(address)) as channel:
         reply = await admin_pb2_grpc.GatewayAdminServiceStub(channel).ListBreakers(
             admin_pb2.ListBreakersRequest(), timeout=10
         )

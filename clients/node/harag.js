@@ -19,6 +19,7 @@ commands:
 
 options:
   --addr <host:port>   gateway address (default: $HARAG_GATEWAY or 127.0.0.1:50051)
+  --api-key <key>      API key, sent as "authorization: Bearer <key>" (default: $HARAG_API_KEY)
   --deadline-ms <n>    deadline of each call in milliseconds (default: 10000; ingest 120000)
   --top-k <n>          context documents to retrieve (default: the server's)
   --filter <k=v1,v2>   metadata filter, repeatable; filters combine with AND
@@ -52,6 +53,7 @@ function parse(argv) {
     allowPositionals: true,
     options: {
       addr: { type: 'string' },
+      'api-key': { type: 'string' },
       'deadline-ms': { type: 'string' },
       'top-k': { type: 'string' },
       filter: { type: 'string', multiple: true, default: [] },
@@ -68,6 +70,7 @@ function parse(argv) {
     help: values.help,
     json: values.json,
     address: values.addr || defaultAddress(),
+    apiKey: values['api-key'],
     deadlineMs,
     topK: integer('top-k', values['top-k']),
     filters: filters(values.filter),
@@ -166,7 +169,14 @@ async function main(argv) {
     console.error(`${error.message}\n\n${USAGE}`);
     return 2;
   }
-  const client = new HaragClient(opts.address, { deadlineMs: opts.deadlineMs });
+  let client;
+  try {
+    client = new HaragClient(opts.address, { deadlineMs: opts.deadlineMs, apiKey: opts.apiKey });
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error;
+    console.error(error.message); // e.g. an empty or malformed --api-key
+    return 2;
+  }
   try {
     await COMMANDS[opts.command](client, opts);
     return 0;

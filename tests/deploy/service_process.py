@@ -60,6 +60,12 @@ def service_env(service: Service, deployed: dict[str, str], tmp_path: Path) -> d
         env["HARAG_DATA_DIR"] = str(tmp_path / "data")
     if "HARAG_CONFIG" in env:
         env["HARAG_CONFIG"] = str(GATEWAY_CONFIG)
+    if "HARAG_AUTH_KEY_FILE" in env:  # the mounted Secret: a valid file with no keys yet
+        key_file = tmp_path / "keys.json"
+        key_file.write_text('{"keys": []}')
+        env["HARAG_AUTH_KEY_FILE"] = str(key_file)
+    if "HARAG_ADMIN_PORT" in env:
+        env["HARAG_ADMIN_PORT"] = str(free_port())
     return env
 
 

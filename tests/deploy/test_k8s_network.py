@@ -90,6 +90,40 @@ def test_the_gateway_is_reachable_by_clients():
     assert any(opens_port(r, port, "grpc") for r in rules(pod_labels("gateway"), "ingress"))
 
 
+def test_the_admin_port_is_open_to_operator_pods_only_and_not_on_the_public_service():
+    container = main_container(workload(BASE, "gateway"))
+    port = named_port(container, "admin")
+    assert int(container_env(container)["HARAG_ADMIN_PORT"]) == port
+    admin_rules = [
+        r for r in rules(pod_labels("gateway"), "ingress") if opens_port(r, port, "admin")
+    ]
+    assert admin_rules
+    operator = {"podSelector": {"matchLabels": {"harag.dev/operator": "true"}}}
+    for rule in admin_rules:
+        # An empty or missing `from` would admit every client.
+        assert rule.get("from") and all(peer == operator for peer in rule["from"]), rule
+    public = find(BASE, "Service", "gateway")["spec"]["ports"]
+    assert all(p["targetPort"] != "admin" and p["port"] != port for p in public)
+    [admin_port] = find(BASE, "Service", "gateway-admin")["spec"]["ports"]
+    assert admin_port["targetPort"] == "admin"
+
+
+def test_the_gateway_requires_keys_from_a_whole_secret_volume():
+    """A `subPath` mount is a copy that never updates: a rotated key would never be seen."""
+    gateway = workload(BASE, "gateway")
+    container = main_container(gateway)
+    env = container_env(container)
+    assert env["HARAG_AUTH_ENABLED"] == "true"
+    volumes = {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}
+    key_file = env["HARAG_AUTH_KEY_FILE"]
+    [mount] = [
+        m
+        for m in container["volumeMounts"]
+        if key_file.startswith(m["mountPath"] + "/") and "secret" in volumes[m["name"]]
+    ]
+    assert "subPath" not in mount and mount["readOnly"] is True
+
+
 def gateway_config() -> dict[str, Any]:
     return yaml.safe_load(GATEWAY_CONFIG.read_text())
 

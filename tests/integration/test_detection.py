@@ -17,6 +17,7 @@ from telemetry.support import metrics_address, scrape, value
 from waiting import wait_until
 
 from harag.v1 import admin_pb2, admin_pb2_grpc, fault_injection_pb2, gateway_pb2
+from harag_cli.meshctl import admin_address
 
 # Every query is a fresh one. Hedging is off, as on the shared mesh, unless a test turns it
 # on (a hung primary under hedging: test_resilience.py's hedging test).
@@ -37,8 +38,8 @@ def stage(reply: gateway_pb2.QueryResponse, which: int) -> gateway_pb2.StageRepo
     return next(s for s in reply.stages if s.stage == which)
 
 
-async def breaker_state(address: str, name: str) -> str:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def breaker_state(gateway: str, name: str) -> str:
+    async with grpc.aio.insecure_channel(admin_address(gateway)) as channel:
         reply = await admin_pb2_grpc.GatewayAdminServiceStub(channel).ListBreakers(
             admin_pb2.ListBreakersRequest(), timeout=5
         )

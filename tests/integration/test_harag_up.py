@@ -32,7 +32,8 @@ async def test_harag_up_serves_ingests_answers_and_stops_cleanly(tmp_path):
     async with HaragUp(offset, tmp_path / "data") as up:
         ingested = "ingested the sample corpus (44 documents, 0 failed)"
         assert any(ingested in line for line in up.lines)
-        banner = "\n".join(up.lines[-12:])
+        banner = "\n".join(up.lines[-20:])
+        assert "auth:    API key" in banner and "HARAG_API_KEY" in banner
         assert f"gateway on {gateway_of(offset)}" in banner
         assert f"harag health --port-offset {offset}" in banner
         assert f"--addr {gateway_of(offset)}" in banner
@@ -50,6 +51,12 @@ async def test_harag_up_serves_ingests_answers_and_stops_cleanly(tmp_path):
         assert code == 0 and "system: HEALTHY" in out
         code, out, _ = await run_harag("breakers", "--addr", gateway_of(offset))
         assert code == 0 and out.count("CLOSED") == 6
+        # Auth is on: the CLI above sent the key `harag up` made; a wrong one is refused.
+        code, out, err = await run_harag(
+            "health", "--port-offset", str(offset), "--api-key", "hrg_0000_" + "x" * 43
+        )
+        assert code == 1 and "UNAUTHENTICATED" in err and "API_KEY_INVALID" in err, err
+        assert "Traceback" not in err
     assert up.returncode == 0, up.rest[-2000:]
     assert "stopped (gateway=0" in up.rest and all(
         f"{name}=0" in up.rest for name in ("embedder-primary", "retriever-fallback")

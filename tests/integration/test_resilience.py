@@ -25,6 +25,7 @@ from harag.v1 import (
     gateway_pb2,
 )
 from harag_cli import render
+from harag_cli.meshctl import admin_address
 
 INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
@@ -71,8 +72,8 @@ async def injected(mesh, name: str) -> int:
     return reply.injected_total
 
 
-async def breakers(address: str) -> dict[str, gateway_pb2.BreakerStatus]:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def breakers(gateway: str) -> dict[str, gateway_pb2.BreakerStatus]:
+    async with grpc.aio.insecure_channel(admin_address(gateway)) as channel:
         reply = await admin_pb2_grpc.GatewayAdminServiceStub(channel).ListBreakers(
             admin_pb2.ListBreakersRequest(), timeout=5
         )
@@ -339,7 +340,7 @@ async def test_recovery_closes_breaker_and_returns_traffic_to_primary(clean_faul
 
 async def test_manual_breaker_transitions(clean_faults, extra_gateway):
     async with extra_gateway(**FAST_BREAKER) as gw:
-        async with grpc.aio.insecure_channel(gw.address) as channel:
+        async with grpc.aio.insecure_channel(admin_address(gw.address)) as channel:
             admin = admin_pb2_grpc.GatewayAdminServiceStub(channel)
             forced = await admin.TransitionBreaker(
                 admin_pb2.TransitionBreakerRequest(
@@ -443,7 +444,7 @@ async def test_rejections_and_retry_decisions_are_shown_in_health_and_metrics(
         "HARAG_RETRY_MAX_BACKOFF_S": "0.002",
     }
     async with extra_gateway(**env) as gw:
-        async with grpc.aio.insecure_channel(gw.address) as channel:
+        async with grpc.aio.insecure_channel(admin_address(gw.address)) as channel:
             await admin_pb2_grpc.GatewayAdminServiceStub(channel).TransitionBreaker(
                 admin_pb2.TransitionBreakerRequest(
                     upstream="generator-primary", action=admin_pb2.BREAKER_ACTION_FORCE_OPEN

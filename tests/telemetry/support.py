@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import grpc
 
 from harag.v1 import admin_pb2, admin_pb2_grpc
+from harag_cli.meshctl import admin_address
 from harag_cli.traceview.store import SpanRecord, TraceStore
 
 
@@ -91,7 +92,7 @@ def metrics_address(logs: list[dict]) -> str:
 
 @asynccontextmanager
 async def breaker_forced_open(mesh, upstream: str) -> AsyncIterator[None]:
-    async with grpc.aio.insecure_channel(mesh.gateway_address) as channel:
+    async with grpc.aio.insecure_channel(admin_address(mesh.gateway_address)) as channel:
         admin = admin_pb2_grpc.GatewayAdminServiceStub(channel)
         await admin.TransitionBreaker(
             admin_pb2.TransitionBreakerRequest(

@@ -13,5 +13,7 @@ from harag_cli import main as cli
 def gateway(monkeypatch: pytest.MonkeyPatch) -> FakeAioChannel:
     """The channel every client the CLI makes talks to; tests script its answers."""
     channel = FakeAioChannel()
-    monkeypatch.setattr(cli, "api_client", lambda addr: harag.AsyncClient(channel=channel))
+    monkeypatch.setattr(
+        cli, "api_client", lambda addr, api_key=None: harag.AsyncClient(channel=channel)
+    )
     return channel

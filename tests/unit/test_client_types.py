@@ -142,6 +142,16 @@ def test_api_key_and_metadata_are_sent_and_a_call_can_override_them():
     )
 
 
+def test_the_api_key_comes_from_harag_api_key_unless_given(monkeypatch):
+    monkeypatch.setenv("HARAG_API_KEY", "hrg_from_env")
+    answer = gateway_pb2.QueryResponse(answer="a")
+    channel = FakeChannel({"Query": [answer, answer]})
+    harag.Client(channel=channel).query("q")
+    harag.Client(channel=channel, api_key="hrg_given").query("q")
+    assert channel.sent[0].metadata == (("authorization", "Bearer hrg_from_env"),)
+    assert channel.sent[1].metadata == (("authorization", "Bearer hrg_given"),)
+
+
 def test_default_timeout_applies_unless_the_call_sets_its_own():
     channel = FakeChannel({"GetSystemHealth": [gateway_pb2.GetSystemHealthResponse()] * 3})
     client = harag.Client(channel=channel, timeout=7.0)

@@ -2,7 +2,7 @@
 // A small promise/async-iterator client for harag.v1.RagGatewayService.
 //
 //   const { HaragClient } = require('./lib/client');
-//   const client = new HaragClient('127.0.0.1:50051');
+//   const client = new HaragClient('127.0.0.1:50051', { apiKey: process.env.HARAG_API_KEY });
 //   const reply = await client.query('What is BM25?', { deadlineMs: 3000 });
 //   for await (const event of client.streamQuery('What is BM25?')) { ... }
 //
@@ -15,6 +15,11 @@ const { codeName, statusOfError, fieldViolations } = require('./status');
 
 const DEFAULT_ADDRESS = '127.0.0.1:50051';
 const DEFAULT_DEADLINE_MS = 10_000;
+
+/** The API key to send: the apiKey option, else HARAG_API_KEY, else none. */
+function defaultApiKey() {
+  return process.env.HARAG_API_KEY || undefined;
+}
 
 /** The gateway address: HARAG_GATEWAY, else the default local port. */
 function defaultAddress() {
@@ -68,11 +73,19 @@ class HaragClient {
    * @param {grpc.ChannelCredentials} [options.credentials] default: insecure (plaintext)
    * @param {number} [options.deadlineMs] per-call deadline used when a call gives none
    * @param {grpc.ChannelOptions} [options.channelOptions]
+   * @param {string} [options.apiKey] sent as `authorization: Bearer <key>` with every call
+   *   (default: HARAG_API_KEY; none when neither is set)
    */
   constructor(address = defaultAddress(), options = {}) {
     const { RagGatewayService } = haragV1();
     this.address = address;
     this.deadlineMs = options.deadlineMs ?? DEFAULT_DEADLINE_MS;
+    const apiKey = options.apiKey ?? defaultApiKey();
+    if (apiKey !== undefined && (typeof apiKey !== 'string' || !apiKey || /\s/.test(apiKey))) {
+      throw new TypeError('apiKey must be a non-empty string without whitespace');
+    }
+    this.metadata = new grpc.Metadata();
+    if (apiKey) this.metadata.set('authorization', `Bearer ${apiKey}`);
     this.stub = new RagGatewayService(
       address,
       options.credentials || grpc.credentials.createInsecure(),
@@ -88,7 +101,7 @@ class HaragClient {
 
   unary(method, request, deadlineMs) {
     return new Promise((resolve, reject) => {
-      this.stub[method](request, this.callOptions(deadlineMs), (error, response) =>
+      this.stub[method](request, this.metadata, this.callOptions(deadlineMs), (error, response) =>
         error ? reject(toRpcError(error)) : resolve(response),
       );
     });
@@ -106,6 +119,7 @@ class HaragClient {
   async *streamQuery(query, options = {}) {
     const call = this.stub.streamQuery(
       queryRequest(query, options),
+      this.metadata,
       this.callOptions(options.deadlineMs),
     );
     try {
