@@ -13,10 +13,10 @@ import pytest
 from processes import LogBook
 from redis_support import redis_server  # noqa: F401 - a fixture: a real redis-server per test
 
-from harag.v1 import fault_injection_pb2, gateway_pb2, gateway_pb2_grpc
+from harag.v1 import admin_pb2_grpc, fault_injection_pb2, gateway_pb2, gateway_pb2_grpc
 from harag_cli.corpus import SAMPLE_CORPUS, sample_corpus
 from harag_cli.localports import free_port
-from harag_cli.meshctl import MeshControl
+from harag_cli.meshctl import MeshControl, admin_address
 from harag_cli.supervisor import ProcessSpec, Supervisor, mesh_specs, probe
 from servicekit.ports import COMPONENT_NAMES
 
@@ -133,6 +133,9 @@ class ExtraGateway:
         self.address = spec.address
         self.channel = grpc.aio.insecure_channel(self.address)
         self.stub = gateway_pb2_grpc.RagGatewayServiceStub(self.channel)
+        # GatewayAdminService is on the gateway's admin listener (its port + 1 by default).
+        self.admin_channel = grpc.aio.insecure_channel(admin_address(self.address))
+        self.admin = admin_pb2_grpc.GatewayAdminServiceStub(self.admin_channel)
 
     async def __aenter__(self) -> ExtraGateway:
         await self.supervisor.start()
@@ -141,6 +144,7 @@ class ExtraGateway:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.channel.close()
+        await self.admin_channel.close()
         codes = await self.supervisor.stop()
         assert codes == {"gateway-extra": 0}, codes
 

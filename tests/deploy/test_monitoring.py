@@ -13,7 +13,7 @@ import pytest
 import yaml
 from telemetry.support import metrics_address, scrape
 
-from harag.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2
+from harag.v1 import admin_pb2, gateway_pb2
 from harag_cli.localports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,7 +109,7 @@ async def scraped_names(clean_faults, extra_gateway) -> set[str]:
     mesh = clean_faults
     port = free_port()
     async with extra_gateway(HARAG_METRICS_PORT=str(port), HARAG_CACHE_TTL_S="60") as gw:
-        admin = admin_pb2_grpc.GatewayAdminServiceStub(gw.channel)
+        admin = gw.admin
 
         async def query(text: str) -> gateway_pb2.QueryResponse:
             return await gw.stub.Query(gateway_pb2.QueryRequest(query=text), timeout=10)

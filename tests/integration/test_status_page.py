@@ -8,12 +8,10 @@ import os
 import urllib.error
 import urllib.request
 
-import grpc
 import pytest
 
-from harag.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2
+from harag.v1 import admin_pb2, gateway_pb2
 from harag_cli.localports import free_port
-from harag_cli.meshctl import admin_address
 
 CHROMIUM = "/usr/bin/chromium"
 UPSTREAMS = (
@@ -47,11 +45,8 @@ async def status_gateway(clean_faults, extra_gateway):
     port = free_port()
     env = {"HARAG_METRICS_PORT": str(port), "HARAG_STATUS_PAGE_TRACE_VIEWER_URL": VIEWER}
     async with extra_gateway(**env) as gw:
-        admin_channel = grpc.aio.insecure_channel(admin_address(gw.address))
-        gw.admin = admin_pb2_grpc.GatewayAdminServiceStub(admin_channel)
         gw.base = f"http://127.0.0.1:{port}"
         yield gw
-        await admin_channel.close()
 
 
 async def transition(gw, upstream: str, action: admin_pb2.BreakerAction) -> None:
