@@ -11,6 +11,16 @@ from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import admin_pb2, admin_pb2_grpc
 from servicekit.errors import FieldViolations
 
+# The actions an operator can take; anything else (unset, or a number from a newer client)
+# is refused rather than read as a reset.
+ACTIONS = frozenset(
+    {
+        admin_pb2.BREAKER_ACTION_FORCE_OPEN,
+        admin_pb2.BREAKER_ACTION_DISABLE,
+        admin_pb2.BREAKER_ACTION_RESET,
+    }
+)
+
 
 def _entry(upstream: Upstream) -> admin_pb2.UpstreamBreaker:
     return admin_pb2.UpstreamBreaker(upstream=upstream.name, breaker=breaker_status(upstream))
@@ -35,7 +45,10 @@ class GatewayAdmin(admin_pb2_grpc.GatewayAdminServiceServicer):
         names = ", ".join(u.name for u in self.upstreams.all())
         violations.check(upstream is not None, "upstream", f"unknown upstream; one of {names}")
         violations.check(
-            request.action != admin_pb2.BREAKER_ACTION_UNSPECIFIED, "action", "must be set"
+            request.action in ACTIONS,
+            "action",
+            f"is {request.action}; must be one of "
+            + ", ".join(admin_pb2.BreakerAction.Name(a) for a in sorted(ACTIONS)),
         )
         await violations.abort_if_any(context)
         assert upstream is not None
@@ -49,7 +62,7 @@ class GatewayAdmin(admin_pb2_grpc.GatewayAdminServiceServicer):
             breaker.force_open()
         elif request.action == admin_pb2.BREAKER_ACTION_DISABLE:
             breaker.disable()
-        else:
+        elif request.action == admin_pb2.BREAKER_ACTION_RESET:
             # A fresh start: the status forgets the recent calls too.
             breaker.reset()
             if upstream.guard.recent is not None:

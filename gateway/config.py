@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.input_limits import InputLimits
 from gateway.resilience.breaker_types import BreakerConfig
 from gateway.resilience.recent import StatusConfig
 from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
@@ -414,6 +415,7 @@ class GatewayConfig:
     admission: AdmissionConfig = section(AdmissionConfig)
     cache: CacheConfig = section(CacheConfig)
     status: StatusConfig = section(StatusConfig)
+    limits: InputLimits = section(InputLimits)
     workers: int = setting(
         1,
         "workers",

@@ -17,6 +17,7 @@ from gateway.config import GatewayConfig
 from gateway.documents import ListingError, delete_documents, list_documents
 from gateway.health import system_health
 from gateway.ingest import ingest
+from gateway.input_limits import check_ingest, fit_response
 from gateway.metrics import METRICS
 from gateway.pipeline import Pipeline
 from gateway.query import QueryInput, QueryResult
@@ -103,7 +104,12 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
     ) -> tuple[QueryInput, FieldViolations]:
         has_top_k = request.HasField("top_k")
         violations = check_query(
-            request.query, has_top_k, request.top_k, request.filters, self.cfg.query
+            request.query,
+            has_top_k,
+            request.top_k,
+            request.filters,
+            self.cfg.query,
+            self.cfg.limits.documents.max_metadata_value_chars,
         )
         top_k = request.top_k if has_top_k else self.cfg.query.default_top_k
         return QueryInput(request.query.strip(), top_k, list(request.filters)), violations
@@ -137,7 +143,9 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         finally:
             self.inflight.leave()
         self._log_result(result, started)
-        return receipt.query_response(result, request_id, current_trace_id())
+        response = receipt.query_response(result, request_id, current_trace_id())
+        fit_response(response, self.cfg.limits)
+        return response
 
     async def StreamQuery(
         self, request: gateway_pb2.StreamQueryRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -196,6 +204,8 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             f"{len(request.documents)} documents; "
             f"at most {self.cfg.ingest.max_ingest_documents} per call",
         )
+        if len(request.documents) <= self.cfg.ingest.max_ingest_documents:
+            check_ingest(request.documents, self.cfg.limits, violations)
         await violations.abort_if_any(context)
         return await ingest(
             self.upstreams,

@@ -39,13 +39,16 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def open_backend(impl: str, data_dir: str | Path, snapshot_every: int = 500) -> Backend:
-    """Opens (loading, or creating) the store in `data_dir` and builds `impl`'s index on it."""
+def open_backend(
+    impl: str, data_dir: str | Path, snapshot_every: int = 500, max_models: int = 8
+) -> Backend:
+    """Opens (loading, or creating) the store in `data_dir` and builds `impl`'s index on it;
+    a dense index holds at most `max_models` embedding models."""
     # Imported here so a process loads only the backend it serves.
     if impl == "primary":
         from retriever_svc.backends.dense import DenseBackend
 
-        return DenseBackend(DocumentStore(data_dir, snapshot_every))
+        return DenseBackend(DocumentStore(data_dir, snapshot_every), max_models)
     if impl == "fallback":
         from retriever_svc.backends.lexical import LexicalBackend
 

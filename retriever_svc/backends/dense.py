@@ -24,6 +24,7 @@ from retriever_svc.backends.base import (
     QueryDimensionMismatch,
     SearchResult,
     StoreBackedBackend,
+    TooManyModels,
     UnknownModel,
     top_positions,
 )
@@ -86,8 +87,10 @@ class ModelIndex:
 class DenseBackend(StoreBackedBackend):
     mode = DENSE
 
-    def __init__(self, store: DocumentStore) -> None:
+    def __init__(self, store: DocumentStore, max_models: int = 8) -> None:
         self._models: dict[str, ModelIndex] = {}
+        # New model ids a write may introduce stop here (a stored index past it still loads).
+        self.max_models = max_models
         super().__init__(store)
 
     def _check(self, documents: Sequence[StoredDocument]) -> None:
@@ -95,6 +98,8 @@ class DenseBackend(StoreBackedBackend):
         conflicts = []
         for position, doc in enumerate(documents):
             for model, vector in doc.embeddings.items():
+                if model not in dimensions and len(dimensions) >= self.max_models:
+                    raise TooManyModels(position, model, self.max_models)
                 expected = dimensions.setdefault(model, vector.shape[0])
                 if vector.shape[0] != expected:
                     conflicts.append(DimensionConflict(position, model, expected, vector.shape[0]))
@@ -110,6 +115,16 @@ class DenseBackend(StoreBackedBackend):
         introduced: dict[str, int] = {}
         for chunk in chunks:
             for model, vector in chunk.embeddings.items():
+                if (
+                    model not in dimensions
+                    and model not in introduced
+                    and len(dimensions) + len(introduced) >= self.max_models
+                ):
+                    return (
+                        f"chunk {chunk.id!r}: model {model!r} would be a new vector index; "
+                        f"this retriever holds at most {self.max_models} models "
+                        "(setting max_models)"
+                    )
                 expected = dimensions.get(model, introduced.setdefault(model, vector.shape[0]))
                 if vector.shape[0] != expected:
                     return (
