@@ -151,12 +151,10 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             f"has {len(request.query_embedding.values)} values; at most {cfg.max_dimension} "
             "(setting max_dimension)",
         )
-        if violations:
-            return Query(request.query_text, None, request.model, request.top_k)
         embedding = None
         blank = False
         if self._dense:
-            if len(request.query_embedding.values) > 0:
+            if 0 < len(request.query_embedding.values) <= cfg.max_dimension:
                 # A query with no word tokens (only emoji or punctuation) embeds to zeros: it
                 # ranks nothing here, so it finds nothing rather than failing.
                 blank = is_zero_vector(request.query_embedding)
