@@ -134,6 +134,7 @@ async def run(
         shutdown_grace_s=cfg.server.shutdown_grace_s,
         shutdown_drain_s=cfg.server.shutdown_drain_s,
         max_concurrent_rpcs=core_rpc_limit(cfg),
+        max_message_bytes=cfg.server.max_message_bytes,
         metrics_port=cfg.server.metrics_port,
         rpc_observers=(METRICS.observe_rpc,),
         interceptors=auth,

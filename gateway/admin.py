@@ -15,6 +15,16 @@ from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import admin_pb2, admin_pb2_grpc
 from servicekit.errors import FieldViolations
 
+# The actions an operator can take; anything else (unset, or a number from a newer client)
+# is refused rather than read as a reset.
+ACTIONS = frozenset(
+    {
+        admin_pb2.BREAKER_ACTION_FORCE_OPEN,
+        admin_pb2.BREAKER_ACTION_DISABLE,
+        admin_pb2.BREAKER_ACTION_RESET,
+    }
+)
+
 
 def _entry(upstream: Upstream) -> admin_pb2.UpstreamBreaker:
     return admin_pb2.UpstreamBreaker(upstream=upstream.name, breaker=breaker_status(upstream))
@@ -28,7 +38,12 @@ def check_breaker_action(
     violations = FieldViolations()
     names = ", ".join(u.name for u in upstreams.all())
     violations.check(upstream is not None, "upstream", f"unknown upstream; one of {names}")
-    violations.check(action != admin_pb2.BREAKER_ACTION_UNSPECIFIED, "action", "must be set")
+    violations.check(
+        action in ACTIONS,
+        "action",
+        f"is {action}; must be one of "
+        + ", ".join(admin_pb2.BreakerAction.Name(a) for a in sorted(ACTIONS)),
+    )
     return upstream, violations
 
 

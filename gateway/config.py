@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.input_limits import InputLimits
 from gateway.resilience.breaker_types import BreakerConfig
 from gateway.resilience.recent import StatusConfig
 from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
@@ -422,6 +423,7 @@ class GatewayConfig:
     rate_limit: RateLimitConfig = section(RateLimitConfig)
     status_page: StatusPageConfig = section(StatusPageConfig)
     access: AccessConfig = section(AccessConfig)
+    limits: InputLimits = section(InputLimits)
     workers: int = setting(
         1,
         "workers",

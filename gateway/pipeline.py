@@ -31,6 +31,7 @@ import grpc
 
 from gateway.cache import AnswerCache, cache_key, cited_documents
 from gateway.config import GatewayConfig
+from gateway.input_limits import bound_sources
 from gateway.metrics import METRICS
 from gateway.query import (
     Answer,
@@ -211,7 +212,13 @@ class Pipeline:
             detail = f"{mode.lower()} search over {reply.index_size} documents"
             if reply.mode == retriever_pb2.RETRIEVAL_MODE_DENSE and vector is not None:
                 detail += f" in the {vector.model} space"
-            return walk.served(served.by, detail, list(reply.documents))
+            if reply.trimmed:
+                detail += f"; {served.by.name}: {reply.trimmed}"
+            # Bounded here, so the generator's request and the answer stay within limits too.
+            bounded = bound_sources(list(reply.documents), self.cfg.limits)
+            if bounded.trimmed:
+                detail += f"; {bounded.note()}"
+            return walk.served(served.by, detail, bounded.documents)
         return walk.local(LOCAL_EMPTY_CONTEXT, "no retriever answered: no context", [])
 
     # -- stage 3: generate ------------------------------------------------------------

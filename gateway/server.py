@@ -17,6 +17,7 @@ from gateway.config import GatewayConfig
 from gateway.documents import ListingError, delete_documents, list_documents
 from gateway.health import system_health
 from gateway.ingest import ingest
+from gateway.input_limits import check_ingest, fit_response
 from gateway.metrics import METRICS
 from gateway.pipeline import Pipeline
 from gateway.query import QueryInput, QueryResult
@@ -122,7 +123,12 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
     ) -> tuple[QueryInput, FieldViolations]:
         has_top_k = request.HasField("top_k")
         violations = check_query(
-            request.query, has_top_k, request.top_k, request.filters, self.cfg.query
+            request.query,
+            has_top_k,
+            request.top_k,
+            request.filters,
+            self.cfg.query,
+            self.cfg.limits.documents.max_metadata_value_chars,
         )
         top_k = request.top_k if has_top_k else self.cfg.query.default_top_k
         return QueryInput(request.query.strip(), top_k, list(request.filters)), violations
@@ -162,7 +168,9 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         finally:
             self.inflight.leave()
         self._log_result(result, started, query, request_id)
-        return receipt.query_response(result, request_id, current_trace_id())
+        response = receipt.query_response(result, request_id, current_trace_id())
+        fit_response(response, self.cfg.limits)
+        return response
 
     async def StreamQuery(
         self, request: gateway_pb2.StreamQueryRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -222,6 +230,8 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             f"{len(request.documents)} documents; "
             f"at most {self.cfg.ingest.max_ingest_documents} per call",
         )
+        if len(request.documents) <= self.cfg.ingest.max_ingest_documents:
+            check_ingest(request.documents, self.cfg.limits, violations)
         await violations.abort_if_any(context)
         await self._limit(context, "ingest", len(request.documents))
         return await ingest(

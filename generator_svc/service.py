@@ -40,9 +40,31 @@ _FINISH = {
 Request = generator_pb2.GenerateRequest | generator_pb2.StreamGenerateRequest
 
 
-def validate(request: Request, max_context_docs: int) -> FieldViolations:
+def validate(
+    request: Request,
+    max_context_docs: int,
+    max_query_chars: int = GeneratorConfig.max_query_chars,
+    max_context_chars: int = GeneratorConfig.max_context_chars,
+) -> FieldViolations:
     violations = FieldViolations()
-    violations.check(bool(request.query.strip()), "query", "must not be empty or only whitespace")
+    # Measured before anything else looks at the text (strip() of 5 MB is work on the loop).
+    if len(request.query) > max_query_chars:
+        violations.add(
+            "query",
+            f"is {len(request.query)} characters; at most {max_query_chars} "
+            "(setting max_query_chars)",
+        )
+    else:
+        violations.check(
+            bool(request.query.strip()), "query", "must not be empty or only whitespace"
+        )
+    context_chars = sum(len(scored.document.text) for scored in request.context)
+    violations.check(
+        context_chars <= max_context_chars,
+        "context",
+        f"carries {context_chars} characters of text; at most {max_context_chars} "
+        "(setting max_context_chars)",
+    )
     violations.check(
         len(request.context) <= max_context_docs,
         "context",
@@ -60,10 +82,14 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         generator: StreamingGenerator,
         max_answer_chars: int,
         max_context_docs: int,
+        max_query_chars: int = GeneratorConfig.max_query_chars,
+        max_context_chars: int = GeneratorConfig.max_context_chars,
     ) -> None:
         self.generator = generator
         self.max_answer_chars = max_answer_chars
         self.max_context_docs = max_context_docs
+        self.max_query_chars = max_query_chars
+        self.max_context_chars = max_context_chars
 
     async def Generate(
         self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -88,7 +114,9 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self, request: Request, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[str | generator_pb2.GenerateResponse]:
         """The backend's deltas as they come, then the final response."""
-        await validate(request, self.max_context_docs).abort_if_any(context)
+        await validate(
+            request, self.max_context_docs, self.max_query_chars, self.max_context_chars
+        ).abort_if_any(context)
         documents = [scored.document for scored in request.context]
         limit = request.max_answer_chars or self.max_answer_chars
         # A child of the server span, but never made current: this generator yields while it
@@ -195,7 +223,13 @@ def create_backend(cfg: GeneratorConfig) -> StreamingGenerator:
 def build(cfg: GeneratorConfig) -> tuple[list[ServiceRegistration], list[OnStop]]:
     """component_main's hook: the configured backend, wrapped in the servicer."""
     generator = create_backend(cfg)
-    servicer = GeneratorServicer(generator, cfg.max_answer_chars, cfg.max_context_docs)
+    servicer = GeneratorServicer(
+        generator,
+        cfg.max_answer_chars,
+        cfg.max_context_docs,
+        cfg.max_query_chars,
+        cfg.max_context_chars,
+    )
     log.info(
         "generator ready",
         extra={"model": generator.model, "impl": cfg.impl, "backend": cfg.backend},

@@ -30,6 +30,22 @@ class GeneratorConfig(ComponentConfig):
         minimum=1,
         maximum=10_000,
     )
+    max_query_chars: int = setting(
+        16_384,
+        "max_query_chars",
+        "Longest query accepted (the gateway sends at most its own max_query_chars).",
+        unit="characters",
+        minimum=1,
+        maximum=10_000_000,
+    )
+    max_context_chars: int = setting(
+        1_000_000,
+        "max_context_chars",
+        "Most characters of context text (all documents together) accepted in one request.",
+        unit="characters",
+        minimum=1,
+        maximum=100_000_000,
+    )
     stream_chunk_chars: int = setting(
         24,
         "stream_chunk_chars",

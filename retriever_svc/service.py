@@ -24,6 +24,7 @@ from retriever_svc.backends.base import (
     NoQueryEmbedding,
     Query,
     QueryDimensionMismatch,
+    TooManyModels,
     UnknownModel,
 )
 from retriever_svc.backends.dense import DenseSettings
@@ -39,16 +40,16 @@ from retriever_svc.messages import (
 from retriever_svc.records import ChunkInfo, StoredDocument
 from retriever_svc.settings import RetrieverConfig, data_dir
 from retriever_svc.store import Replacement
-from servicekit.errors import FieldViolations, abort, failed_precondition
+from servicekit.errors import MAX_VIOLATIONS, FieldViolations, abort, failed_precondition
+from servicekit.limits import check_metadata, trim_documents
 from servicekit.server import ServiceRegistration
 
 log = logging.getLogger("harag.retriever")
 tracer = trace.get_tracer("harag.retriever")
 
 SERVICE_NAME = retriever_pb2.DESCRIPTOR.services_by_name["RetrieverService"].full_name
-# Google's error model carries violations in trailing metadata (8 KiB by default); report at
-# most this many so a batch full of bad documents still yields a deliverable error.
-MAX_VIOLATIONS = 10
+# As many filters as a search may combine (the gateway allows 16; a filter is a set lookup).
+MAX_FILTERS = 64
 # ListStoredDocuments' page size when the request leaves it 0.
 DEFAULT_PAGE_SIZE = 100
 MODES = {
@@ -58,17 +59,12 @@ MODES = {
 
 
 class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
-    def __init__(
-        self,
-        backend: Backend,
-        max_top_k: int = 50,
-        max_upsert_batch: int = 1024,
-        max_list_page_size: int = 1000,
-    ) -> None:
+    def __init__(self, backend: Backend, cfg: RetrieverConfig) -> None:
         self._backend = backend
-        self._max_top_k = max_top_k
-        self._max_upsert_batch = max_upsert_batch
-        self._max_list_page_size = max_list_page_size
+        self._cfg = cfg
+        self._max_top_k = cfg.max_top_k
+        self._max_upsert_batch = cfg.max_upsert_batch
+        self._max_list_page_size = cfg.max_list_page_size
         self._mode = MODES[backend.mode]
         self._dense = backend.mode == DENSE
 
@@ -106,28 +102,62 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         except QueryDimensionMismatch as exc:
             violations.add("query_embedding", str(exc))
             await abort(context, violations.status())
-        return retriever_pb2.SearchResponse(
-            documents=[
-                common_pb2.ScoredDocument(document=document_message(hit.document), score=hit.score)
-                for hit in result.hits
-            ],
-            mode=self._mode,
-            index_size=result.index_size,
-        )
+        response = retriever_pb2.SearchResponse(mode=self._mode, index_size=result.index_size)
+        documents = [
+            common_pb2.ScoredDocument(document=document_message(hit.document), score=hit.score)
+            for hit in result.hits
+        ]
+        # Stored documents are bounded one by one, but top_k of them may still be more than
+        # a client accepts: trim rather than fail (a failure would look like our outage).
+        budget = self._cfg.replies.max_reply_bytes - response.ByteSize()
+        trimmed = trim_documents(documents, budget)
+        response.documents.extend(trimmed.documents)
+        if trimmed.trimmed:
+            response.trimmed = trimmed.note()
+            log.info("search reply trimmed", extra={"note": response.trimmed})
+        return response
 
     def _query(self, request: retriever_pb2.SearchRequest, violations: FieldViolations) -> Query:
         violations.check(
             1 <= request.top_k <= self._max_top_k, "top_k", f"must be in 1..{self._max_top_k}"
         )
+        cfg = self._cfg
+        violations.check(
+            len(request.filters) <= MAX_FILTERS, "filters", f"at most {MAX_FILTERS} filters"
+        )
+        longest = cfg.documents.max_metadata_value_chars
         filters = []
-        for i, flt in enumerate(request.filters):
-            if (not flt.key or not flt.values) and len(violations.violations) < MAX_VIOLATIONS:
+        for i, flt in enumerate(request.filters[:MAX_FILTERS]):
+            if not flt.key or not flt.values:
                 violations.add(f"filters[{i}]", "needs a non-empty key and at least one value")
+            elif max([len(flt.key), *map(len, flt.values)]) > longest:
+                violations.add(
+                    f"filters[{i}]",
+                    f"a key or value is longer than {longest} characters "
+                    "(setting max_metadata_value_chars)",
+                )
             filters.append(Filter(flt.key, frozenset(flt.values)))
+        violations.check(
+            len(request.query_text) <= cfg.max_text_chars,
+            "query_text",
+            f"is {len(request.query_text)} characters; at most {cfg.max_text_chars} "
+            "(setting max_text_chars)",
+        )
+        violations.check(
+            len(request.model) <= cfg.max_id_chars,
+            "model",
+            f"is longer than {cfg.max_id_chars} characters (setting max_id_chars)",
+        )
+        violations.check(
+            len(request.query_embedding.values) <= cfg.max_dimension,
+            "query_embedding",
+            f"has {len(request.query_embedding.values)} values; at most {cfg.max_dimension} "
+            "(setting max_dimension)",
+        )
         embedding = None
         blank = False
         if self._dense:
-            if len(request.query_embedding.values) > 0:
+            if 0 < len(request.query_embedding.values) <= cfg.max_dimension:
                 # A query with no word tokens (only emoji or punctuation) embeds to zeros: it
                 # ranks nothing here, so it finds nothing rather than failing.
                 blank = is_zero_vector(request.query_embedding)
@@ -163,6 +193,9 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         await violations.abort_if_any(context)
         try:
             upserted = await asyncio.to_thread(self._backend.upsert, documents)
+        except TooManyModels as exc:
+            violations.add(f"documents[{exc.document_index}].embeddings[{exc.model}]", str(exc))
+            await abort(context, violations.status())
         except DimensionMismatch as exc:
             for c in exc.conflicts[:MAX_VIOLATIONS]:
                 violations.add(
@@ -186,9 +219,21 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         """Validates one document; a model whose vector is all zeros (a text with no word
         tokens) is left out and named in `blank_models`, the document stays valid."""
         doc = item.document
+        cfg = self._cfg
         path = path or f"documents[{i}]"
         violations.check(bool(doc.id), f"{path}.document.id", "must not be empty")
+        violations.check(
+            len(doc.id) <= cfg.max_id_chars,
+            f"{path}.document.id",
+            f"is {len(doc.id)} characters; at most {cfg.max_id_chars} (setting max_id_chars)",
+        )
         violations.check(bool(doc.text.strip()), f"{path}.document.text", "must not be empty")
+        violations.check(
+            len(doc.text) <= cfg.max_text_chars,
+            f"{path}.document.text",
+            f"is {len(doc.text)} characters; at most {cfg.max_text_chars} (setting max_text_chars)",
+        )
+        check_metadata(doc, cfg.documents, violations, f"{path}.document")
         embeddings: dict[str, np.ndarray] = {}
         if self._dense:  # the lexical retriever ignores embeddings, so it does not store them
             violations.check(
@@ -197,6 +242,14 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
                 "the dense retriever needs at least one embedding",
             )
             for model, embedding in item.embeddings.items():
+                if len(model) > cfg.max_id_chars or len(embedding.values) > cfg.max_dimension:
+                    violations.add(
+                        f"{path}.embeddings",
+                        f"model ids of at most {cfg.max_id_chars} characters (setting "
+                        f"max_id_chars), vectors of at most {cfg.max_dimension} values "
+                        "(setting max_dimension)",
+                    )
+                    continue
                 vector = searchable_vector(embedding)
                 if not model:
                     violations.add(f"{path}.embeddings", "embedding model ids must not be empty")
@@ -214,6 +267,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     async def Delete(
         self, request: retriever_pb2.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> retriever_pb2.DeleteResponse:
+        await self._ids_violations(request.ids, "ids").abort_if_any(context)
         ids: Sequence[str] = [i for i in request.ids if i]
         try:
             deleted = await asyncio.to_thread(self._backend.delete, ids)
@@ -305,6 +359,8 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         """(replacement, "", degradation note), or (None, why the document is refused, "")."""
         if not item.document_id:
             return None, "document_id must not be empty", ""
+        if len(item.document_id) > self._cfg.max_id_chars:
+            return None, f"document_id is longer than {self._cfg.max_id_chars} characters", ""
         violations = FieldViolations()
         chunks: list[StoredDocument] = []
         ids: set[str] = set()
@@ -330,7 +386,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             chunks.append(chunk)
         if violations:
             shown = violations.violations[:3]
-            more = len(violations.violations) - len(shown)
+            more = len(violations.violations) - len(shown) + violations.omitted
             reason = "; ".join(f"{f}: {d}" for f, d in shown)
             return None, reason + (f" (and {more} more)" if more else ""), ""
         note = ""
@@ -345,6 +401,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     async def RemoveDocuments(
         self, request: retriever_pb2.RemoveDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> retriever_pb2.RemoveDocumentsResponse:
+        await self._ids_violations(request.document_ids, "document_ids").abort_if_any(context)
         try:
             removed, chunks = await asyncio.to_thread(
                 self._backend.remove_documents, [i for i in request.document_ids if i]
@@ -356,6 +413,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     async def GetDocumentHashes(
         self, request: retriever_pb2.GetDocumentHashesRequest, context: grpc.aio.ServicerContext
     ) -> retriever_pb2.GetDocumentHashesResponse:
+        await self._ids_violations(request.document_ids, "document_ids").abort_if_any(context)
         hashes = await asyncio.to_thread(self._backend.document_hashes, list(request.document_ids))
         return retriever_pb2.GetDocumentHashesResponse(content_hashes=hashes)
 
@@ -390,6 +448,24 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             next_page_token=page[-1].document_id if more and page else "",
         )
 
+    def _ids_violations(self, ids: Sequence[str], field: str) -> FieldViolations:
+        """A call naming documents names at most max_upsert_batch of them, each id bounded."""
+        violations = FieldViolations()
+        limit = self._max_upsert_batch
+        violations.check(
+            len(ids) <= limit,
+            field,
+            f"names {len(ids)} ids; at most {limit} per call (setting max_upsert_batch)",
+        )
+        longest = max(map(len, ids), default=0)
+        violations.check(
+            longest <= self._cfg.max_id_chars,
+            field,
+            f"an id of {longest} characters; at most {self._cfg.max_id_chars} "
+            "(setting max_id_chars)",
+        )
+        return violations
+
     @staticmethod
     async def _store_failed(context: grpc.aio.ServicerContext, what: str, exc: OSError) -> NoReturn:
         # Nothing was acknowledged and memory is unchanged, so the caller may retry the call.
@@ -416,7 +492,9 @@ def build(
     cfg: RetrieverConfig,
 ) -> tuple[list[ServiceRegistration], list[Callable[[], Awaitable[None]]]]:
     directory = data_dir(cfg)
-    backend = open_backend(cfg.impl, directory, cfg.snapshot_every, dense_settings(cfg))
+    backend = open_backend(
+        cfg.impl, directory, cfg.snapshot_every, dense_settings(cfg), cfg.max_models
+    )
     stats = backend.stats()
     log.info(
         "index loaded",
@@ -430,9 +508,7 @@ def build(
             "indexes": {m.model: f"{m.index} ({m.vectors} vectors)" for m in stats.models},
         },
     )
-    servicer = RetrieverServicer(
-        backend, cfg.max_top_k, cfg.max_upsert_batch, cfg.max_list_page_size
-    )
+    servicer = RetrieverServicer(backend, cfg)
 
     async def close() -> None:
         await asyncio.to_thread(backend.close)

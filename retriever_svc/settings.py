@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from servicekit.limits import DocumentLimits, ReplyLimits
 from servicekit.main import ComponentConfig, component_port
-from servicekit.settings import setting, settings_of
+from servicekit.settings import section, setting, settings_of
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,42 @@ class RetrieverConfig(ComponentConfig):
         minimum=1,
         maximum=100_000,
     )
+    max_text_chars: int = setting(
+        200_000,
+        "max_text_chars",
+        "Longest document text (an ingested chunk is about a thousand characters) and "
+        "longest query_text a call may carry.",
+        unit="characters",
+        minimum=1,
+        maximum=10_000_000,
+    )
+    max_id_chars: int = setting(
+        1024,
+        "max_id_chars",
+        "Longest document id, chunk document_id or embedding model id.",
+        unit="characters",
+        minimum=1,
+        maximum=65536,
+    )
+    max_models: int = setting(
+        8,
+        "max_models",
+        "Most embedding models (one vector index each) a dense retriever holds; a write "
+        "naming one more model is refused, so a caller cannot make it grow an index per id.",
+        unit="models",
+        minimum=1,
+        maximum=1000,
+    )
+    max_dimension: int = setting(
+        8192,
+        "max_dimension",
+        "Most components an embedding (stored or query) may have.",
+        unit="floats",
+        minimum=1,
+        maximum=65536,
+    )
+    documents: DocumentLimits = section(DocumentLimits)
+    replies: ReplyLimits = section(ReplyLimits)
     snapshot_every: int = setting(
         500,
         "snapshot_every",

@@ -32,14 +32,35 @@ def _error_info(reason: str) -> error_details_pb2.ErrorInfo:
     return error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
 
 
+# Google's error model carries the details in trailing metadata, which a client accepts up
+# to 8 KiB by default (past it the call fails RESOURCE_EXHAUSTED "metadata size exceeds soft
+# limit" instead of INVALID_ARGUMENT): a status reports at most this many violations, each
+# field and description cut to these lengths, and its message repeats only the first few.
+MAX_VIOLATIONS = 10
+MAX_FIELD_CHARS = 120
+MAX_DESCRIPTION_CHARS = 240
+MESSAGE_VIOLATIONS = 3
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 class FieldViolations:
-    """Collects every bad field of a request, so the caller learns all of them at once."""
+    """Collects the bad fields of a request, so the caller learns all of them at once (the
+    first MAX_VIOLATIONS of them; `omitted` counts the rest)."""
 
     def __init__(self) -> None:
         self.violations: list[tuple[str, str]] = []
+        self.omitted = 0
 
     def add(self, field: str, description: str) -> None:
-        self.violations.append((field, description))
+        if len(self.violations) >= MAX_VIOLATIONS:
+            self.omitted += 1
+            return
+        self.violations.append(
+            (_clip(field, MAX_FIELD_CHARS), _clip(description, MAX_DESCRIPTION_CHARS))
+        )
 
     def check(self, ok: bool, field: str, description: str) -> None:
         if not ok:
@@ -55,7 +76,10 @@ class FieldViolations:
                 for f, d in self.violations
             ]
         )
-        message = "; ".join(f"{f}: {d}" for f, d in self.violations)
+        message = "; ".join(f"{f}: {d}" for f, d in self.violations[:MESSAGE_VIOLATIONS])
+        more = len(self.violations) - MESSAGE_VIOLATIONS + self.omitted
+        if more > 0:
+            message += f" (and {more} more)"
         return _status(code_pb2.INVALID_ARGUMENT, message, bad, _error_info("INVALID_ARGUMENT"))
 
     async def abort_if_any(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:

@@ -165,6 +165,7 @@ def component_main(schema: type[CC], build: Build[CC], argv: list[str] | None = 
             shutdown_grace_s=server.shutdown_grace_s,
             shutdown_drain_s=server.shutdown_drain_s,
             max_concurrent_rpcs=server.max_concurrent_rpcs,
+            max_message_bytes=server.max_message_bytes,
             metrics_port=server.metrics_port,
             on_stop=tuple(on_stop),
         )

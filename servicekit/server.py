@@ -69,6 +69,15 @@ class ServerSettings:
         minimum=-1,
         maximum=65535,
     )
+    max_message_bytes: int = setting(
+        MAX_MESSAGE_BYTES,
+        "max_message_bytes",
+        "Largest message this process receives or sends; a larger request is refused "
+        "RESOURCE_EXHAUSTED by gRPC before any handler runs.",
+        unit="bytes",
+        minimum=64 * 1024,
+        maximum=1024 * 1024 * 1024,
+    )
     max_concurrent_rpcs: int = setting(
         512,
         "max_concurrent_rpcs",
@@ -134,6 +143,7 @@ class ServerOptions:
     shutdown_grace_s: float = ServerSettings.shutdown_grace_s
     shutdown_drain_s: float = ServerSettings.shutdown_drain_s
     max_concurrent_rpcs: int = ServerSettings.max_concurrent_rpcs
+    max_message_bytes: int = ServerSettings.max_message_bytes
     metrics_port: int = ServerSettings.metrics_port  # see servicekit.metrics.resolve_port
     # Several processes listen on the same port (SO_REUSEPORT) and the kernel spreads
     # connections across them: `python -m gateway --workers N`.
@@ -182,8 +192,8 @@ async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistrat
         interceptors=interceptors,
         maximum_concurrent_rpcs=options.max_concurrent_rpcs,
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", options.max_message_bytes),
+            ("grpc.max_send_message_length", options.max_message_bytes),
             ("grpc.so_reuseport", 1 if options.reuse_port else 0),
         ],
     )

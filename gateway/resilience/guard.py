@@ -26,7 +26,7 @@ from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.deadline import Deadline
 from gateway.resilience.hedge import LatencyTracker
 from gateway.resilience.inflight import InFlight
-from gateway.resilience.outcome import status_of
+from gateway.resilience.outcome import caused_by_request, status_of
 from gateway.resilience.recent import RecentCalls
 from gateway.resilience.retry import Metadata, RetryBudget, RetryPolicy, RetryReason, decide_retry
 
@@ -228,6 +228,7 @@ async def guarded_call(
     `on_attempt` hears of every attempt, made or decided, once it has settled.
     """
     rng = rng or _RNG
+    replaced_call = guard.last_call
     if repeatable:
         guard.last_call = attempt_fn
     permit = guard.breaker.try_acquire() if guard.breaker is not None else None
@@ -257,6 +258,7 @@ async def guarded_call(
     made = 0
     reached = False  # an attempt went to the upstream
     code = grpc.StatusCode.OK
+    request_fault = False  # the request caused the failure (e.g. a reply over the size limit)
     try:
         while True:
             record = attempts.begin(guard, retry=made > 0, hedge=hedge)
@@ -295,6 +297,11 @@ async def guarded_call(
                     failure, code = exc, status_of(exc)
                     detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
                     record.outcome, record.error = code.name, detail or ""
+                    if caused_by_request(exc):
+                        # The receipt keeps the real code; health and retries see a caller's
+                        # mistake: not recorded by the breaker, not retried.
+                        request_fault = True
+                        code = REQUEST_FAULT
                     if code not in _NO_ANSWER:
                         guard.answered_at = clock.monotonic()
                     if tracked is not None and tracked.abandoned:
@@ -341,6 +348,9 @@ async def guarded_call(
         raise
     finally:
         duration = clock.monotonic() - started
+        if request_fault and guard.last_call is attempt_fn:
+            # Never replay it as a probe (the prober's own replay forgets it too).
+            guard.last_call = None if replaced_call is attempt_fn else replaced_call
         if permit is not None:
             permit.on_result(code, duration)
         if tracked is not None:
@@ -356,6 +366,10 @@ async def guarded_call(
         if guard.bulkhead is not None:
             guard.bulkhead.leave()
 
+
+# What the breaker, the status and the retry policy are told of a failure the request caused:
+# a caller's mistake, which none of them counts.
+REQUEST_FAULT = grpc.StatusCode.INVALID_ARGUMENT
 
 # Outcomes that are no answer from the upstream (it may be hung).
 _NO_ANSWER = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})

@@ -37,3 +37,26 @@ def status_of(exc: BaseException | None) -> grpc.StatusCode:
     if isinstance(exc, TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.UNKNOWN
+
+
+# Failures the request itself caused: the upstream is healthy and would fail the same
+# request again, so such a failure never counts against it, is never retried and is never
+# replayed as a breaker probe.
+REQUEST_FAULT_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE})
+# gRPC reports a message over a max_(send|receive)_message_length - on either side, for
+# the request or the reply - as RESOURCE_EXHAUSTED "Sent message larger than max (N vs. M)"
+# or "Received message larger than max ..."; only that text tells it apart from an
+# overloaded upstream's RESOURCE_EXHAUSTED, which is the upstream's own state.
+OVERSIZED_MESSAGE = "message larger than max"
+
+
+def caused_by_request(exc: BaseException | None) -> bool:
+    """True when `exc` says the request was at fault, not the upstream (see above)."""
+    code = status_of(exc)
+    if code in REQUEST_FAULT_CODES:
+        return True
+    if code is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    details_fn = getattr(exc, "details", None)
+    details = details_fn() if callable(details_fn) else str(exc)
+    return isinstance(details, str) and OVERSIZED_MESSAGE in details.lower()

@@ -122,7 +122,8 @@ class LocalStreaming:
         def generate(budget: int) -> Answer:
             return self.generator.generate(query, texts, budget)
 
-        if sum(map(len, texts)) <= INLINE_MAX_CHARS:
+        # The query counts too: the backends scan it against every context text.
+        if len(query) + sum(map(len, texts)) <= INLINE_MAX_CHARS:
             answer = with_sources(generate, documents, max_answer_chars)
         else:
             answer = await asyncio.to_thread(with_sources, generate, documents, max_answer_chars)

@@ -32,14 +32,16 @@ class SearchRequest(_message.Message):
     def __init__(self, query_text: _Optional[str] = ..., query_embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., model: _Optional[str] = ..., top_k: _Optional[int] = ..., filters: _Optional[_Iterable[_Union[_common_pb2.MetadataFilter, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("documents", "mode", "index_size")
+    __slots__ = ("documents", "mode", "index_size", "trimmed")
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     INDEX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TRIMMED_FIELD_NUMBER: _ClassVar[int]
     documents: _containers.RepeatedCompositeFieldContainer[_common_pb2.ScoredDocument]
     mode: RetrievalMode
     index_size: int
-    def __init__(self, documents: _Optional[_Iterable[_Union[_common_pb2.ScoredDocument, _Mapping]]] = ..., mode: _Optional[_Union[RetrievalMode, str]] = ..., index_size: _Optional[int] = ...) -> None: ...
+    trimmed: str
+    def __init__(self, documents: _Optional[_Iterable[_Union[_common_pb2.ScoredDocument, _Mapping]]] = ..., mode: _Optional[_Union[RetrievalMode, str]] = ..., index_size: _Optional[int] = ..., trimmed: _Optional[str] = ...) -> None: ...
 
 class IndexedDocument(_message.Message):
     __slots__ = ("document", "embeddings")

@@ -48,15 +48,17 @@ def open_backend(
     data_dir: str | Path,
     snapshot_every: int = 500,
     dense: DenseSettings | None = None,
+    max_models: int = 8,
 ) -> Backend:
-    """Opens (loading, or creating) the store in `data_dir` and builds `impl`'s index on it."""
+    """Opens (loading, or creating) the store in `data_dir` and builds `impl`'s index on it;
+    a dense index holds at most `max_models` embedding models."""
     # Imported here so a process loads only the backend it serves.
     if impl == "primary":
         from retriever_svc.backends.dense import DenseBackend
         from retriever_svc.backends.persistence import IndexFiles
 
         store = DocumentStore(data_dir, snapshot_every)
-        return DenseBackend(store, dense, IndexFiles(data_dir))
+        return DenseBackend(store, dense, IndexFiles(data_dir), max_models)
     if impl == "fallback":
         from retriever_svc.backends.lexical import LexicalBackend
 

@@ -93,6 +93,18 @@ class QueryDimensionMismatch(RetrievalError):
         super().__init__(f"model {model!r} vectors have {expected} dimensions, query has {got}")
 
 
+class TooManyModels(RetrievalError):
+    """A write names an embedding model past the index's `max_models` bound."""
+
+    def __init__(self, document_index: int, model: str, limit: int) -> None:
+        super().__init__(
+            f"model {model!r} would be a new vector index; this retriever holds at most "
+            f"{limit} models (setting max_models)"
+        )
+        self.document_index = document_index
+        self.model = model
+
+
 @dataclass(frozen=True)
 class DimensionConflict:
     document_index: int  # position in the upsert batch

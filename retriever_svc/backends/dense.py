@@ -34,6 +34,7 @@ from retriever_svc.backends.base import (
     QueryDimensionMismatch,
     SearchResult,
     StoreBackedBackend,
+    TooManyModels,
     UnknownModel,
     top_positions,
 )
@@ -126,6 +127,7 @@ class DenseBackend(StoreBackedBackend):
         store: DocumentStore,
         settings: DenseSettings | None = None,
         persisted: IndexFiles | None = None,
+        max_models: int = 8,
     ) -> None:
         self._settings = settings or DenseSettings()
         self._models: dict[str, VectorIndex] = {}
@@ -133,6 +135,8 @@ class DenseBackend(StoreBackedBackend):
         self._saved_compactions = store.compactions
         # per graph model at load: (vectors added, vectors removed) to match the store
         self.reconciled: dict[str, tuple[int, int]] = {}
+        # New model ids a write may introduce stop here (a stored index past it still loads).
+        self.max_models = max_models
         super().__init__(store)
 
     # --- index maintenance ------------------------------------------------------------------
@@ -206,6 +210,8 @@ class DenseBackend(StoreBackedBackend):
         conflicts = []
         for position, doc in enumerate(documents):
             for model, vector in doc.embeddings.items():
+                if model not in dimensions and len(dimensions) >= self.max_models:
+                    raise TooManyModels(position, model, self.max_models)
                 expected = dimensions.setdefault(model, vector.shape[0])
                 if vector.shape[0] != expected:
                     conflicts.append(DimensionConflict(position, model, expected, vector.shape[0]))
@@ -221,6 +227,16 @@ class DenseBackend(StoreBackedBackend):
         introduced: dict[str, int] = {}
         for chunk in chunks:
             for model, vector in chunk.embeddings.items():
+                if (
+                    model not in dimensions
+                    and model not in introduced
+                    and len(dimensions) + len(introduced) >= self.max_models
+                ):
+                    return (
+                        f"chunk {chunk.id!r}: model {model!r} would be a new vector index; "
+                        f"this retriever holds at most {self.max_models} models "
+                        "(setting max_models)"
+                    )
                 expected = dimensions.get(model, introduced.setdefault(model, vector.shape[0]))
                 if vector.shape[0] != expected:
                     return (
