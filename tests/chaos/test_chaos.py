@@ -12,7 +12,8 @@ import json
 import os
 import time
 
-from conftest import LogBook, start_mesh
+from meshes import start_mesh
+from processes import LogBook
 
 from chaos import conftest as chaos_conftest
 from chaos.runner import (

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from conftest import Mesh, start_mesh
+from meshes import Mesh, start_mesh
 from processes import LogBook
 
 from harag.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2
 from harag_cli.corpus import sample_corpus
+from harag_cli.meshctl import admin_address
 
 # The mesh answers every call fresh and never sheds: what a response is must depend on the
 # request alone.
@@ -33,13 +34,21 @@ class FuzzMesh:
             )
         return self.channels[name]
 
+    def admin_channel(self) -> grpc.Channel:
+        """The gateway's admin listener (GatewayAdminService is never on the public port)."""
+        if "gateway-admin" not in self.channels:
+            self.channels["gateway-admin"] = grpc.insecure_channel(
+                admin_address(self.mesh.address("gateway"))
+            )
+        return self.channels["gateway-admin"]
+
     def close(self) -> None:
         for channel in self.channels.values():
             channel.close()
 
 
 async def breaker_transitions(address: str) -> dict[str, int]:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with grpc.aio.insecure_channel(admin_address(address)) as channel:
         reply = await admin_pb2_grpc.GatewayAdminServiceStub(channel).ListBreakers(
             admin_pb2.ListBreakersRequest(), timeout=5
         )

@@ -29,7 +29,7 @@ def gateway(fuzz_mesh) -> gateway_pb2_grpc.RagGatewayServiceStub:
 
 
 def admin(fuzz_mesh) -> admin_pb2_grpc.GatewayAdminServiceStub:
-    return admin_pb2_grpc.GatewayAdminServiceStub(fuzz_mesh.channel("gateway"))
+    return admin_pb2_grpc.GatewayAdminServiceStub(fuzz_mesh.admin_channel())
 
 
 async def test_query(fuzz_mesh) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from conftest import Mesh, start_mesh
+from meshes import Mesh, start_mesh
 from processes import LogBook, service_process
 
 from harag.errors import error_from_rpc
@@ -27,6 +27,7 @@ from harag.v1 import (
     retriever_pb2_grpc,
 )
 from harag_cli.corpus import sample_corpus
+from harag_cli.meshctl import admin_address
 from servicekit.limits import CLIENT_DEFAULT_MAX_RECEIVE_BYTES
 
 MB = 1024 * 1024
@@ -67,7 +68,7 @@ async def permissive_mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
 
 
 async def transitions(address: str) -> dict[str, tuple[int, int]]:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with grpc.aio.insecure_channel(admin_address(address)) as channel:
         reply = await admin_pb2_grpc.GatewayAdminServiceStub(channel).ListBreakers(
             admin_pb2.ListBreakersRequest(), timeout=5
         )
@@ -140,7 +141,7 @@ async def test_a_hundred_bad_filters_are_invalid_argument_not_oversized_trailers
 
 
 async def test_an_unknown_breaker_action_is_refused_and_changes_nothing(mesh: Mesh) -> None:
-    async with grpc.aio.insecure_channel(mesh.gateway_address) as channel:
+    async with grpc.aio.insecure_channel(admin_address(mesh.gateway_address)) as channel:
         admin = admin_pb2_grpc.GatewayAdminServiceStub(channel)
         await admin.TransitionBreaker(
             admin_pb2.TransitionBreakerRequest(

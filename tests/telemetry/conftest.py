@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import MESH_NAMES, LogBook, Mesh, start_mesh
+from meshes import MESH_NAMES, Mesh, start_mesh
+from processes import LogBook
 
 from harag.v1 import gateway_pb2
 from harag_cli.corpus import sample_corpus
