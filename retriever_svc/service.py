@@ -9,18 +9,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import grpc
 import numpy as np
 from opentelemetry import trace
 
 from harag.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
-from retriever_svc.backends import Backend, open_backend
+from retriever_svc.backends import Backend, open_configured
 from retriever_svc.backends.base import (
     DENSE,
     LEXICAL,
+    BackendUnavailable,
     DimensionMismatch,
+    EntryTooLarge,
+    InvalidFilter,
     NoQueryEmbedding,
     Query,
     QueryDimensionMismatch,
@@ -36,9 +39,10 @@ from retriever_svc.messages import (
 from retriever_svc.records import ChunkInfo, StoredDocument
 from retriever_svc.settings import RetrieverConfig, data_dir
 from retriever_svc.store import Replacement
-from servicekit.errors import FieldViolations, abort, failed_precondition
+from servicekit.errors import FieldViolations, abort, failed_precondition, unavailable
 from servicekit.server import ServiceRegistration
 
+T = TypeVar("T")
 log = logging.getLogger("harag.retriever")
 tracer = trace.get_tracer("harag.retriever")
 
@@ -92,7 +96,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
                     "harag.filters": len(query.filters),
                 },
             ) as span:
-                result = await asyncio.to_thread(self._backend.search, query)
+                result = await self._run(context, self._backend.search, query)
                 span.set_attributes(
                     {"harag.index_size": result.index_size, "harag.hits": len(result.hits)}
                 )
@@ -102,6 +106,9 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             await abort(context, failed_precondition(str(exc), "UNKNOWN_MODEL"))
         except QueryDimensionMismatch as exc:
             violations.add("query_embedding", str(exc))
+            await abort(context, violations.status())
+        except InvalidFilter as exc:
+            violations.add("filters", str(exc))
             await abort(context, violations.status())
         return retriever_pb2.SearchResponse(
             documents=[
@@ -159,13 +166,16 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             documents.append(self._document(i, item, violations, []))
         await violations.abort_if_any(context)
         try:
-            upserted = await asyncio.to_thread(self._backend.upsert, documents)
+            upserted = await self._run(context, self._backend.upsert, documents)
         except DimensionMismatch as exc:
             for c in exc.conflicts[:MAX_VIOLATIONS]:
                 violations.add(
                     f"documents[{c.document_index}].embeddings[{c.model}]",
                     f"has {c.got} dimensions; the index of model {c.model!r} has {c.expected}",
                 )
+            await abort(context, violations.status())
+        except EntryTooLarge as exc:
+            violations.add(f"documents[{exc.position}].{exc.field}", exc.why)
             await abort(context, violations.status())
         except OSError as exc:
             await self._store_failed(context, "upsert", exc)
@@ -213,7 +223,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     ) -> retriever_pb2.DeleteResponse:
         ids: Sequence[str] = [i for i in request.ids if i]
         try:
-            deleted = await asyncio.to_thread(self._backend.delete, ids)
+            deleted = await self._run(context, self._backend.delete, ids)
         except OSError as exc:
             await self._store_failed(context, "delete", exc)
         return retriever_pb2.DeleteResponse(deleted=deleted)
@@ -221,7 +231,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     async def GetStats(
         self, request: retriever_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> retriever_pb2.GetStatsResponse:
-        stats = await asyncio.to_thread(self._backend.stats)
+        stats = await self._run(context, self._backend.stats)
         return retriever_pb2.GetStatsResponse(
             documents=stats.documents,
             mode=self._mode,
@@ -267,7 +277,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
                 accepted.append((i, replacement))
                 degraded[i] = note
         try:
-            outcomes = await asyncio.to_thread(self._backend.replace, [r for _, r in accepted])
+            outcomes = await self._run(context, self._backend.replace, [r for _, r in accepted])
         except OSError as exc:
             await self._store_failed(context, "replace", exc)
         results = [
@@ -338,8 +348,8 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         self, request: retriever_pb2.RemoveDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> retriever_pb2.RemoveDocumentsResponse:
         try:
-            removed, chunks = await asyncio.to_thread(
-                self._backend.remove_documents, [i for i in request.document_ids if i]
+            removed, chunks = await self._run(
+                context, self._backend.remove_documents, [i for i in request.document_ids if i]
             )
         except OSError as exc:
             await self._store_failed(context, "remove", exc)
@@ -348,7 +358,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     async def GetDocumentHashes(
         self, request: retriever_pb2.GetDocumentHashesRequest, context: grpc.aio.ServicerContext
     ) -> retriever_pb2.GetDocumentHashesResponse:
-        hashes = await asyncio.to_thread(self._backend.document_hashes, list(request.document_ids))
+        hashes = await self._run(context, self._backend.document_hashes, list(request.document_ids))
         return retriever_pb2.GetDocumentHashesResponse(content_hashes=hashes)
 
     async def ListStoredDocuments(
@@ -366,7 +376,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         await violations.abort_if_any(context)
         size = request.page_size or min(DEFAULT_PAGE_SIZE, self._max_list_page_size)
         # One more than asked tells whether another page follows.
-        page = await asyncio.to_thread(self._backend.list_documents, request.page_token, size + 1)
+        page = await self._run(context, self._backend.list_documents, request.page_token, size + 1)
         more = len(page) > size
         page = page[:size]
         return retriever_pb2.ListStoredDocumentsResponse(
@@ -383,6 +393,16 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         )
 
     @staticmethod
+    async def _run(context: grpc.aio.ServicerContext, call: Callable[..., T], *args: object) -> T:
+        """Runs a blocking backend call off the event loop; an unreachable engine (a vector
+        database) becomes UNAVAILABLE, so the gateway's breaker and fallback take over."""
+        try:
+            return await asyncio.to_thread(call, *args)
+        except BackendUnavailable as exc:
+            log.warning("index engine unavailable", extra={"error": str(exc)})
+            await abort(context, unavailable(str(exc), "INDEX_ENGINE_UNAVAILABLE"))
+
+    @staticmethod
     async def _store_failed(context: grpc.aio.ServicerContext, what: str, exc: OSError) -> NoReturn:
         # Nothing was acknowledged and memory is unchanged, so the caller may retry the call.
         log.error("store write failed", extra={"operation": what, "error": str(exc)})
@@ -393,19 +413,24 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
 def build(
     cfg: RetrieverConfig,
 ) -> tuple[list[ServiceRegistration], list[Callable[[], Awaitable[None]]]]:
-    directory = data_dir(cfg)
-    backend = open_backend(cfg.impl, directory, cfg.snapshot_every)
-    stats = backend.stats()
-    log.info(
-        "index loaded",
-        extra={
-            "data_dir": str(directory.resolve()),
-            "mode": backend.mode,
-            "documents": stats.documents,
-            "chunks": stats.chunks,
-            "disk_bytes": stats.disk_bytes,
-        },
-    )
+    backend = open_configured(cfg)
+    try:
+        stats = backend.stats()
+    except BackendUnavailable as exc:
+        # Serve anyway: each call answers UNAVAILABLE until the engine is back.
+        log.warning("index engine unavailable at start", extra={"error": str(exc)})
+    else:
+        log.info(
+            "index loaded",
+            extra={
+                "data_dir": str(data_dir(cfg).resolve()),
+                "vector_backend": cfg.vector_backend,
+                "mode": backend.mode,
+                "documents": stats.documents,
+                "chunks": stats.chunks,
+                "disk_bytes": stats.disk_bytes,
+            },
+        )
     servicer = RetrieverServicer(
         backend, cfg.max_top_k, cfg.max_upsert_batch, cfg.max_list_page_size
     )
