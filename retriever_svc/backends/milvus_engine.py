@@ -33,6 +33,10 @@ from pymilvus import DataType, MilvusClient, MilvusException
 from retriever_svc.backends.base import BackendUnavailable, InvalidFilter
 
 CONSISTENCY = "Strong"
+# Creating and loading a collection builds segments and an index on the engine's nodes: it
+# happens once per model, and takes seconds on a small standalone, longer than a search's
+# deadline.
+SCHEMA_TIMEOUT_S = 120.0
 MAX_ID_LENGTH = 1024
 MAX_TEXT_BYTES = 65535  # Milvus' largest VARCHAR
 MARKER = [1.0, 0.0]
@@ -98,6 +102,10 @@ class MilvusEngine:
     def timeout(self) -> float:
         return self._options.timeout_s
 
+    @property
+    def _schema_timeout(self) -> float:
+        return max(self._options.timeout_s, SCHEMA_TIMEOUT_S)
+
     def client(self) -> MilvusClient:
         with self._connect_lock:
             if self._client is None:
@@ -159,7 +167,7 @@ class MilvusEngine:
         name = collection_name(self._options.prefix, model)
         client = self.client()
         with engine_errors():
-            if not client.has_collection(name, timeout=self.timeout):
+            if not client.has_collection(name, timeout=self._schema_timeout):
                 description = json.dumps({"model": model, "dimension": dimension})
                 schema = MilvusClient.create_schema(
                     auto_id=False, enable_dynamic_field=False, description=description
@@ -185,9 +193,9 @@ class MilvusEngine:
                     schema=schema,
                     index_params=index,
                     consistency_level=CONSISTENCY,
-                    timeout=self.timeout,
+                    timeout=self._schema_timeout,
                 )
-            client.load_collection(name, timeout=self.timeout)
+            client.load_collection(name, timeout=self._schema_timeout)
         created = self.model(model)
         if created is None:
             raise BackendUnavailable(f"collection {name} vanished right after its creation")
@@ -195,7 +203,7 @@ class MilvusEngine:
 
     def _ensure_catalog(self, client: MilvusClient) -> None:
         with engine_errors():
-            if not client.has_collection(self.catalog, timeout=self.timeout):
+            if not client.has_collection(self.catalog, timeout=self._schema_timeout):
                 schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
                 schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
                 schema.add_field("document_id", DataType.VARCHAR, max_length=MAX_ID_LENGTH)
@@ -210,9 +218,9 @@ class MilvusEngine:
                     schema=schema,
                     index_params=index,
                     consistency_level=CONSISTENCY,
-                    timeout=self.timeout,
+                    timeout=self._schema_timeout,
                 )
-            client.load_collection(self.catalog, timeout=self.timeout)
+            client.load_collection(self.catalog, timeout=self._schema_timeout)
 
     # --- reads that page -----------------------------------------------------------------
 
