@@ -58,6 +58,15 @@ class MilvusSettings:
         minimum=0.1,
         maximum=600,
     )
+    consistency: Literal["Session", "Strong"] = setting(
+        "Session",
+        "milvus_consistency",
+        "vector_backend=milvus: consistency level of reads. Session: a Search sees every "
+        "write this retriever process acknowledged before it, without waiting otherwise; "
+        "writes of other replicas show within the engine's bounded staleness. Strong: every "
+        "read sees every acknowledged write of any replica, at up to one engine time tick "
+        "(200 ms by default) per read.",
+    )
     hnsw_m: int = setting(
         16,
         "milvus_hnsw_m",

@@ -79,6 +79,7 @@ def open_configured(cfg: RetrieverConfig) -> Backend:
             timeout_s=m.timeout_s,
             hnsw_m=m.hnsw_m,
             hnsw_ef_construction=m.hnsw_ef_construction,
+            consistency=m.consistency,
         )
         return MilvusBackend.connect(options, m.search_ef)
     return open_backend(cfg.impl, data_dir(cfg), cfg.snapshot_every)

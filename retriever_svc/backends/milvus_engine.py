@@ -11,9 +11,15 @@ Layout (one database, every name under the configured prefix):
   `info` (JSON: title, position). It answers delete-by-id, the document RPCs and stats.
   Milvus requires a vector field in every collection, so it has a constant 2-d `marker`.
 
-Every collection is created with consistency level Strong: a search or query waits until
-the engine has applied every write acknowledged before it, so a document an Upsert
-acknowledged is found by the next Search, from this replica or another.
+Reads use the consistency level of the setting milvus_consistency. Session (the default):
+a search waits until the engine has applied every write this process made (the client
+tracks its last write's timestamp per collection), so a document this retriever's Upsert
+acknowledged is found by its next Search, while reads that follow no write of its own do
+not wait; another replica's writes become visible within the engine's bounded staleness
+(seconds). Strong: every read waits for the engine's clock to pass the read's start,
+across replicas too, which costs up to a time tick (200 ms by default) per read (measured:
+bench/vector_backends.py). Collections are created Strong, the strictest default for any
+other client; reads name their level explicitly.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class EngineOptions:
     timeout_s: float
     hnsw_m: int
     hnsw_ef_construction: int
+    consistency: str = "Session"
 
 
 def collection_name(prefix: str, model: str) -> str:
@@ -130,6 +137,8 @@ class MilvusEngine:
         """client.<method>(*args, **kwargs) with this engine's timeout and error mapping."""
         client = self.client()
         with engine_errors(filter_in_call=filter_in_call):
+            if method in ("search", "query"):
+                kwargs["consistency_level"] = self._options.consistency
             return getattr(client, method)(*args, timeout=self.timeout, **kwargs)
 
     def close(self) -> None:
@@ -237,7 +246,7 @@ class MilvusEngine:
                 filter=expression,
                 output_fields=fields,
                 timeout=self.timeout,
-                consistency_level=CONSISTENCY,
+                consistency_level=self._options.consistency,
             )
             try:
                 while batch := iterator.next():
