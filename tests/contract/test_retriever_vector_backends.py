@@ -93,7 +93,7 @@ CORPUS = [
 async def test_upsert_is_found_by_the_next_search_ranked_by_cosine(dense_retriever: str) -> None:
     async with grpc.aio.insecure_channel(dense_retriever) as channel:
         stub = retriever_pb2_grpc.RetrieverServiceStub(channel)
-        reply = await stub.Upsert(retriever_pb2.UpsertRequest(documents=CORPUS), timeout=30)
+        reply = await stub.Upsert(retriever_pb2.UpsertRequest(documents=CORPUS), timeout=150)
         assert reply.upserted == 4
         found = await search(stub, [2.0, 0.1, 0.0], top_k=3)  # no wait: acknowledged = visible
         assert ids(found) == ["north", "north-east", "east"]
@@ -104,7 +104,7 @@ async def test_upsert_is_found_by_the_next_search_ranked_by_cosine(dense_retriev
         # An upsert of an existing id replaces it; the old vector is gone.
         await stub.Upsert(
             retriever_pb2.UpsertRequest(documents=[entry("north", [0.0, -1.0, 0.0], "moved")]),
-            timeout=30,
+            timeout=150,
         )
         assert ids(await search(stub, [1.0, 0.0, 0.0], top_k=1)) == ["north-east"]
         moved = await search(stub, [0.0, -1.0, 0.0], top_k=1)
@@ -121,7 +121,7 @@ async def test_filters_and_multi_valued_metadata(dense_retriever: str) -> None:
     tagged.document.metadata_values["tags"].values.extend(["rag", "retrieval"])
     async with grpc.aio.insecure_channel(dense_retriever) as channel:
         stub = retriever_pb2_grpc.RetrieverServiceStub(channel)
-        await stub.Upsert(retriever_pb2.UpsertRequest(documents=[*CORPUS, tagged]), timeout=30)
+        await stub.Upsert(retriever_pb2.UpsertRequest(documents=[*CORPUS, tagged]), timeout=150)
         assert ids(await search(stub, [1.0, 0.0, 0.0], lang=["en"])) == ["north", "tagged", "up"]
         assert ids(await search(stub, [1.0, 0.0, 0.0], lang=["en", "fr"], team=["maps"])) == [
             "north",
@@ -147,7 +147,7 @@ async def test_a_filter_value_cannot_inject_an_expression(
     async with grpc.aio.insecure_channel(dense_retriever) as channel:
         stub = retriever_pb2_grpc.RetrieverServiceStub(channel)
         carrier = entry("carrier", [0.5, 0.5, 0.5], lang=hostile)
-        await stub.Upsert(retriever_pb2.UpsertRequest(documents=[*CORPUS, carrier]), timeout=30)
+        await stub.Upsert(retriever_pb2.UpsertRequest(documents=[*CORPUS, carrier]), timeout=150)
         assert ids(await search(stub, [1.0, 0.0, 0.0], lang=[hostile])) == ["carrier"]
         assert ids(await search(stub, [1.0, 0.0, 0.0], **{hostile: ["en"]})) == []
 
@@ -166,7 +166,7 @@ async def test_replace_remove_hashes_and_listing(dense_retriever: str) -> None:
             retriever_pb2.ReplaceDocumentsRequest(
                 documents=[chunks("a", [1, 0, 0], [0, 1, 0]), chunks("b", [0, 0, 1])]
             ),
-            timeout=30,
+            timeout=150,
         )
         assert [(r.document_id, r.stored, r.chunks) for r in reply.results] == [
             ("a", True, 2),
@@ -175,7 +175,7 @@ async def test_replace_remove_hashes_and_listing(dense_retriever: str) -> None:
         # A new version with fewer chunks leaves nothing of the old one behind.
         await stub.ReplaceDocuments(
             retriever_pb2.ReplaceDocumentsRequest(documents=[chunks("a", [0.9, 0.1, 0])]),
-            timeout=30,
+            timeout=150,
         )
         assert ids(await search(stub, [0.0, 1.0, 0.0])) == ["a#0", "b#0"]
         # A chunk id owned by another document is refused, the document alone.
@@ -185,7 +185,7 @@ async def test_replace_remove_hashes_and_listing(dense_retriever: str) -> None:
                     retriever_pb2.DocumentChunks(document_id="c", chunks=[entry("b#0", [1, 1, 1])])
                 ]
             ),
-            timeout=30,
+            timeout=150,
         )
         assert not taken.results[0].stored and "belongs to document 'b'" in taken.results[0].reason
         hashes = await stub.GetDocumentHashes(
@@ -205,7 +205,7 @@ async def test_replace_remove_hashes_and_listing(dense_retriever: str) -> None:
             retriever_pb2.RemoveDocumentsRequest(document_ids=["a", "nope"]), timeout=30
         )
         assert (list(removed.removed), removed.chunks_removed) == (["a"], 1)
-        deleted = await stub.Delete(retriever_pb2.DeleteRequest(ids=["b#0", "gone"]), timeout=30)
+        deleted = await stub.Delete(retriever_pb2.DeleteRequest(ids=["b#0", "gone"]), timeout=150)
         assert deleted.deleted == 1
         stats = await stub.GetStats(retriever_pb2.GetStatsRequest(), timeout=10)
         assert stats.documents == 0 and all(m.vectors == 0 for m in stats.models)
@@ -216,11 +216,11 @@ async def test_callers_mistakes_are_invalid_argument_or_failed_precondition(
 ) -> None:
     async with grpc.aio.insecure_channel(dense_retriever) as channel:
         stub = retriever_pb2_grpc.RetrieverServiceStub(channel)
-        await stub.Upsert(retriever_pb2.UpsertRequest(documents=CORPUS), timeout=30)
+        await stub.Upsert(retriever_pb2.UpsertRequest(documents=CORPUS), timeout=150)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Upsert(
                 retriever_pb2.UpsertRequest(documents=[entry("wide", [1.0, 2.0, 3.0, 4.0])]),
-                timeout=30,
+                timeout=150,
             )
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert [v.field for v in error_from_rpc(caught.value).field_violations] == [

@@ -66,7 +66,7 @@ async def test_engine_sigkill_unavailable_then_restart_keeps_every_acknowledged_
         async with grpc.aio.insecure_channel(address) as channel:
             stub = retriever_pb2_grpc.RetrieverServiceStub(channel)
             docs = [entry(f"doc-{i}", [1.0, float(i), 0.5]) for i in range(20)]
-            await stub.Upsert(retriever_pb2.UpsertRequest(documents=docs), timeout=30)
+            await stub.Upsert(retriever_pb2.UpsertRequest(documents=docs), timeout=150)
             milvus_server.kill()
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.Search(search_request([1.0, 3.0, 0.5]), timeout=15)
@@ -75,17 +75,24 @@ async def test_engine_sigkill_unavailable_then_restart_keeps_every_acknowledged_
             assert info is not None and info.reason == "INDEX_ENGINE_UNAVAILABLE"
             milvus_server.start()
 
-            async def found() -> list[str] | None:
+            async def once_back(call):  # None while the engine is still recovering
                 try:
-                    reply = await stub.Search(search_request([1.0, 3.0, 0.5]), timeout=10)
+                    return await call
                 except grpc.aio.AioRpcError as exc:
                     assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc.details()
                     return None
-                return [d.document.id for d in reply.documents]
 
-            hits = await wait_until(found, what="search after the engine restart", timeout_s=60)
+            async def found() -> list[str] | None:
+                reply = await once_back(stub.Search(search_request([1.0, 3.0, 0.5]), timeout=10))
+                return [d.document.id for d in reply.documents] if reply else None
+
+            hits = await wait_until(found, what="search after the engine restart", timeout_s=90)
             assert hits[0] == "doc-3"
-            stats = await stub.GetStats(retriever_pb2.GetStatsRequest(), timeout=10)
+            stats = await wait_until(
+                lambda: once_back(stub.GetStats(retriever_pb2.GetStatsRequest(), timeout=10)),
+                what="stats after the engine restart",
+                timeout_s=60,
+            )
             assert (stats.documents, stats.models[0].vectors) == (20, 20)
     # A new retriever process holds nothing of its own: it serves what the engine kept.
     with service_process("retriever_svc", "primary", **settings) as (_, address):
