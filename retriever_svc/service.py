@@ -9,27 +9,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import grpc
 import numpy as np
 from opentelemetry import trace
 
 from harag.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
-from retriever_svc.backends import Backend, open_backend
+from retriever_svc.backends import Backend, open_configured
 from retriever_svc.backends.base import (
     DENSE,
     LEXICAL,
+    BackendUnavailable,
     DimensionMismatch,
+    EntryTooLarge,
+    InvalidFilter,
     NoQueryEmbedding,
     Query,
     QueryDimensionMismatch,
     TooManyModels,
     UnknownModel,
 )
-from retriever_svc.backends.dense import DenseSettings
-from retriever_svc.backends.hnsw import HnswParams
-from retriever_svc.backends.planner import PlannerSettings
 from retriever_svc.filters import Filter
 from retriever_svc.messages import (
     document_message,
@@ -40,10 +40,17 @@ from retriever_svc.messages import (
 from retriever_svc.records import ChunkInfo, StoredDocument
 from retriever_svc.settings import RetrieverConfig, data_dir
 from retriever_svc.store import Replacement
-from servicekit.errors import MAX_VIOLATIONS, FieldViolations, abort, failed_precondition
+from servicekit.errors import (
+    MAX_VIOLATIONS,
+    FieldViolations,
+    abort,
+    failed_precondition,
+    unavailable,
+)
 from servicekit.limits import check_metadata, trim_documents
 from servicekit.server import ServiceRegistration
 
+T = TypeVar("T")
 log = logging.getLogger("harag.retriever")
 tracer = trace.get_tracer("harag.retriever")
 
@@ -91,7 +98,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
                     "harag.filters": len(query.filters),
                 },
             ) as span:
-                result = await asyncio.to_thread(self._backend.search, query)
+                result = await self._run(context, self._backend.search, query)
                 span.set_attributes(
                     {"harag.index_size": result.index_size, "harag.hits": len(result.hits)}
                 )
@@ -101,6 +108,9 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             await abort(context, failed_precondition(str(exc), "UNKNOWN_MODEL"))
         except QueryDimensionMismatch as exc:
             violations.add("query_embedding", str(exc))
+            await abort(context, violations.status())
+        except InvalidFilter as exc:
+            violations.add("filters", str(exc))
             await abort(context, violations.status())
         response = retriever_pb2.SearchResponse(mode=self._mode, index_size=result.index_size)
         documents = [
@@ -192,7 +202,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             documents.append(self._document(i, item, violations, []))
         await violations.abort_if_any(context)
         try:
-            upserted = await asyncio.to_thread(self._backend.upsert, documents)
+            upserted = await self._run(context, self._backend.upsert, documents)
         except TooManyModels as exc:
             violations.add(f"documents[{exc.document_index}].embeddings[{exc.model}]", str(exc))
             await abort(context, violations.status())
@@ -202,6 +212,9 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
                     f"documents[{c.document_index}].embeddings[{c.model}]",
                     f"has {c.got} dimensions; the index of model {c.model!r} has {c.expected}",
                 )
+            await abort(context, violations.status())
+        except EntryTooLarge as exc:
+            violations.add(f"documents[{exc.position}].{exc.field}", exc.why)
             await abort(context, violations.status())
         except OSError as exc:
             await self._store_failed(context, "upsert", exc)
@@ -270,7 +283,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         await self._ids_violations(request.ids, "ids").abort_if_any(context)
         ids: Sequence[str] = [i for i in request.ids if i]
         try:
-            deleted = await asyncio.to_thread(self._backend.delete, ids)
+            deleted = await self._run(context, self._backend.delete, ids)
         except OSError as exc:
             await self._store_failed(context, "delete", exc)
         return retriever_pb2.DeleteResponse(deleted=deleted)
@@ -278,7 +291,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     async def GetStats(
         self, request: retriever_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> retriever_pb2.GetStatsResponse:
-        stats = await asyncio.to_thread(self._backend.stats)
+        stats = await self._run(context, self._backend.stats)
         return retriever_pb2.GetStatsResponse(
             documents=stats.documents,
             mode=self._mode,
@@ -329,7 +342,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
                 accepted.append((i, replacement))
                 degraded[i] = note
         try:
-            outcomes = await asyncio.to_thread(self._backend.replace, [r for _, r in accepted])
+            outcomes = await self._run(context, self._backend.replace, [r for _, r in accepted])
         except OSError as exc:
             await self._store_failed(context, "replace", exc)
         results = [
@@ -403,8 +416,8 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     ) -> retriever_pb2.RemoveDocumentsResponse:
         await self._ids_violations(request.document_ids, "document_ids").abort_if_any(context)
         try:
-            removed, chunks = await asyncio.to_thread(
-                self._backend.remove_documents, [i for i in request.document_ids if i]
+            removed, chunks = await self._run(
+                context, self._backend.remove_documents, [i for i in request.document_ids if i]
             )
         except OSError as exc:
             await self._store_failed(context, "remove", exc)
@@ -414,7 +427,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         self, request: retriever_pb2.GetDocumentHashesRequest, context: grpc.aio.ServicerContext
     ) -> retriever_pb2.GetDocumentHashesResponse:
         await self._ids_violations(request.document_ids, "document_ids").abort_if_any(context)
-        hashes = await asyncio.to_thread(self._backend.document_hashes, list(request.document_ids))
+        hashes = await self._run(context, self._backend.document_hashes, list(request.document_ids))
         return retriever_pb2.GetDocumentHashesResponse(content_hashes=hashes)
 
     async def ListStoredDocuments(
@@ -432,7 +445,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         await violations.abort_if_any(context)
         size = request.page_size or min(DEFAULT_PAGE_SIZE, self._max_list_page_size)
         # One more than asked tells whether another page follows.
-        page = await asyncio.to_thread(self._backend.list_documents, request.page_token, size + 1)
+        page = await self._run(context, self._backend.list_documents, request.page_token, size + 1)
         more = len(page) > size
         page = page[:size]
         return retriever_pb2.ListStoredDocumentsResponse(
@@ -467,6 +480,16 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         return violations
 
     @staticmethod
+    async def _run(context: grpc.aio.ServicerContext, call: Callable[..., T], *args: object) -> T:
+        """Runs a blocking backend call off the event loop; an unreachable engine (a vector
+        database) becomes UNAVAILABLE, so the gateway's breaker and fallback take over."""
+        try:
+            return await asyncio.to_thread(call, *args)
+        except BackendUnavailable as exc:
+            log.warning("index engine unavailable", extra={"error": str(exc)})
+            await abort(context, unavailable(str(exc), "INDEX_ENGINE_UNAVAILABLE"))
+
+    @staticmethod
     async def _store_failed(context: grpc.aio.ServicerContext, what: str, exc: OSError) -> NoReturn:
         # Nothing was acknowledged and memory is unchanged, so the caller may retry the call.
         log.error("store write failed", extra={"operation": what, "error": str(exc)})
@@ -474,40 +497,29 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         raise AssertionError("unreachable: abort raises")
 
 
-def dense_settings(cfg: RetrieverConfig) -> DenseSettings:
-    return DenseSettings(
-        PlannerSettings(
-            cfg.dense_index, cfg.ann_exact_below, cfg.ann_filter_exact_max, cfg.ann_expansion_search
-        ),
-        HnswParams(
-            cfg.ann_connectivity,
-            cfg.ann_expansion_add,
-            cfg.ann_expansion_search,
-            cfg.ann_vector_type,
-        ),
-    )
-
-
 def build(
     cfg: RetrieverConfig,
 ) -> tuple[list[ServiceRegistration], list[Callable[[], Awaitable[None]]]]:
-    directory = data_dir(cfg)
-    backend = open_backend(
-        cfg.impl, directory, cfg.snapshot_every, dense_settings(cfg), cfg.max_models
-    )
-    stats = backend.stats()
-    log.info(
-        "index loaded",
-        extra={
-            "data_dir": str(directory.resolve()),
-            "mode": backend.mode,
-            "documents": stats.documents,
-            "chunks": stats.chunks,
-            "disk_bytes": stats.disk_bytes,
-            "memory_bytes": stats.memory_bytes,
-            "indexes": {m.model: f"{m.index} ({m.vectors} vectors)" for m in stats.models},
-        },
-    )
+    backend = open_configured(cfg)
+    try:
+        stats = backend.stats()
+    except BackendUnavailable as exc:
+        # Serve anyway: each call answers UNAVAILABLE until the engine is back.
+        log.warning("index engine unavailable at start", extra={"error": str(exc)})
+    else:
+        log.info(
+            "index loaded",
+            extra={
+                "data_dir": str(data_dir(cfg).resolve()),
+                "vector_backend": cfg.vector_backend,
+                "mode": backend.mode,
+                "documents": stats.documents,
+                "chunks": stats.chunks,
+                "disk_bytes": stats.disk_bytes,
+                "memory_bytes": stats.memory_bytes,
+                "indexes": {m.model: f"{m.index} ({m.vectors} vectors)" for m in stats.models},
+            },
+        )
     servicer = RetrieverServicer(backend, cfg)
 
     async def close() -> None:

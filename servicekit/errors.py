@@ -102,6 +102,10 @@ def failed_precondition(message: str, reason: str) -> grpc.Status:
     return _status(code_pb2.FAILED_PRECONDITION, message, _error_info(reason))
 
 
+def unavailable(message: str, reason: str) -> grpc.Status:
+    return _status(code_pb2.UNAVAILABLE, message, _error_info(reason))
+
+
 async def abort(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> NoReturn:
     await context.abort(status.code, status.details, status.trailing_metadata)
     raise AssertionError("unreachable: abort raises")

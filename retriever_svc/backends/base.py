@@ -128,6 +128,25 @@ def resident_bytes() -> int:
         return 0
 
 
+class BackendUnavailable(RetrievalError):
+    """The engine holding the index (a vector database) cannot be reached or did not answer
+    in time; the caller may retry later or fall back (UNAVAILABLE)."""
+
+
+class InvalidFilter(RetrievalError):
+    """The engine refused the request's metadata filters (INVALID_ARGUMENT on filters)."""
+
+
+class EntryTooLarge(RetrievalError):
+    """An entry past the engine's size limits; `field` is relative to the entry."""
+
+    def __init__(self, position: int, field: str, why: str) -> None:
+        super().__init__(f"documents[{position}].{field}: {why}")
+        self.position = position
+        self.field = field
+        self.why = why
+
+
 def top_positions(scores: np.ndarray, k: int) -> np.ndarray:
     """Positions of the k highest scores, best first (argpartition, then sort only those k)."""
     if k <= 0 or scores.size == 0:
