@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import Mesh, start_mesh
+from meshes import Mesh, start_mesh
 from milvus_server import MilvusServer
 from processes import LogBook, service_process
 from waiting import wait_until
