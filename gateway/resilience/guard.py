@@ -20,13 +20,13 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from gateway.resilience.breaker import CircuitBreaker
-from gateway.resilience.breaker_types import DEFAULT_RECORDED_FAILURE_CODES
+from gateway.resilience.breaker_types import is_recorded_failure
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.deadline import Deadline
 from gateway.resilience.hedge import LatencyTracker
 from gateway.resilience.inflight import InFlight
-from gateway.resilience.outcome import status_of
+from gateway.resilience.outcome import error_reason, status_of
 from gateway.resilience.recent import RecentCalls
 from gateway.resilience.retry import Metadata, RetryBudget, RetryPolicy, RetryReason, decide_retry
 
@@ -257,6 +257,7 @@ async def guarded_call(
     made = 0
     reached = False  # an attempt went to the upstream
     code = grpc.StatusCode.OK
+    reason: str | None = None  # the last failure's ErrorInfo reason
     try:
         while True:
             record = attempts.begin(guard, retry=made > 0, hedge=hedge)
@@ -292,7 +293,7 @@ async def guarded_call(
                     record.outcome = HUNG
                     record.error = "given up: the breaker opened on this upstream's hung calls"
                 except Exception as exc:
-                    failure, code = exc, status_of(exc)
+                    failure, code, reason = exc, status_of(exc), error_reason(exc)
                     detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
                     record.outcome, record.error = code.name, detail or ""
                     if code not in _NO_ANSWER:
@@ -342,7 +343,7 @@ async def guarded_call(
     finally:
         duration = clock.monotonic() - started
         if permit is not None:
-            permit.on_result(code, duration)
+            permit.on_result(code, duration, reason)
         if tracked is not None:
             tracked.done = True
         recent = guard.recent
@@ -350,7 +351,7 @@ async def guarded_call(
         if recent is not None and reached and code is not grpc.StatusCode.CANCELLED:
             if tracked is None or not tracked.slow:
                 recent.call(
-                    failure=code in DEFAULT_RECORDED_FAILURE_CODES,
+                    failure=is_recorded_failure(code, reason),
                     slow=duration > guard.slow_call_s,
                 )
         if guard.bulkhead is not None:
