@@ -29,6 +29,7 @@ from bench.report import (
     write_markdown,
 )
 from bench.scenarios import (
+    embedders,
     gateway_overhead,
     gateway_workers,
     hung_primary,
@@ -51,6 +52,7 @@ ORDER = (
     "retry_budget",
     "overload",
     "retriever_scaling",
+    "embedders",
 )
 
 
@@ -89,6 +91,9 @@ def _scenarios(
         "hung_primary": lambda: hung_primary.run(5.0, 8.0, 6.0) if quick else hung_primary.run(),
         "retry_budget": lambda: retry_budget.run(5.0, 3.0) if quick else retry_budget.run(),
         "overload": over,
+        "embedders": lambda: (
+            embedders.run(("hash-ngram", "hash-word")) if quick else embedders.run()
+        ),
         "retriever_scaling": lambda: (
             retriever_scaling.run((1_000, 5_000), 50) if quick else retriever_scaling.run()
         ),

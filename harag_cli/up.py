@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 
+import harag
 from harag.v1 import (
     retriever_pb2,
     retriever_pb2_grpc,
@@ -92,8 +93,7 @@ def _ready_banner(
             if loading
             else ""
         )
-        +
-        "Ctrl-C stops everything.\n"
+        + "Ctrl-C stops everything.\n"
     )
 
 

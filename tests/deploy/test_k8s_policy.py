@@ -299,17 +299,23 @@ def test_gpu_overlay_points_embedder_primary_at_a_tei_sidecar_with_settings_it_r
     )
     served = [a.split("=", 1)[1] for a in sidecar["args"] if a.startswith("--served-model-name=")]
     assert served == [env["HARAG_EMBEDDER_OPENAI_MODEL"]]
-    assert env["HARAG_DIMENSION"] == "384" and env["HARAG_EMBEDDER_OPENAI_INPUT_TYPE"] == "e5-prefix"
+    assert (
+        env["HARAG_DIMENSION"] == "384" and env["HARAG_EMBEDDER_OPENAI_INPUT_TYPE"] == "e5-prefix"
+    )
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert env["HARAG_EMBEDDER_OPENAI_API_KEY_FILE"].startswith(
         mounts["embedding-provider-key"] + "/"
     )
     [key] = [v for v in pod["volumes"] if v["name"] == "embedding-provider-key"]
     assert key["secret"] == {
-        "secretName": "embedder-provider", "optional": True, "defaultMode": 0o440
+        "secretName": "embedder-provider",
+        "optional": True,
+        "defaultMode": 0o440,
     }
     claims = {
-        v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
     }
     assert claims == {"embedder-model-weights"}
     assert "embedder-model-weights" in {

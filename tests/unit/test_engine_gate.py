@@ -20,7 +20,7 @@ def test_a_query_overtakes_the_rest_of_a_passage_batch() -> None:
             first_slice_running.set()
             assert query_waiting.wait(10)
             # Give the query thread time to block on the gate (it cannot get in while busy).
-            while gate._urgent_waiting == 0:  # noqa: SLF001 - the gate's own state
+            while gate._urgent_waiting == 0:
                 threading.Event().wait(0.001)
         return len(part)
 
@@ -30,7 +30,9 @@ def test_a_query_overtakes_the_rest_of_a_passage_batch() -> None:
 
     texts = [f"p{i}" for i in range(6)]
     results: list[list[int]] = []
-    ingest = threading.Thread(target=lambda: results.append(gate.run_sliced(passages, texts, False, 2)))
+    ingest = threading.Thread(
+        target=lambda: results.append(gate.run_sliced(passages, texts, False, 2))
+    )
     ingest.start()
     assert first_slice_running.wait(10)
     asker = threading.Thread(target=lambda: results.append(gate.run_sliced(query, ["q"], True)))

@@ -66,9 +66,7 @@ async def failed_calls(reason: str, calls: int) -> tuple[CircuitBreaker, Provide
         timing = Timing(Deadline.after(5.0, clock), 0.0, min_attempt_s=0.05, per_try_cap_s=2.0)
         with pytest.raises(CallFailed) as failed:
             await clock.drive(
-                guarded_call(
-                    guard, provider, timing, Attempts(), rng=random.Random(1), clock=clock
-                )
+                guarded_call(guard, provider, timing, Attempts(), rng=random.Random(1), clock=clock)
             )
         assert failed.value.outcome == "FAILED_PRECONDITION"
     return breaker, provider
