@@ -72,7 +72,9 @@ async def neural_mrr(tmp_path_factory: pytest.TempPathFactory) -> float:
                 assert (embed.served_by, embed.detail) == ("embedder-primary", MODEL_ID), embed
                 assert "dense" in reply.stages[1].detail, reply.stages[1]
                 ranks.append(reciprocal_rank([s.id for s in reply.sources], q["expected"]))
-    return sum(ranks) / len(ranks)
+    mrr = sum(ranks) / len(ranks)
+    print(f"\nneural mesh MRR@5 on {len(ranks)} paraphrased questions: {mrr:.3f}")
+    return mrr
 
 
 async def test_the_neural_mesh_finds_paraphrased_documents(neural_mrr: float) -> None:
