@@ -27,6 +27,7 @@ class IngestReport:
     chunks: int = 0
     failed_by_reason: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)  # one line per failed or partial doc
+    partial_ids: list[str] = field(default_factory=list)  # stored without some model's vectors
 
     def add(self, reply: gateway_pb2.IngestResponse) -> None:
         for r in reply.results:
@@ -39,6 +40,7 @@ class IngestReport:
                 self.chunks += r.chunks
                 if r.status == gateway_pb2.INGEST_STATUS_PARTIAL:
                     self.partial += 1
+                    self.partial_ids.append(r.id)
                     missing = ", ".join(r.missing)
                     self.problems.append(
                         f"{r.id}: partial, missing {missing}"
