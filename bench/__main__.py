@@ -29,6 +29,7 @@ from bench.report import (
     write_markdown,
 )
 from bench.scenarios import (
+    embedders,
     gateway_overhead,
     gateway_workers,
     hung_primary,
@@ -55,6 +56,7 @@ ORDER = (
     "retriever_scaling",
     "rate_limits",
     "retriever_ann",
+    "embedders",
 )
 
 
@@ -94,6 +96,9 @@ def _scenarios(
         "retry_budget": lambda: retry_budget.run(5.0, 3.0) if quick else retry_budget.run(),
         "overload": over,
         "rate_limits": lambda: rate_limits.run(60, 10, 50) if quick else rate_limits.run(),
+        "embedders": lambda: (
+            embedders.run(("hash-ngram", "hash-word")) if quick else embedders.run()
+        ),
         "retriever_scaling": lambda: (
             retriever_scaling.run((1_000, 5_000), 50) if quick else retriever_scaling.run()
         ),

@@ -124,9 +124,11 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
 
 
 def read_api_key(cfg: EmbedderConfig) -> str:
-    """The openai backend's key: the mounted file if configured, else the named env var."""
+    """The openai backend's key: the mounted file if configured, else the named env var. A
+    configured file that is absent (an optional Secret that was not created) means no key."""
     if cfg.embedder_openai_api_key_file:
-        return Path(cfg.embedder_openai_api_key_file).read_text().strip()
+        key_file = Path(cfg.embedder_openai_api_key_file)
+        return key_file.read_text().strip() if key_file.is_file() else ""
     return os.environ.get(cfg.embedder_openai_api_key_env, "").strip()
 
 

@@ -72,6 +72,12 @@ class GatewayMetrics:
             unit="{fallback}",
             description="Stages served by a tier other than 0, by component and tier.",
         )
+        self._model_tokens = meter.create_counter(
+            "harag.gateway.model_tokens",
+            unit="{token}",
+            description="Tokens used by the model calls that answered, by model and kind "
+            "(prompt, completion), as the generators reported them.",
+        )
         self._withdrawals = meter.create_counter(
             "harag.gateway.withdrawals",
             unit="{withdrawal}",
@@ -280,6 +286,10 @@ class GatewayMetrics:
 
     def fallback(self, component: str, tier: int) -> None:
         self._fallbacks.add(1, {"component": component, "tier": str(tier)})
+
+    def model_tokens(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        self._model_tokens.add(prompt_tokens, {"model": model, "kind": "prompt"})
+        self._model_tokens.add(completion_tokens, {"model": model, "kind": "completion"})
 
     def withdrawal(self, upstream: str) -> None:
         self._withdrawals.add(1, {"upstream": upstream})

@@ -40,6 +40,7 @@ from gateway.query import (
     QueryVector,
     StageResult,
     StreamEvent,
+    TokenUsage,
     Withdrawal,
 )
 from gateway.resilience.chain import ChainPolicy, ChainResult, call_chain
@@ -266,7 +267,7 @@ class Pipeline:
                 generator_pb2.GenerateRequest(query=query.query, context=context),
                 timeout=timeout_s,
             )
-            return Answer(reply.text, reply.model)
+            return Answer(reply.text, reply.model, usage=_usage(reply))
 
         async def call_stream(upstream: Upstream, timeout_s: float) -> Answer:
             try:
@@ -289,7 +290,7 @@ class Pipeline:
                 detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
                 withdraw(upstream, f"{status_of(exc).name}: {detail or ''}".rstrip(": "))
                 raise
-            return Answer("".join(emitted), final.model)
+            return Answer("".join(emitted), final.model, usage=_usage(final))
 
         streaming = emit is not None
         walk = await self._walk(
@@ -302,6 +303,10 @@ class Pipeline:
             repeatable=not streaming,
         )
         if (served := walk.chain.served) is not None:
+            if (usage := served.value.usage) is not None:
+                METRICS.model_tokens(
+                    served.value.model, usage.prompt_tokens, usage.completion_tokens
+                )
             return walk.served(served.by, served.value.model, served.value)
 
         def last_resort(answer: str) -> str:
@@ -380,6 +385,13 @@ class Pipeline:
             hedge_delay_s=cfg.hedge.delay_s or None,
             hedge_min_delay_s=cfg.hedge.min_delay_s,
         )
+
+
+def _usage(reply: generator_pb2.GenerateResponse) -> TokenUsage | None:
+    """The tokens a generator reported, or None when it reported none."""
+    if not reply.HasField("usage"):
+        return None
+    return TokenUsage(reply.usage.prompt_tokens, reply.usage.completion_tokens)
 
 
 @dataclass(frozen=True)

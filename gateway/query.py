@@ -38,6 +38,14 @@ class StageResult(Generic[ValueT]):
 
 
 @dataclass(frozen=True)
+class TokenUsage:
+    """Tokens one model call used, as the model provider reported them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
 class Answer:
     """What the generate stage produced."""
 
@@ -47,6 +55,7 @@ class Answer:
     # Set on a stale cached answer: the sources it was composed from, which replace the
     # ones retrieved for this query.
     stale_sources: list[common_pb2.ScoredDocument] | None = None
+    usage: TokenUsage | None = None  # when the generator reported it (a chat model does)
 
 
 @dataclass

@@ -6,9 +6,9 @@ from typing import cast
 
 from google.protobuf import duration_pb2
 
-from gateway.query import QueryResult, StageResult
+from gateway.query import Answer, QueryResult, QueryVector, StageResult
 from gateway.resilience.guard import AttemptRecord
-from harag.v1 import common_pb2, gateway_pb2
+from harag.v1 import common_pb2, gateway_pb2, generator_pb2
 
 SECTION_SEPARATOR = " \u203a "  # between headings of a section path
 
@@ -66,15 +66,39 @@ def attempt(record: AttemptRecord) -> gateway_pb2.Attempt:
 
 
 def stage(result: StageResult[object]) -> gateway_pb2.StageReport:
+    attempts = [attempt(a) for a in result.attempts]
+    _mark_answering_attempt(result, attempts)
     return gateway_pb2.StageReport(
         stage=result.stage,
         served_by=result.served_by,
         tier=result.tier,
         latency_ms=result.latency_s * 1000,
-        attempts=[attempt(a) for a in result.attempts],
+        attempts=attempts,
         degraded=result.degraded,
         detail=result.detail,
     )
+
+
+def _mark_answering_attempt(
+    result: StageResult[object], attempts: list[gateway_pb2.Attempt]
+) -> None:
+    """Puts the model (and the tokens it used) on the attempt whose answer served the stage:
+    the OK attempt of the serving upstream (a stage has at most one)."""
+    value = result.value
+    if not isinstance(value, Answer | QueryVector):
+        return
+    for record in attempts:
+        if record.upstream == result.served_by and record.outcome == "OK":
+            record.model = value.model
+            usage = value.usage if isinstance(value, Answer) else None
+            if usage is not None:
+                record.usage.CopyFrom(
+                    generator_pb2.GenerationUsage(
+                        prompt_tokens=usage.prompt_tokens,
+                        completion_tokens=usage.completion_tokens,
+                    )
+                )
+            return
 
 
 def retry_after(result: QueryResult) -> duration_pb2.Duration | None:

@@ -183,9 +183,11 @@ API_KEY_VARIABLE = "HARAG_OPENAI_API_KEY"
 
 def _api_key(cfg: GeneratorConfig) -> str:
     """The provider's API key: openai_api_key_file, else the environment (never a setting,
-    so that --check-config, config files and logs never show it)."""
+    so that --check-config, config files and logs never show it). A configured file that is
+    absent (the overlay's optional Secret, not created for a keyless model server) means no key."""
     if cfg.openai_api_key_file:
-        return Path(cfg.openai_api_key_file).read_text(encoding="utf-8").strip()
+        key_file = Path(cfg.openai_api_key_file)
+        return key_file.read_text(encoding="utf-8").strip() if key_file.is_file() else ""
     return os.environ.get(API_KEY_VARIABLE, "").strip()
 
 

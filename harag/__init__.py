@@ -47,9 +47,11 @@ if TYPE_CHECKING:
         DocumentLike,
         FinalEvent,
         MetadataFilter,
+        ModelUsage,
         SourcesEvent,
         StreamEvent,
         Withdrawn,
+        model_usage,
     )
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "Internal",
     "InvalidArgument",
     "MetadataFilter",
+    "ModelUsage",
     "NotFound",
     "PermissionDenied",
     "ResourceExhausted",
@@ -79,6 +82,7 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "Withdrawn",
+    "model_usage",
 ]
 
 # Where each public name lives; imported on first use.
@@ -121,9 +125,11 @@ _EXPORTS = {
                 "DocumentLike",
                 "FinalEvent",
                 "MetadataFilter",
+                "ModelUsage",
                 "SourcesEvent",
                 "StreamEvent",
                 "Withdrawn",
+                "model_usage",
             ),
         ),
     )

@@ -76,6 +76,35 @@ class FinalEvent:
 StreamEvent: TypeAlias = SourcesEvent | AnswerChunk | Withdrawn | FinalEvent
 
 
+@dataclass(frozen=True)
+class ModelUsage:
+    """Tokens one model used over a query's model calls, as the providers reported them."""
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    calls: int
+
+
+def model_usage(stages: Iterable[gateway_pb2.StageReport]) -> list[ModelUsage]:
+    """The tokens each model used for one answer (from its receipt: QueryResponse.stages or
+    FinalEvent.stages), in receipt order; empty when no model reported usage (the offline
+    generators use none). Cost accounting: multiply by your provider's price per token."""
+    totals: dict[str, ModelUsage] = {}
+    for stage in stages:
+        for attempt in stage.attempts:
+            if not attempt.HasField("usage"):
+                continue
+            seen = totals.get(attempt.model, ModelUsage(attempt.model, 0, 0, 0))
+            totals[attempt.model] = ModelUsage(
+                attempt.model,
+                seen.prompt_tokens + attempt.usage.prompt_tokens,
+                seen.completion_tokens + attempt.usage.completion_tokens,
+                seen.calls + 1,
+            )
+    return list(totals.values())
+
+
 def stream_event(message: gateway_pb2.StreamQueryResponse) -> StreamEvent | None:
     """The typed event of one StreamQuery message; None for an event kind this client does
     not know (a newer gateway), which callers skip so old clients keep working."""

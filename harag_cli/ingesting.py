@@ -27,6 +27,7 @@ class IngestReport:
     chunks: int = 0
     failed_by_reason: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)  # one line per failed or partial doc
+    partial_ids: list[str] = field(default_factory=list)  # stored without some model's vectors
 
     def add(self, reply: gateway_pb2.IngestResponse) -> None:
         for r in reply.results:
@@ -39,6 +40,7 @@ class IngestReport:
                 self.chunks += r.chunks
                 if r.status == gateway_pb2.INGEST_STATUS_PARTIAL:
                     self.partial += 1
+                    self.partial_ids.append(r.id)
                     missing = ", ".join(r.missing)
                     self.problems.append(
                         f"{r.id}: partial, missing {missing}"
@@ -61,14 +63,16 @@ def _reason_key(reason: str) -> str:
     return reason.split(" (", 1)[0]
 
 
-def batches(documents: list[common_pb2.Document]) -> Iterator[list[common_pb2.Document]]:
-    """At most BATCH_DOCUMENTS documents and about BATCH_BYTES per call (a larger document
+def batches(
+    documents: list[common_pb2.Document], batch_documents: int = BATCH_DOCUMENTS
+) -> Iterator[list[common_pb2.Document]]:
+    """At most `batch_documents` documents and about BATCH_BYTES per call (a larger document
     goes alone, and the gateway says whether it is too large)."""
     batch: list[common_pb2.Document] = []
     size = 0
     for document in documents:
         doc_size = document.ByteSize()
-        if batch and (len(batch) >= BATCH_DOCUMENTS or size + doc_size > BATCH_BYTES):
+        if batch and (len(batch) >= batch_documents or size + doc_size > BATCH_BYTES):
             yield batch
             batch, size = [], 0
         batch.append(document)
@@ -81,6 +85,7 @@ async def ingest_documents(
     client: harag.AsyncClient,
     documents: list[common_pb2.Document],
     progress: bool = False,
+    batch_documents: int = BATCH_DOCUMENTS,
 ) -> IngestReport:
     """Ingests every document; a batch the gateway refuses as a whole (too large, invalid)
     fails its documents and the rest go on. Unreachable gateway: the error is raised."""
@@ -91,7 +96,7 @@ async def ingest_documents(
         bar = tqdm(total=len(documents), unit="doc", file=sys.stderr)
     report = IngestReport()
     try:
-        for batch in batches(documents):
+        for batch in batches(documents, batch_documents):
             try:
                 # Ingest is idempotent (an id replaces its document), so shedding is retried.
                 reply = await client.ingest(

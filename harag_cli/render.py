@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from harag.errors import HaragError
-from harag.types import FinalEvent, Withdrawn
+from harag.types import FinalEvent, Withdrawn, model_usage
 from harag.v1 import admin_pb2, common_pb2, gateway_pb2
 from harag_cli.meshctl import state_name
 
@@ -45,6 +45,12 @@ def receipt(stages: list[gateway_pb2.StageReport]) -> list[str]:
                 f"      #{a.attempt} {a.upstream:<20} {a.outcome:<18} "
                 f"{a.latency_ms:7.1f} ms{flags}{err}"[:160]
             )
+    for used in model_usage(stages):
+        lines.append(
+            f"  tokens    {used.model}: {used.prompt_tokens} prompt + "
+            f"{used.completion_tokens} completion tokens"
+            + (f" ({used.calls} calls)" if used.calls > 1 else "")
+        )
     return lines
 
 

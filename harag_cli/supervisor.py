@@ -67,8 +67,11 @@ def mesh_specs(
     data_dir: Path = Path("var/data"),
     fault_injection: bool = False,
     env: dict[str, str] | None = None,
+    embedder_backends: dict[str, str] | None = None,
 ) -> list[ProcessSpec]:
-    """The seven processes; `ports` maps a process name to a port (defaults otherwise)."""
+    """The seven processes; `ports` maps a process name to a port (defaults otherwise);
+    `embedder_backends` maps an embedder impl ("primary") to its HARAG_EMBEDDER_BACKEND
+    (unset: the impl's hashed default)."""
     ports = dict(ports or {})
     specs: list[ProcessSpec] = []
     chains: dict[str, list[str]] = {}
@@ -85,6 +88,8 @@ def mesh_specs(
             }
             if component == "retriever":
                 proc_env["HARAG_DATA_DIR"] = str(data_dir / name)
+            if component == "embedder" and impl in (embedder_backends or {}):
+                proc_env["HARAG_EMBEDDER_BACKEND"] = (embedder_backends or {})[impl]
             argv = [sys.executable, "-m", f"{component}_svc", "--impl", impl]
             specs.append(ProcessSpec(name, argv, port, proc_env))
             chains.setdefault(component, []).append(f"{name}=127.0.0.1:{port}")

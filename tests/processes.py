@@ -109,9 +109,14 @@ async def run_harag(*argv: str, timeout_s: float = 60) -> tuple[int, str, str]:
 
 class HaragUp:
     """`harag up` in a subprocess: `async with HaragUp(offset, data_dir) as up:` returns once it
-    printed its whole banner (up.lines holds its output so far); leaving sends Ctrl-C and waits."""
+    printed its whole banner (up.lines holds its output so far); leaving sends Ctrl-C and waits.
 
-    def __init__(self, port_offset: int, data_dir: Path, *flags: str) -> None:
+    The mesh runs the hashed embedders unless `flags` name another `--embedder`: the neural
+    one (what `make run` starts where it loads) takes half a minute to ingest the corpus."""
+
+    def __init__(
+        self, port_offset: int, data_dir: Path, *flags: str, env: dict[str, str] | None = None
+    ) -> None:
         self.argv = [
             *HARAG,
             "up",
@@ -120,8 +125,10 @@ class HaragUp:
             "--data-dir",
             str(data_dir),
             "--no-trace-viewer",
+            *(() if "--embedder" in flags else ("--embedder", "hashed")),
             *flags,
         ]
+        self.env = {**harag_env(), **(env or {})}
         self.lines: list[str] = []
         self.rest = ""
         self.returncode: int | None = None
@@ -131,7 +138,7 @@ class HaragUp:
         self._proc = await asyncio.create_subprocess_exec(
             *self.argv,
             cwd=REPO,
-            env=harag_env(),
+            env=self.env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -145,6 +152,17 @@ class HaragUp:
             await self.__aexit__()
             raise
         return self
+
+    async def wait_for_line(self, text: str, timeout_s: float = 120) -> str:
+        """Reads `harag up`'s output until a line containing `text` (maybe read already)."""
+        assert self._proc is not None and self._proc.stdout is not None
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not any(text in line for line in self.lines):
+            left = deadline - asyncio.get_running_loop().time()
+            raw = await asyncio.wait_for(self._proc.stdout.readline(), max(left, 0.001))
+            assert raw, f"harag up ended before printing {text!r}:\n" + "\n".join(self.lines[-40:])
+            self.lines.append(raw.decode().rstrip())
+        return next(line for line in self.lines if text in line)
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._proc is not None and self._proc.stdout is not None

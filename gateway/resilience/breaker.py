@@ -17,11 +17,13 @@ import grpc
 
 from gateway.resilience.breaker_types import (
     DEFAULT_RECORDED_FAILURE_CODES,
+    DEFAULT_RECORDED_FAILURE_REASONS,
     BreakerConfig,
     BreakerSnapshot,
     BreakerTransition,
     CircuitState,
     TransitionReason,
+    is_recorded_failure,
 )
 from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.window import CountWindow, OutcomeWindow, TimeWindow
@@ -32,6 +34,7 @@ _OK = grpc.StatusCode.OK
 
 __all__ = [
     "DEFAULT_RECORDED_FAILURE_CODES",
+    "DEFAULT_RECORDED_FAILURE_REASONS",
     "BreakerConfig",
     "BreakerSnapshot",
     "BreakerTransition",
@@ -70,12 +73,15 @@ class Permit:
         self.hung = True
         return self._breaker._on_slow_in_flight(self)
 
-    def on_result(self, code: grpc.StatusCode | None, duration_s: float) -> None:
-        """Records the call outcome; `None` or OK means success."""
+    def on_result(
+        self, code: grpc.StatusCode | None, duration_s: float, reason: str | None = None
+    ) -> None:
+        """Records the call outcome; `None` or OK means success. `reason` is the error's
+        ErrorInfo reason, if any (a configuration failure counts even as FAILED_PRECONDITION)."""
         if self._settled:
             return
         self._settled = True
-        self._breaker._on_result(self, code, duration_s)
+        self._breaker._on_result(self, code, duration_s, reason)
 
     def release_unused(self) -> None:
         """The call was never made (bulkhead full, deadline too short): give the slot back."""
@@ -116,6 +122,7 @@ class CircuitBreaker:
         self._slow_to_open = cfg.slow_calls_to_open
         self._consecutive_slow = 0  # slow-in-flight calls since the last quicker result
         self._recorded = cfg.recorded_failure_codes
+        self._recorded_reasons = cfg.recorded_failure_reasons
         self._state = CircuitState.CLOSED
         self._generation = 0
         self._entered_at = self._clock.monotonic()
@@ -154,7 +161,13 @@ class CircuitBreaker:
         self._probes_issued += 1
         return Permit(self, self._generation, True)
 
-    def _on_result(self, permit: Permit, code: grpc.StatusCode | None, duration_s: float) -> None:
+    def _on_result(
+        self,
+        permit: Permit,
+        code: grpc.StatusCode | None,
+        duration_s: float,
+        reason: str | None = None,
+    ) -> None:
         if permit.generation != self._generation:
             self._late += 1
             return
@@ -163,7 +176,7 @@ class CircuitBreaker:
             return
         if code is None or code is _OK:
             failure = False
-        elif code in self._recorded:
+        elif is_recorded_failure(code, reason, self._recorded, self._recorded_reasons):
             failure = True
         else:
             if state is CircuitState.HALF_OPEN:

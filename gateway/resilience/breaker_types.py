@@ -24,6 +24,36 @@ DEFAULT_RECORDED_FAILURE_CODES: frozenset[grpc.StatusCode] = frozenset(
     }
 )
 
+# ErrorInfo reasons (harag.v1 domain) of upstreams that cannot serve anybody until an operator
+# fixes their configuration: the model provider rejected the key, the account is out of
+# quota, the model does not exist. They come as FAILED_PRECONDITION (retrying cannot help),
+# yet they say everything about the upstream, so they count against its breaker; the chain
+# then goes to the next tier. Other FAILED_PRECONDITIONs (e.g. a retriever without an index
+# for the query's model) are about the request and stay unrecorded.
+DEFAULT_RECORDED_FAILURE_REASONS: frozenset[str] = frozenset(
+    {
+        "PROVIDER_AUTH",
+        "PROVIDER_QUOTA",
+        "PROVIDER_MODEL_NOT_FOUND",
+        "EMBEDDING_UPSTREAM_AUTH",
+        "EMBEDDING_UPSTREAM_QUOTA",
+        "EMBEDDING_UPSTREAM_MODEL_NOT_FOUND",
+    }
+)
+
+
+def is_recorded_failure(
+    code: grpc.StatusCode | None,
+    reason: str | None,
+    codes: frozenset[grpc.StatusCode] = DEFAULT_RECORDED_FAILURE_CODES,
+    reasons: frozenset[str] = DEFAULT_RECORDED_FAILURE_REASONS,
+) -> bool:
+    """Whether an outcome says the upstream is failing: a recorded code, or a configuration
+    failure (FAILED_PRECONDITION with one of `reasons`)."""
+    if code in codes:
+        return True
+    return code is grpc.StatusCode.FAILED_PRECONDITION and reason in reasons
+
 
 class CircuitState(StrEnum):
     CLOSED = "closed"
@@ -187,6 +217,9 @@ class BreakerConfig:
     """Codes counted as failures. OK/None is a success; every other code (INVALID_ARGUMENT,
     NOT_FOUND, FAILED_PRECONDITION, CANCELLED, ...) is ignored: not recorded at all, and
     in HALF_OPEN its probe slot is given back. Not a setting: it is part of the design."""
+    recorded_failure_reasons: frozenset[str] = field(default=DEFAULT_RECORDED_FAILURE_REASONS)
+    """FAILED_PRECONDITION with one of these ErrorInfo reasons is a failure too (an upstream
+    misconfigured: bad key, no quota, unknown model). Not a setting either."""
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -20,13 +20,13 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from gateway.resilience.breaker import CircuitBreaker
-from gateway.resilience.breaker_types import DEFAULT_RECORDED_FAILURE_CODES
+from gateway.resilience.breaker_types import is_recorded_failure
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from gateway.resilience.deadline import Deadline
 from gateway.resilience.hedge import LatencyTracker
 from gateway.resilience.inflight import InFlight
-from gateway.resilience.outcome import caused_by_request, status_of
+from gateway.resilience.outcome import caused_by_request, error_reason, status_of
 from gateway.resilience.recent import RecentCalls
 from gateway.resilience.retry import Metadata, RetryBudget, RetryPolicy, RetryReason, decide_retry
 
@@ -259,6 +259,7 @@ async def guarded_call(
     reached = False  # an attempt went to the upstream
     code = grpc.StatusCode.OK
     request_fault = False  # the request caused the failure (e.g. a reply over the size limit)
+    reason: str | None = None  # the last failure's ErrorInfo reason
     try:
         while True:
             record = attempts.begin(guard, retry=made > 0, hedge=hedge)
@@ -294,7 +295,7 @@ async def guarded_call(
                     record.outcome = HUNG
                     record.error = "given up: the breaker opened on this upstream's hung calls"
                 except Exception as exc:
-                    failure, code = exc, status_of(exc)
+                    failure, code, reason = exc, status_of(exc), error_reason(exc)
                     detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
                     record.outcome, record.error = code.name, detail or ""
                     if caused_by_request(exc):
@@ -352,7 +353,7 @@ async def guarded_call(
             # Never replay it as a probe (the prober's own replay forgets it too).
             guard.last_call = None if replaced_call is attempt_fn else replaced_call
         if permit is not None:
-            permit.on_result(code, duration)
+            permit.on_result(code, duration, reason)
         if tracked is not None:
             tracked.done = True
         recent = guard.recent
@@ -360,7 +361,7 @@ async def guarded_call(
         if recent is not None and reached and code is not grpc.StatusCode.CANCELLED:
             if tracked is None or not tracked.slow:
                 recent.call(
-                    failure=code in DEFAULT_RECORDED_FAILURE_CODES,
+                    failure=is_recorded_failure(code, reason),
                     slow=duration > guard.slow_call_s,
                 )
         if guard.bulkhead is not None:

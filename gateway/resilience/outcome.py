@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+from google.protobuf import message as protobuf_message
+from google.rpc import error_details_pb2, status_pb2
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 def status_of(exc: BaseException | None) -> grpc.StatusCode:
@@ -60,3 +64,31 @@ def caused_by_request(exc: BaseException | None) -> bool:
     details_fn = getattr(exc, "details", None)
     details = details_fn() if callable(details_fn) else str(exc)
     return isinstance(details, str) and OVERSIZED_MESSAGE in details.lower()
+
+
+def error_reason(exc: BaseException | None) -> str | None:
+    """The ErrorInfo reason an upstream attached to its error (google.rpc.Status in the
+    trailers), or None when there is none or it cannot be read. Lets a breaker tell a
+    FAILED_PRECONDITION that says "this upstream cannot serve anyone" (a rejected API key)
+    from one that says "your request does not fit" without parsing messages."""
+    trailers = getattr(exc, "trailing_metadata", None)
+    if exc is None or not callable(trailers):
+        return None
+    try:
+        metadata = trailers() or ()
+    except Exception:  # a foreign `trailing_metadata()` must never break classification
+        return None
+    for key, value in metadata:
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(value)
+        except protobuf_message.DecodeError:
+            return None
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return info.reason or None
+    return None

@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from harag.v1 import common_pb2 as _common_pb2
+from harag.v1 import generator_pb2 as _generator_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -105,7 +106,7 @@ class Source(_message.Message):
     def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., citation: _Optional[int] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("upstream", "tier", "outcome", "latency_ms", "error", "retry", "hedge", "breaker_state", "attempt")
+    __slots__ = ("upstream", "tier", "outcome", "latency_ms", "error", "retry", "hedge", "breaker_state", "attempt", "usage", "model")
     UPSTREAM_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +116,8 @@ class Attempt(_message.Message):
     HEDGE_FIELD_NUMBER: _ClassVar[int]
     BREAKER_STATE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     upstream: str
     tier: int
     outcome: str
@@ -124,7 +127,9 @@ class Attempt(_message.Message):
     hedge: bool
     breaker_state: CircuitState
     attempt: int
-    def __init__(self, upstream: _Optional[str] = ..., tier: _Optional[int] = ..., outcome: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ..., retry: _Optional[bool] = ..., hedge: _Optional[bool] = ..., breaker_state: _Optional[_Union[CircuitState, str]] = ..., attempt: _Optional[int] = ...) -> None: ...
+    usage: _generator_pb2.GenerationUsage
+    model: str
+    def __init__(self, upstream: _Optional[str] = ..., tier: _Optional[int] = ..., outcome: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ..., retry: _Optional[bool] = ..., hedge: _Optional[bool] = ..., breaker_state: _Optional[_Union[CircuitState, str]] = ..., attempt: _Optional[int] = ..., usage: _Optional[_Union[_generator_pb2.GenerationUsage, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class StageReport(_message.Message):
     __slots__ = ("stage", "served_by", "tier", "latency_ms", "attempts", "degraded", "detail")

@@ -23,13 +23,15 @@ from deploy_support import (
 
 COMPOSE = load_compose()
 CHAOS = load_compose(COMPOSE_CHAOS)
+COMPOSE_MODELS = DEPLOY / "compose.models.yaml"
+MODELS = load_compose(COMPOSE_MODELS)
 NAMES = [s.name for s in SERVICES]
 # The compose-spec service keys these files may use; a typo (say `healtcheck`) is an error
 # here rather than a silently ignored key.
 SERVICE_KEYS = {
     "image", "build", "command", "environment", "expose", "ports", "volumes", "configs",
     "deploy", "depends_on", "healthcheck", "restart", "read_only", "tmpfs", "cap_drop",
-    "security_opt", "stop_grace_period",
+    "security_opt", "stop_grace_period", "profiles",
 }  # fmt: skip
 TOP_LEVEL_KEYS = {"name", "services", "volumes", "configs"}
 
@@ -46,7 +48,7 @@ def test_the_seven_services_jaeger_prometheus_and_grafana():
     assert set(COMPOSE["services"]) == {*NAMES, "jaeger", "prometheus", "grafana"}
 
 
-@pytest.mark.parametrize("document", [COMPOSE, CHAOS], ids=["base", "chaos"])
+@pytest.mark.parametrize("document", [COMPOSE, CHAOS, MODELS], ids=["base", "chaos", "models"])
 def test_only_known_keys(document):
     assert {k for k in document if not k.startswith("x-")} <= TOP_LEVEL_KEYS
     for name, service in document["services"].items():
@@ -159,3 +161,32 @@ def test_gateway_reads_the_shared_config_file_and_its_chains_resolve():
             assert host == name and host in COMPOSE["services"]
             assert compose_env(COMPOSE, host)["HARAG_PORT"] == port
             assert port in COMPOSE["services"][host]["expose"]
+
+
+def test_the_models_overlay_points_the_primaries_at_model_servers_in_a_profile():
+    from embedder_svc.settings import EmbedderConfig
+    from generator_svc.settings import GeneratorConfig
+    from servicekit.settings import settings_of
+
+    services = MODELS["services"]
+    assert services["embedding-server"]["profiles"] == ["models"]
+    assert services["model-server"]["profiles"] == ["models"]
+    assert "profiles" not in services["embedder-primary"], "the mesh itself is never profiled"
+    embedder = services["embedder-primary"]["environment"]
+    known = {s.env_var for s in settings_of(EmbedderConfig)}
+    assert {k for k in embedder if k.startswith("HARAG_")} - known == set()
+    tei = services["embedding-server"]
+    port = next(a.split("=")[1] for a in tei["command"] if a.startswith("--port="))
+    assert embedder["HARAG_EMBEDDER_OPENAI_BASE_URL"] == f"http://embedding-server:{port}/v1"
+    served = next(a.split("=")[1] for a in tei["command"] if a.startswith("--served-model-name="))
+    assert embedder["HARAG_EMBEDDER_OPENAI_MODEL"] == served
+    assert embedder["HARAG_EMBEDDER_BACKEND"] == "openai" and embedder["HARAG_DIMENSION"] == "384"
+    generator = services["generator-primary"]["environment"]
+    known = {s.env_var for s in settings_of(GeneratorConfig)}
+    assert {k for k in generator if k.startswith("HARAG_")} - known == set()
+    assert generator["HARAG_OPENAI_BASE_URL"].startswith("http://model-server:8000/")
+    depends = services["embedder-primary"]["depends_on"]
+    assert depends["embedding-server"] == {"condition": "service_healthy"}
+    # no API key in the file: keyless servers; a hosted provider's key comes from a file
+    text = COMPOSE_MODELS.read_text()
+    assert "API_KEY:" not in text and "sk-" not in text

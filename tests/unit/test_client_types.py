@@ -194,3 +194,25 @@ async def test_a_bad_stream_argument_raises_at_the_call_not_at_the_first_event()
     with pytest.raises(ValueError, match="timeout"):
         harag.AsyncClient(channel=aio_channel).stream_query("q", timeout=-1)
     assert sync_channel.sent == [] and aio_channel.sent == []
+
+
+def test_model_usage_sums_the_tokens_each_model_reported_on_the_receipt() -> None:
+    from harag import ModelUsage, model_usage
+    from harag.v1 import generator_pb2
+
+    def attempt(model: str, prompt: int | None, completion: int = 0) -> gateway_pb2.Attempt:
+        usage = (
+            generator_pb2.GenerationUsage(prompt_tokens=prompt, completion_tokens=completion)
+            if prompt is not None
+            else None
+        )
+        return gateway_pb2.Attempt(upstream="u", outcome="OK", model=model, usage=usage)
+
+    stages = [
+        gateway_pb2.StageReport(attempts=[attempt("e5", None)]),  # an embed: no usage
+        gateway_pb2.StageReport(
+            attempts=[attempt("", None), attempt("gpt", 100, 20), attempt("gpt", 5, 1)]
+        ),
+    ]
+    assert model_usage(stages) == [ModelUsage("gpt", 105, 21, 2)]
+    assert model_usage([]) == []
