@@ -150,7 +150,7 @@ async def test_a_misconfigured_provider_is_counted_not_retried_and_b_answers(
             generate = result.stages[-1]
             assert generate.served_by == "provider-b"
             outcomes.append([a.outcome for a in generate.attempts if a.upstream == "provider-a"])
-        breakers = states_of(await list_breakers(gateway.channel))
+        breakers = states_of(await list_breakers(gateway.admin_channel))
         samples = scrape(metrics_address(clean_faults.logs.json_of("gateway-extra")))
     assert outcomes[:3] == [["FAILED_PRECONDITION"]] * 3  # one attempt each: no retry
     assert outcomes[3] == ["BREAKER_OPEN"]
