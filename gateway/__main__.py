@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import sys
 
 from gateway.admin import GatewayAdmin
@@ -15,12 +16,13 @@ from gateway.prober import BreakerProber
 from gateway.server import RagGateway
 from gateway.telemetry import AttemptTelemetry
 from gateway.upstreams import Upstreams
-from gateway.workers import WorkerRole, run_workers, worker_role
+from gateway.workers import WorkerRole, own_address, run_workers, worker_role
 from harag.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from servicekit import jsonlog, telemetry
 from servicekit.main import bootstrap
 from servicekit.rpc_client_telemetry import instrument_aio_channels
 from servicekit.server import ServerOptions, ServiceRegistration, serve
+from servicekit.tls import BadKeyMaterial, ServerTls
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["RagGatewayService"].full_name
 ADMIN_NAME = admin_pb2.DESCRIPTOR.services_by_name["GatewayAdminService"].full_name
@@ -44,7 +46,16 @@ def core_rpc_limit(cfg: GatewayConfig) -> int:
 
 async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
     """Serves until SIGTERM; `role` when this process is one of `--workers N`."""
-    upstreams = Upstreams.from_config(cfg)
+    try:
+        upstreams = Upstreams.from_config(cfg)
+        public_tls = (
+            ServerTls(cfg.tls.public_paths(), bool(cfg.tls.public.client_ca_file))
+            if cfg.tls.public.enabled
+            else None
+        )
+    except BadKeyMaterial as exc:
+        logging.getLogger("harag.gateway").error("startup failed", extra={"error": str(exc)})
+        return 1
     METRICS.observe_guards(u.guard for u in upstreams.all())
     upstreams.start_health_watch()
     prober = BreakerProber(
@@ -54,7 +65,10 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
     )
     prober.start()
     shed_log = ShedLog()
-    probe_address = role.private_address() if role else loopback_address(cfg.server.host, cfg.port)
+    # The admission self-probe is plaintext: with TLS on the public port it takes a private
+    # address of this process's own.
+    private = role.private_address() if role else (own_address() if public_tls else None)
+    probe_address = private or loopback_address(cfg.server.host, cfg.port)
     probe, admission = admission_control(cfg, shed_log, probe_address)
     pipeline = Pipeline(upstreams, cfg, observer=AttemptTelemetry())
     servicer = RagGateway(pipeline, upstreams, cfg, shed_log, worker=role.index if role else None)
@@ -82,7 +96,9 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
         rpc_observers=(METRICS.observe_rpc,),
         front_interceptors=admission,
         reuse_port=role is not None,
-        private_addresses=(role.private_address(),) if role else (),
+        private_addresses=(private,) if private else (),
+        tls=public_tls,
+        health_port=cfg.server.health_port,
         on_started=(
             # Start-up's objects live as long as the process: stop scanning them.
             *((gc.freeze,) if cfg.gc_gen0_threshold > 0 else ()),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from gateway.resilience.breaker_types import BreakerConfig
 from gateway.resilience.recent import StatusConfig
 from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
+from gateway.tls_config import GatewayTls
 from servicekit.metrics import resolve_port
 from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
 from servicekit.server import ServerSettings
@@ -414,6 +415,7 @@ class GatewayConfig:
     admission: AdmissionConfig = section(AdmissionConfig)
     cache: CacheConfig = section(CacheConfig)
     status: StatusConfig = section(StatusConfig)
+    tls: GatewayTls = section(GatewayTls)
     workers: int = setting(
         1,
         "workers",
@@ -445,6 +447,8 @@ class GatewayConfig:
         check_fields(self)
         if self.server.metrics_port == self.port:
             raise RuleViolation("{server.metrics_port} must differ from {port}")
+        if self.server.health_port == self.port:
+            raise RuleViolation("{server.health_port} must differ from {port}")
         first = resolve_port(self.server.metrics_port, self.port)
         if self.workers > 1 and first > 0:
             # Worker i serves /metrics on first + i: none of those may be the gRPC port.

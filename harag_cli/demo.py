@@ -26,6 +26,7 @@ from harag.v1 import (
     gateway_pb2_grpc,
 )
 from harag_cli import demo_view as view
+from harag_cli.certs import LOCAL_CERTS_DIR, component_channel, ensure_mesh_certificates
 from harag_cli.corpus import sample_corpus
 from harag_cli.demo_script import Phase, describe, phases, questions
 from harag_cli.demo_watch import (
@@ -76,7 +77,11 @@ async def start_own_mesh(addr: str, data_dir: Path) -> Supervisor:
     use_defaults = not taken_ports(defaults)
     ports = {n: (p if use_defaults else free_port()) for n, p in defaults.items()}
     ports["gateway"] = int(port)
-    specs = mesh_specs(ports=ports, data_dir=data_dir, fault_injection=True)
+    # Like `harag up`, with mTLS, and the certificates where the CLI finds them.
+    ensure_mesh_certificates(LOCAL_CERTS_DIR)
+    specs = mesh_specs(
+        ports=ports, data_dir=data_dir, fault_injection=True, certs_dir=LOCAL_CERTS_DIR
+    )
     for spec in specs:
         spec.env["HARAG_LOG_LEVEL"] = "WARNING"
     next(s for s in specs if s.name == "gateway").env.update(DEMO_GATEWAY_ENV)
@@ -102,7 +107,9 @@ class Demo:
         self.background = BackgroundLoad(
             self.gateway, self.recorder, questions(), workers=args.background
         )
-        self.control = MeshControl({}, args.addr)
+        self.control = MeshControl(
+            {}, args.addr, component_channel=component_channel(LOCAL_CERTS_DIR)
+        )
         self.active: dict[str, view.Episode] = {}  # upstream -> its current fault episode
         self.episodes: list[view.Episode] = []
         self.failures = 0

@@ -8,13 +8,12 @@ import signal
 import sys
 from pathlib import Path
 
-import grpc
-
 from harag.v1 import (
     retriever_pb2,
     retriever_pb2_grpc,
 )
 from harag_cli import traces
+from harag_cli.certs import component_channel, ensure_mesh_certificates
 from harag_cli.clients import api_client
 from harag_cli.documents import sample_corpus
 from harag_cli.ingesting import ingest_documents
@@ -40,7 +39,9 @@ def _port_taken(taken: dict[str, int], port_offset: int) -> str:
     )
 
 
-def _ready_banner(specs: list[ProcessSpec], port_offset: int, viewer: TraceViewer | None) -> str:
+def _ready_banner(
+    specs: list[ProcessSpec], port_offset: int, viewer: TraceViewer | None, certs_dir: Path
+) -> str:
     gateway = next(s for s in specs if s.name == "gateway").address
     flag = f" --port-offset {port_offset}" if port_offset else ""
     tracing = (
@@ -55,6 +56,8 @@ def _ready_banner(specs: list[ProcessSpec], port_offset: int, viewer: TraceViewe
         f"  health:  harag health{flag}\n"
         f"  faults:  harag faults{flag} embedder-primary show  (needs --fault-injection)\n"
         f"  grpcurl: grpcurl -plaintext {gateway} list\n"
+        f"  mTLS:    components accept only the gateway (and the CLI's operator certificate); "
+        f"certificates in {certs_dir}\n"
         f"{tracing}"
         f"  (every command also takes --addr {gateway})\n"
         "Ctrl-C stops everything.\n"
@@ -62,10 +65,18 @@ def _ready_banner(specs: list[ProcessSpec], port_offset: int, viewer: TraceViewe
 
 
 async def up(args: argparse.Namespace) -> int:
+    certs_dir = Path(args.certs_dir)
+    try:
+        if ensure_mesh_certificates(certs_dir):
+            print(f"harag up: made a throwaway CA and mesh certificates in {certs_dir}", flush=True)
+    except OSError as exc:
+        print(f"harag up: cannot write certificates to {certs_dir}: {exc}", file=sys.stderr)
+        return 1
     specs = mesh_specs(
         port_offset=args.port_offset,
         data_dir=Path(args.data_dir),
         fault_injection=args.fault_injection,
+        certs_dir=certs_dir,
     )
     supervisor = Supervisor(specs)
     taken = supervisor.ports_in_use()  # before anything starts, so nothing is left running
@@ -94,8 +105,8 @@ async def up(args: argparse.Namespace) -> int:
         return 1
     try:
         if not args.no_ingest:
-            await _ingest_sample_corpus(specs)
-        print(_ready_banner(specs, args.port_offset, viewer), flush=True)
+            await _ingest_sample_corpus(specs, certs_dir)
+        print(_ready_banner(specs, args.port_offset, viewer, certs_dir), flush=True)
         await stop.wait()
     finally:  # a failed ingest ends `harag up` too, and leaves no process behind
         codes = await supervisor.stop()
@@ -105,10 +116,10 @@ async def up(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _ingest_sample_corpus(specs: list[ProcessSpec]) -> None:
+async def _ingest_sample_corpus(specs: list[ProcessSpec], certs_dir: Path) -> None:
     """Loads the sample corpus unless the retrievers kept an index from an earlier run."""
     retriever = next(s for s in specs if s.name == "retriever-primary").address
-    async with grpc.aio.insecure_channel(retriever) as channel:
+    async with component_channel(certs_dir)(retriever) as channel:
         stats = await retriever_pb2_grpc.RetrieverServiceStub(channel).GetStats(
             retriever_pb2.GetStatsRequest(), timeout=10
         )

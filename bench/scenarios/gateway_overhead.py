@@ -66,9 +66,7 @@ def direct_path(mesh: BenchMesh) -> Path:
     )
 
     async def run(text: str) -> None:
-        embedded = await embedder.Embed(
-            embedder_pb2.EmbedRequest(texts=[text]), timeout=DEADLINE_S
-        )
+        embedded = await embedder.Embed(embedder_pb2.EmbedRequest(texts=[text]), timeout=DEADLINE_S)
         request = retriever_pb2.SearchRequest(query_text=text, top_k=TOP_K)
         request.query_embedding.values.extend(embedded.embeddings[0].values)
         request.model = embedded.model
@@ -131,9 +129,7 @@ async def measure(
 
 async def run(rounds: int = ROUNDS, warmup_rounds: int = WARMUP_ROUNDS) -> ScenarioResult:
     async with BenchMesh() as mesh:
-        untraced = await mesh.add_gateway(
-            "gateway-untraced", {"OTEL_TRACES_SAMPLER": "always_off"}
-        )
+        untraced = await mesh.add_gateway("gateway-untraced", {"OTEL_TRACES_SAMPLER": "always_off"})
         unprobed = await mesh.add_gateway(
             "gateway-no-admission", {"HARAG_ADMISSION_QUEUE_TARGET_S": "0"}
         )

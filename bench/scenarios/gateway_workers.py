@@ -147,9 +147,7 @@ def result_of(sides: list[Side], rounds: int, duration_s: float) -> ScenarioResu
             }
         )
     one, two = sides[0], sides[-1]
-    per_round = [
-        b.summary.qps / a.summary.qps for a, b in zip(one.runs, two.runs, strict=True)
-    ]
+    per_round = [b.summary.qps / a.summary.qps for a, b in zip(one.runs, two.runs, strict=True)]
     ratio = statistics.median(per_round)
     return ScenarioResult(
         name="gateway_workers",
