@@ -18,8 +18,8 @@ from waiting import wait_until
 
 from harag.v1 import embedder_pb2, embedder_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from harag_cli.certs import (
-    Authority,
     CA_FILE,
+    Authority,
     create_mesh_certificates,
     identity_of,
     issue,
@@ -32,7 +32,6 @@ from harag_cli.corpus import sample_corpus
 from harag_cli.localports import free_port
 from harag_cli.supervisor import ProcessSpec, Supervisor, mesh_specs
 from servicekit.ports import COMPONENT_NAMES
-
 
 RELOAD_S = "0.1"
 

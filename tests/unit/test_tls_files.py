@@ -89,7 +89,7 @@ def test_expired_certificate_is_rejected(certs: Path) -> None:
 
 def test_missing_file_is_named(certs: Path) -> None:
     watcher_paths = PemPaths(str(certs / "nope.crt"), "", str(certs / CA_FILE), 1.0)
-    with pytest.raises(BadKeyMaterial, match="nope.crt"):
+    with pytest.raises(BadKeyMaterial, match=r"nope\.crt"):
         KeyMaterialWatcher(watcher_paths)
 
 
