@@ -18,7 +18,13 @@ from harag_cli.clients import api_client
 from harag_cli.documents import sample_corpus
 from harag_cli.ingesting import ingest_documents
 from harag_cli.localports import free_port_offset
-from harag_cli.supervisor import ProcessSpec, StartupError, Supervisor, mesh_specs
+from harag_cli.supervisor import (
+    HEALTH_PORT_OFFSET,
+    ProcessSpec,
+    StartupError,
+    Supervisor,
+    mesh_specs,
+)
 from harag_cli.traceview.receiver import API_PORT, OTLP_PORT, TraceViewer
 from servicekit.ports import process_ports
 
@@ -27,7 +33,11 @@ def _port_taken(taken: dict[str, int], port_offset: int) -> str:
     """One line: which process cannot have its port, and an offset that would work."""
     name, port = next(iter(taken.items()))
     more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
-    offset = free_port_offset(process_ports().values(), start=port_offset + 100)
+    ports = list(process_ports().values())
+    # Each process also has its plaintext health port (mTLS on its gRPC port).
+    offset = free_port_offset(
+        [*ports, *(p + HEALTH_PORT_OFFSET for p in ports)], start=port_offset + 100
+    )
     advice = (
         f"start this mesh beside it with `harag up --port-offset {offset}`"
         if offset is not None
