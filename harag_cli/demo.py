@@ -39,7 +39,13 @@ from harag_cli.demo_watch import (
 )
 from harag_cli.localports import free_port, taken_ports
 from harag_cli.meshctl import MeshControl, discover, gateway_address
-from harag_cli.supervisor import StartupError, Supervisor, mesh_specs, probe
+from harag_cli.supervisor import (
+    HEALTH_PORT_OFFSET,
+    StartupError,
+    Supervisor,
+    mesh_specs,
+    probe,
+)
 from servicekit.ports import process_ports
 
 DEMO_GATEWAY_ENV = {
@@ -74,13 +80,21 @@ async def start_own_mesh(addr: str, data_dir: Path) -> Supervisor:
     if host not in ("127.0.0.1", "localhost") or not port.isdigit():
         raise StartupError(f"no gateway at {addr}, and a mesh can only be started on 127.0.0.1")
     defaults = {name: p for name, p in process_ports().items() if name != "gateway"}
-    use_defaults = not taken_ports(defaults)
+    # Each process also serves plaintext health beside its mTLS port.
+    health_defaults = {name: p + HEALTH_PORT_OFFSET for name, p in defaults.items()}
+    use_defaults = not taken_ports(defaults) and not taken_ports(health_defaults)
     ports = {n: (p if use_defaults else free_port()) for n, p in defaults.items()}
+    health_ports = {n: (p if use_defaults else free_port()) for n, p in health_defaults.items()}
     ports["gateway"] = int(port)
+    health_ports["gateway"] = free_port()
     # Like `harag up`, with mTLS, and the certificates where the CLI finds them.
     ensure_mesh_certificates(LOCAL_CERTS_DIR)
     specs = mesh_specs(
-        ports=ports, data_dir=data_dir, fault_injection=True, certs_dir=LOCAL_CERTS_DIR
+        ports=ports,
+        data_dir=data_dir,
+        fault_injection=True,
+        certs_dir=LOCAL_CERTS_DIR,
+        health_ports=health_ports,
     )
     for spec in specs:
         spec.env["HARAG_LOG_LEVEL"] = "WARNING"
