@@ -31,12 +31,13 @@ from gateway.status.http import StatusSources, http_endpoint
 from gateway.status.transitions import TransitionLog
 from gateway.telemetry import AttemptTelemetry
 from gateway.upstreams import Upstreams
-from gateway.workers import WorkerRole, run_workers, worker_role
+from gateway.workers import WorkerRole, own_address, run_workers, worker_role
 from harag.v1 import gateway_pb2, gateway_pb2_grpc
 from servicekit import jsonlog, telemetry
 from servicekit.main import bootstrap
 from servicekit.rpc_client_telemetry import instrument_aio_channels
 from servicekit.server import ServerOptions, ServiceRegistration, serve
+from servicekit.tls import BadKeyMaterial, ServerTls
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["RagGatewayService"].full_name
 
@@ -71,7 +72,16 @@ async def run(
 ) -> int:
     """Serves until SIGTERM; `role` when this process is one of `--workers N`; `keys` the
     loaded key file when auth is on."""
-    upstreams = Upstreams.from_config(cfg)
+    try:
+        upstreams = Upstreams.from_config(cfg)
+        public_tls = (
+            ServerTls(cfg.tls.public_paths(), bool(cfg.tls.public.client_ca_file))
+            if cfg.tls.public.enabled
+            else None
+        )
+    except BadKeyMaterial as exc:
+        logging.getLogger("harag.gateway").error("startup failed", extra={"error": str(exc)})
+        return 1
     METRICS.observe_guards(u.guard for u in upstreams.all())
     METRICS.prime()
     upstreams.start_health_watch()
@@ -84,7 +94,10 @@ async def run(
     shed_log = ShedLog()
     status = status_sources(cfg, upstreams, keys)
     activity = status.activity if status is not None else None
-    probe_address = role.private_address() if role else loopback_address(cfg.server.host, cfg.port)
+    # The admission self-probe is plaintext: with TLS on the public port it takes a private
+    # address of this process's own.
+    private = role.private_address() if role else (own_address() if public_tls else None)
+    probe_address = private or loopback_address(cfg.server.host, cfg.port)
     probe, admission = admission_control(cfg, shed_log, probe_address, activity)
     pipeline = Pipeline(upstreams, cfg, observer=AttemptTelemetry())
     redis = RedisLink(cfg.redis)
@@ -140,7 +153,9 @@ async def run(
         interceptors=auth,
         front_interceptors=admission,
         reuse_port=role is not None,
-        private_addresses=(role.private_address(),) if role else (),
+        private_addresses=(private,) if private else (),
+        tls=public_tls,
+        health_port=cfg.server.health_port,
         on_started=(
             # Start-up's objects live as long as the process: stop scanning them.
             *((gc.freeze,) if cfg.gc_gen0_threshold > 0 else ()),

@@ -19,6 +19,7 @@ from gateway.security.access_config import AccessConfig, resolve_admin_port
 from gateway.security.ratelimit_config import RateLimitConfig
 from gateway.shared.redis_config import RedisConfig
 from gateway.status.config import StatusPageConfig
+from gateway.tls_config import GatewayTls
 from servicekit.metrics import resolve_port
 from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
 from servicekit.server import ServerSettings
@@ -424,6 +425,7 @@ class GatewayConfig:
     status_page: StatusPageConfig = section(StatusPageConfig)
     access: AccessConfig = section(AccessConfig)
     limits: InputLimits = section(InputLimits)
+    tls: GatewayTls = section(GatewayTls)
     workers: int = setting(
         1,
         "workers",
@@ -455,6 +457,8 @@ class GatewayConfig:
         check_fields(self)
         if self.server.metrics_port == self.port:
             raise RuleViolation("{server.metrics_port} must differ from {port}")
+        if self.server.health_port == self.port:
+            raise RuleViolation("{server.health_port} must differ from {port}")
         first = resolve_port(self.server.metrics_port, self.port)
         admin = resolve_admin_port(self.access.admin_port, self.port)
         metrics_ports = range(first, first + self.workers) if first > 0 else range(0)

@@ -14,11 +14,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import COMPONENTS, GatewayConfig, UpstreamSpec
 from gateway.guards import build_guard
+from gateway.mesh_channels import ChannelFactory, ChannelRenewal
 from gateway.resilience.guard import AttemptRecord, Guard
 from gateway.resilience.recent import StatusConfig
 from harag.v1 import embedder_pb2_grpc, generator_pb2_grpc, retriever_pb2_grpc
 from servicekit.background import BackgroundTasks
 from servicekit.server import MAX_MESSAGE_BYTES
+from servicekit.tls import KeyMaterialWatcher
 
 log = logging.getLogger("harag.upstreams")
 
@@ -90,20 +92,52 @@ class Upstreams:
     """All chains, by component, in tier order; owns channels and health watchers."""
 
     def __init__(
-        self, chains: dict[str, list[Upstream]], status: StatusConfig | None = None
+        self,
+        chains: dict[str, list[Upstream]],
+        status: StatusConfig | None = None,
+        channels: ChannelFactory | None = None,
+        close_grace_s: float = 0.0,
     ) -> None:
         self.chains = chains
         # When an upstream's recent calls make the system DEGRADED (gateway.health).
         self.status = status or StatusConfig()
         self._watchers = BackgroundTasks("upstream health watch")
+        self._channels = channels
+        self._renewal = (
+            ChannelRenewal(channels.watcher, self.renew_channels, close_grace_s)
+            if channels is not None and channels.watcher is not None
+            else None
+        )
 
     @classmethod
     def from_config(cls, cfg: GatewayConfig) -> Upstreams:
+        """Raises BadKeyMaterial when the gateway's TLS files do not make an identity."""
+        mesh = cfg.tls.mesh
+        channels = ChannelFactory(
+            CHANNEL_OPTIONS,
+            KeyMaterialWatcher(mesh.paths()) if mesh.enabled else None,
+            cfg.tls.server_name,
+        )
         chains: dict[str, list[Upstream]] = {}
         for component in COMPONENTS:
             specs: list[UpstreamSpec] = cfg.chains.specs(component)
-            chains[component] = [_connect(component, spec, cfg) for spec in specs]
-        return cls(chains, cfg.status)
+            chains[component] = [_connect(component, spec, cfg, channels) for spec in specs]
+        # No attempt outlives its timeout cap: by then a replaced channel has no calls left.
+        deadlines = cfg.deadlines
+        grace = max(
+            deadlines.embed_timeout_s, deadlines.retrieve_timeout_s, deadlines.generate_timeout_s
+        )
+        return cls(chains, cfg.status, channels, close_grace_s=grace + 1.0)
+
+    def renew_channels(self) -> list[grpc.aio.Channel]:
+        """Gives every upstream a new channel (new certificate); returns the old ones."""
+        assert self._channels is not None
+        old = []
+        for upstream in self.all():
+            old.append(upstream.channel)
+            upstream.channel = self._channels.open(upstream.address)
+            upstream.stub = STUBS[upstream.component](upstream.channel)
+        return old
 
     def all(self) -> list[Upstream]:
         return [u for component in COMPONENTS for u in self.chains.get(component, [])]
@@ -112,16 +146,23 @@ class Upstreams:
         return next((u for u in self.all() if u.name == name), None)
 
     def start_health_watch(self) -> None:
+        """Follows each upstream's health, and (with TLS) the gateway's certificate files."""
         for upstream in self.all():
             self._watchers.start(upstream.name, functools.partial(_watch_health, upstream))
+        if self._renewal is not None:
+            self._watchers.start("certificate files", self._renewal.run)
 
     async def close(self) -> None:
         await self._watchers.stop()
+        if self._renewal is not None:
+            await self._renewal.close_now()
         await asyncio.gather(*(u.channel.close() for u in self.all()))
 
 
-def _connect(component: str, spec: UpstreamSpec, cfg: GatewayConfig) -> Upstream:
-    channel = grpc.aio.insecure_channel(spec.address, options=CHANNEL_OPTIONS)
+def _connect(
+    component: str, spec: UpstreamSpec, cfg: GatewayConfig, channels: ChannelFactory
+) -> Upstream:
+    channel = channels.open(spec.address)
     return Upstream(
         name=spec.name,
         component=component,
@@ -135,18 +176,31 @@ def _connect(component: str, spec: UpstreamSpec, cfg: GatewayConfig) -> Upstream
 
 
 async def _watch_health(upstream: Upstream) -> None:
-    """Follows the upstream's grpc.health.v1 Watch stream, reconnecting with backoff."""
-    stub = health_pb2_grpc.HealthStub(upstream.channel)
+    """Follows the upstream's grpc.health.v1 Watch stream, reconnecting with backoff.
+
+    Each reconnection takes the upstream's channel anew: after a certificate rotation the
+    old channel is closed (ending this stream) and the new one is there to watch on.
+    """
     backoff = 0.1
     while True:
+        channel = upstream.channel
         try:
+            stub = health_pb2_grpc.HealthStub(channel)
             async for reply in stub.Watch(health_pb2.HealthCheckRequest(service="")):
                 upstream.set_health(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
                 backoff = 0.1
+                if upstream.channel is not channel:
+                    break  # the channel was replaced: watch on the new one
         except asyncio.CancelledError:
-            raise
+            task = asyncio.current_task()
+            if channel is upstream.channel or (task is not None and task.cancelling()):
+                raise
+            # The old channel was closed under the stream: not ours to stop on.
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 upstream.set_health(HEALTH_UNREACHABLE)
+        if upstream.channel is not channel:
+            backoff = 0.1
+            continue
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, 1.0)

@@ -74,7 +74,12 @@ class WorkerRole:
 
     def private_address(self) -> str:
         """A listening address only this process has (for its admission self-probe)."""
-        return f"unix-abstract:harag-gateway-{os.getpid()}"
+        return own_address()
+
+
+def own_address() -> str:
+    """A listening address only this process has (an abstract socket named by its pid)."""
+    return f"unix-abstract:harag-gateway-{os.getpid()}"
 
 
 def worker_role() -> WorkerRole | None:

@@ -26,6 +26,7 @@ from harag.v1 import (
     gateway_pb2_grpc,
 )
 from harag_cli import demo_view as view
+from harag_cli.certs import LOCAL_CERTS_DIR, component_channel, ensure_mesh_certificates
 from harag_cli.clients import keyed_channel, resolve_api_key
 from harag_cli.corpus import sample_corpus
 from harag_cli.demo_script import Phase, describe, phases, questions
@@ -39,7 +40,13 @@ from harag_cli.demo_watch import (
 )
 from harag_cli.localports import free_port, taken_ports
 from harag_cli.meshctl import MeshControl, admin_address, discover, gateway_address
-from harag_cli.supervisor import StartupError, Supervisor, mesh_specs, probe
+from harag_cli.supervisor import (
+    HEALTH_PORT_OFFSET,
+    StartupError,
+    Supervisor,
+    mesh_specs,
+    probe,
+)
 from servicekit.ports import process_ports
 
 DEMO_GATEWAY_ENV = {
@@ -75,10 +82,22 @@ async def start_own_mesh(addr: str, data_dir: Path) -> Supervisor:
     if host not in ("127.0.0.1", "localhost") or not port.isdigit():
         raise StartupError(f"no gateway at {addr}, and a mesh can only be started on 127.0.0.1")
     defaults = {name: p for name, p in process_ports().items() if name != "gateway"}
-    use_defaults = not taken_ports(defaults)
+    # Each process also serves plaintext health beside its mTLS port.
+    health_defaults = {name: p + HEALTH_PORT_OFFSET for name, p in defaults.items()}
+    use_defaults = not taken_ports(defaults) and not taken_ports(health_defaults)
     ports = {n: (p if use_defaults else free_port()) for n, p in defaults.items()}
+    health_ports = {n: (p if use_defaults else free_port()) for n, p in health_defaults.items()}
     ports["gateway"] = int(port)
-    specs = mesh_specs(ports=ports, data_dir=data_dir, fault_injection=True)
+    health_ports["gateway"] = free_port()
+    # Like `harag up`, with mTLS, and the certificates where the CLI finds them.
+    ensure_mesh_certificates(LOCAL_CERTS_DIR)
+    specs = mesh_specs(
+        ports=ports,
+        data_dir=data_dir,
+        fault_injection=True,
+        certs_dir=LOCAL_CERTS_DIR,
+        health_ports=health_ports,
+    )
     for spec in specs:
         spec.env["HARAG_LOG_LEVEL"] = "WARNING"
     next(s for s in specs if s.name == "gateway").env.update(DEMO_GATEWAY_ENV)
@@ -106,7 +125,12 @@ class Demo:
         self.background = BackgroundLoad(
             self.gateway, self.recorder, questions(), workers=args.background
         )
-        self.control = MeshControl({}, args.addr, api_key=args.api_key)
+        self.control = MeshControl(
+            {},
+            args.addr,
+            api_key=args.api_key,
+            component_channel=component_channel(LOCAL_CERTS_DIR),
+        )
         self.active: dict[str, view.Episode] = {}  # upstream -> its current fault episode
         self.episodes: list[view.Episode] = []
         self.failures = 0

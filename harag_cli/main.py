@@ -26,7 +26,8 @@ from harag.v1 import (
     fault_injection_pb2_grpc,
     gateway_pb2,
 )
-from harag_cli import demo, render, traces
+from harag_cli import certs, demo, render, traces
+from harag_cli.certs import LOCAL_CERTS_DIR, component_channel
 from harag_cli.clients import api_client, resolve_api_key
 from harag_cli.documents import collect
 from harag_cli.ingesting import INGEST_TIMEOUT_S, IngestReport, ingest_documents
@@ -232,7 +233,7 @@ async def faults(args: argparse.Namespace) -> int:
     address = args.addr or await _component_address(
         args.service, args.gateway, args.port_offset, args.api_key
     )
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with component_channel(Path(args.certs_dir))(address) as channel:
         stub = fault_injection_pb2_grpc.FaultInjectionServiceStub(channel)
         if args.action == "clear":
             await stub.ClearFaults(fault_injection_pb2.ClearFaultsRequest(), timeout=5)
@@ -325,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="start the seven processes and load the sample corpus")
     p.add_argument("--data-dir", default="var/data", help="where retrievers keep their indexes")
+    p.add_argument(
+        "--certs-dir",
+        default=str(LOCAL_CERTS_DIR),
+        help="where the mesh's throwaway CA and certificates are kept (made when missing)",
+    )
     p.add_argument("--no-ingest", action="store_true", help="do not load the sample corpus")
     p.add_argument(
         "--fault-injection",
@@ -427,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", action="append", help="limit to this RPC method (repeatable)")
     p.add_argument("--addr", help="host:port of the service (default: ask the mesh's gateway)")
     p.add_argument("--gateway", help="gateway to ask (default: $HARAG_GATEWAY or 127.0.0.1:50051)")
+    p.add_argument(
+        "--certs-dir",
+        default=str(LOCAL_CERTS_DIR),
+        help="the mesh's certificates (`harag up` writes them); the operator identity is used "
+        "to call the component over mTLS; without them the call is plaintext",
+    )
     _add_port_offset(p)
     p.set_defaults(func=faults)
 
@@ -453,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(sub)
     traces.add_parsers(sub)
     demo.add_parser(sub)
+    certs.add_parser(sub)
     return parser
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
 import grpc
 
@@ -103,6 +103,7 @@ class MeshControl:
         addresses: Mapping[str, str],
         gateway: str,
         keep_channels: bool = False,
+        component_channel: Callable[[str], grpc.aio.Channel] | None = None,
         *,
         admin: str | None = None,
         api_key: str | None = None,
@@ -114,12 +115,19 @@ class MeshControl:
         self.metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {api_key}"),) if api_key else ()
         )
+        # Components of a mesh with mTLS need a client certificate (harag_cli.certs).
+        self.component_channel = component_channel or grpc.aio.insecure_channel
         self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def _new_channel(self, address: str) -> grpc.aio.Channel:
+        if address == self.gateway:
+            return grpc.aio.insecure_channel(address)
+        return self.component_channel(address)
 
     def channel(self, address: str) -> grpc.aio.Channel:
         """The kept channel to `address` (opened on first use)."""
         if address not in self._channels:
-            self._channels[address] = grpc.aio.insecure_channel(address)
+            self._channels[address] = self._new_channel(address)
         return self._channels[address]
 
     @contextlib.asynccontextmanager
@@ -127,7 +135,7 @@ class MeshControl:
         if self.keep_channels:
             yield self.channel(address)
         else:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with self._new_channel(address) as channel:
                 yield channel
 
     def components(self) -> list[str]:

@@ -20,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harag_cli.certs import OPERATOR_IDENTITY, tls_env
 from harag_cli.localports import listens_on, taken_ports
 from servicekit.healthcheck import check_async as probe
 from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
+from servicekit.tls import GATEWAY_IDENTITY
 
 log = logging.getLogger("harag.supervisor")
 
@@ -49,16 +51,34 @@ class StartupError(RuntimeError):
     """A process failed to start or to reach SERVING."""
 
 
+HEALTH_PORT_OFFSET = 2000
+"""With mTLS, each process's plaintext health port is its gRPC port + this (mesh_specs)."""
+
+
 @dataclass
 class ProcessSpec:
     name: str
     argv: list[str]
     port: int
     env: dict[str, str] = field(default_factory=dict)
+    # A plaintext grpc.health.v1 port: the supervisor probes there when the gRPC port
+    # speaks (m)TLS.
+    health_port: int | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def probe_address(self) -> str:
+        return f"127.0.0.1:{self.health_port or self.port}"
+
+    def ports(self) -> dict[str, int]:
+        """Every port the process listens on, by what for."""
+        ports = {self.name: self.port}
+        if self.health_port:
+            ports[f"{self.name} health"] = self.health_port
+        return ports
 
 
 def mesh_specs(
@@ -68,11 +88,29 @@ def mesh_specs(
     fault_injection: bool = False,
     env: dict[str, str] | None = None,
     embedder_backends: dict[str, str] | None = None,
+    certs_dir: Path | None = None,
+    health_ports: dict[str, int] | None = None,
 ) -> list[ProcessSpec]:
     """The seven processes; `ports` maps a process name to a port (defaults otherwise);
     `embedder_backends` maps an embedder impl ("primary") to its HARAG_EMBEDDER_BACKEND
-    (unset: the impl's hashed default)."""
+    (unset: the impl's hashed default).
+
+    With `certs_dir` (harag_cli.certs.create_mesh_certificates wrote it) the mesh runs with
+    mTLS: each process presents its own certificate, components accept the gateway and the
+    operator identity (the CLI's direct calls), and each process serves plaintext health
+    on `health_ports[name]` (default its port + HEALTH_PORT_OFFSET) for the supervisor.
+    """
     ports = dict(ports or {})
+    health_ports = dict(health_ports or {})
+
+    def secured(name: str, port: int, proc_env: dict[str, str]) -> int | None:
+        if certs_dir is None:
+            return None
+        health_port = health_ports.get(name, port + HEALTH_PORT_OFFSET)
+        proc_env.update(tls_env(certs_dir, name))
+        proc_env["HARAG_HEALTH_PORT"] = str(health_port)
+        return health_port
+
     specs: list[ProcessSpec] = []
     chains: dict[str, list[str]] = {}
     for component, by_impl in COMPONENT_PORTS.items():
@@ -90,8 +128,11 @@ def mesh_specs(
                 proc_env["HARAG_DATA_DIR"] = str(data_dir / name)
             if component == "embedder" and impl in (embedder_backends or {}):
                 proc_env["HARAG_EMBEDDER_BACKEND"] = (embedder_backends or {})[impl]
+            health_port = secured(name, port, proc_env)
+            if health_port is not None:
+                proc_env["HARAG_TLS_ALLOWED_PEERS"] = f"{GATEWAY_IDENTITY},{OPERATOR_IDENTITY}"
             argv = [sys.executable, "-m", f"{component}_svc", "--impl", impl]
-            specs.append(ProcessSpec(name, argv, port, proc_env))
+            specs.append(ProcessSpec(name, argv, port, proc_env, health_port))
             chains.setdefault(component, []).append(f"{name}=127.0.0.1:{port}")
     gateway_port = ports.get("gateway", GATEWAY_PORT + port_offset)
     gateway_env = {
@@ -100,8 +141,11 @@ def mesh_specs(
         "OTEL_SERVICE_NAME": "gateway",
         **{f"HARAG_{c.upper()}_CHAIN": ",".join(v) for c, v in chains.items()},
     }
+    gateway_health = secured("gateway", gateway_port, gateway_env)
     specs.append(
-        ProcessSpec("gateway", [sys.executable, "-m", "gateway"], gateway_port, gateway_env)
+        ProcessSpec(
+            "gateway", [sys.executable, "-m", "gateway"], gateway_port, gateway_env, gateway_health
+        )
     )
     return specs
 
@@ -138,7 +182,9 @@ class Supervisor:
 
     def ports_in_use(self) -> dict[str, int]:
         """Processes whose port something else already listens on (process name -> port)."""
-        return taken_ports({name: spec.port for name, spec in self.specs.items()})
+        return taken_ports(
+            {name: port for spec in self.specs.values() for name, port in spec.ports().items()}
+        )
 
     async def start(self) -> None:
         """Starts every process; raises StartupError, with nothing started, if a port is taken.
@@ -184,7 +230,7 @@ class Supervisor:
         if proc is None or proc.returncode is not None:
             return False
         spec = self.specs[name]
-        if await probe(spec.address) != "SERVING" or proc.returncode is not None:
+        if await probe(spec.probe_address) != "SERVING" or proc.returncode is not None:
             return False
         if listens_on(proc.pid, spec.port) is False:
             return False

@@ -20,13 +20,20 @@ from harag.v1 import (
     retriever_pb2_grpc,
 )
 from harag_cli import traces
+from harag_cli.certs import component_channel, ensure_mesh_certificates
 from harag_cli.clients import api_client, dev_key_path, up_key_file
 from harag_cli.documents import sample_corpus
 from harag_cli.ingesting import IngestReport, ingest_documents
 from harag_cli.keys import create_key
 from harag_cli.localports import free_port_offset
 from harag_cli.meshctl import admin_address
-from harag_cli.supervisor import ProcessSpec, StartupError, Supervisor, mesh_specs
+from harag_cli.supervisor import (
+    HEALTH_PORT_OFFSET,
+    ProcessSpec,
+    StartupError,
+    Supervisor,
+    mesh_specs,
+)
 from harag_cli.traceview.receiver import API_PORT, OTLP_PORT, TraceViewer
 from servicekit.metrics import resolve_port
 from servicekit.ports import process_ports
@@ -66,7 +73,11 @@ def _port_taken(taken: dict[str, int], port_offset: int) -> str:
     """One line: which process cannot have its port, and an offset that would work."""
     name, port = next(iter(taken.items()))
     more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
-    offset = free_port_offset(process_ports().values(), start=port_offset + 100)
+    ports = list(process_ports().values())
+    # Each process also has its plaintext health port (mTLS on its gRPC port).
+    offset = free_port_offset(
+        [*ports, *(p + HEALTH_PORT_OFFSET for p in ports)], start=port_offset + 100
+    )
     advice = (
         f"start this mesh beside it with `harag up --port-offset {offset}`"
         if offset is not None
@@ -138,6 +149,7 @@ def _ready_banner(
     viewer: TraceViewer | None,
     key: DevKey | None,
     loading: bool,
+    certs_dir: Path,
 ) -> str:
     gateway = next(s for s in specs if s.name == "gateway").address
     flag = f" --port-offset {port_offset}" if port_offset else ""
@@ -155,6 +167,8 @@ def _ready_banner(
         f"  faults:  harag faults{flag} embedder-primary show  (needs --fault-injection)\n"
         f"  grpcurl: grpcurl -plaintext {gateway} list\n"
         f"{_auth_lines(key, gateway)}"
+        f"  mTLS:    components accept only the gateway (and the CLI's operator certificate); "
+        f"certificates in {certs_dir}\n"
         f"{tracing}"
         f"  (every command also takes --addr {gateway})\n"
         + (
@@ -175,11 +189,19 @@ async def up(args: argparse.Namespace) -> int:
         return 1
     if note:
         print(note, flush=True)
+    certs_dir = Path(args.certs_dir)
+    try:
+        if ensure_mesh_certificates(certs_dir):
+            print(f"harag up: made a throwaway CA and mesh certificates in {certs_dir}", flush=True)
+    except OSError as exc:
+        print(f"harag up: cannot write certificates to {certs_dir}: {exc}", file=sys.stderr)
+        return 1
     specs = mesh_specs(
         port_offset=args.port_offset,
         data_dir=Path(args.data_dir),
         fault_injection=args.fault_injection,
         embedder_backends=backends,
+        certs_dir=certs_dir,
     )
     if backends is not None:
         gateway_spec = next(s for s in specs if s.name == "gateway")
@@ -195,14 +217,18 @@ async def up(args: argparse.Namespace) -> int:
     if key is not None:
         gateway_spec.env["HARAG_AUTH_KEY_FILE"] = str(key.key_file)
     try:
-        return await _run(args, specs, supervisor, key)
+        return await _run(args, specs, supervisor, key, certs_dir)
     finally:
         if key is not None:
             key.remove_token_file()
 
 
 async def _run(
-    args: argparse.Namespace, specs: list[ProcessSpec], supervisor: Supervisor, key: DevKey | None
+    args: argparse.Namespace,
+    specs: list[ProcessSpec],
+    supervisor: Supervisor,
+    key: DevKey | None,
+    certs_dir: Path,
 ) -> int:
     viewer, otel_env = await traces.start_viewer_for_mesh(
         not args.no_trace_viewer,
@@ -232,10 +258,15 @@ async def _run(
     loading = (
         None
         if args.no_ingest
-        else asyncio.create_task(_ingest_sample_corpus(specs, key.token if key else None))
+        else asyncio.create_task(
+            _ingest_sample_corpus(specs, key.token if key else None, certs_dir)
+        )
     )
     try:
-        print(_ready_banner(specs, args.port_offset, viewer, key, loading is not None), flush=True)
+        print(
+            _ready_banner(specs, args.port_offset, viewer, key, loading is not None, certs_dir),
+            flush=True,
+        )
         await stop.wait()
     finally:
         if loading is not None:
@@ -249,13 +280,15 @@ async def _run(
     return 0
 
 
-async def _ingest_sample_corpus(specs: list[ProcessSpec], api_key: str | None) -> None:
+async def _ingest_sample_corpus(
+    specs: list[ProcessSpec], api_key: str | None, certs_dir: Path
+) -> None:
     """Loads the sample corpus unless the retrievers kept an index from an earlier run. A
     failure is reported in one line; the mesh keeps serving (a corpus can be ingested later
     with `harag ingest`)."""
     started = time.monotonic()
     try:
-        report = await _ingest_if_empty(specs, api_key)
+        report = await _ingest_if_empty(specs, api_key, certs_dir)
     except (harag.HaragError, grpc.aio.AioRpcError) as exc:
         detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
         print(f"harag up: loading the sample corpus failed: {detail}", flush=True)
@@ -270,9 +303,11 @@ async def _ingest_sample_corpus(specs: list[ProcessSpec], api_key: str | None) -
         )
 
 
-async def _ingest_if_empty(specs: list[ProcessSpec], api_key: str | None) -> IngestReport | None:
+async def _ingest_if_empty(
+    specs: list[ProcessSpec], api_key: str | None, certs_dir: Path
+) -> IngestReport | None:
     retriever = next(s for s in specs if s.name == "retriever-primary").address
-    async with grpc.aio.insecure_channel(retriever) as channel:
+    async with component_channel(certs_dir)(retriever) as channel:
         stats = await retriever_pb2_grpc.RetrieverServiceStub(channel).GetStats(
             retriever_pb2.GetStatsRequest(), timeout=10
         )

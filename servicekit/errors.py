@@ -98,6 +98,11 @@ def resource_exhausted(message: str, retry_after_s: float, reason: str) -> grpc.
     )
 
 
+def error_status(code: int, message: str, reason: str) -> grpc.Status:
+    """A status of `code` (a google.rpc.Code) carrying ErrorInfo with `reason`."""
+    return _status(code, message, _error_info(reason))
+
+
 def failed_precondition(message: str, reason: str) -> grpc.Status:
     return _status(code_pb2.FAILED_PRECONDITION, message, _error_info(reason))
 

@@ -2,7 +2,8 @@
 
 Container images have no curl for gRPC, so their HEALTHCHECK runs
 `python -m servicekit.healthcheck`. Without --addr it probes 127.0.0.1:$HARAG_PORT, the port
-the server in the same container listens on, so one image serves either implementation.
+the server in the same container listens on, so one image serves either implementation;
+with TLS on that port, the server's plaintext $HARAG_HEALTH_PORT instead.
 """
 
 from __future__ import annotations
@@ -43,7 +44,11 @@ async def check_async(address: str, service: str = "", timeout_s: float = 1.0) -
 
 
 def default_address(env: Mapping[str, str] = os.environ) -> str:
-    """127.0.0.1:$HARAG_PORT when it names a port, else the gateway's 127.0.0.1:50051."""
+    """127.0.0.1:$HARAG_HEALTH_PORT (the plaintext health port a server with TLS keeps),
+    else 127.0.0.1:$HARAG_PORT when it names a port, else the gateway's 127.0.0.1:50051."""
+    health = env.get("HARAG_HEALTH_PORT", "").strip()
+    if health.isdigit() and int(health) > 0:
+        return f"127.0.0.1:{health}"
     port = env.get("HARAG_PORT", "").strip()
     return f"127.0.0.1:{port}" if port.isdigit() and int(port) > 0 else f"127.0.0.1:{GATEWAY_PORT}"
 

@@ -18,9 +18,11 @@ from typing import ClassVar, Literal, TypeVar
 
 from servicekit import jsonlog, telemetry
 from servicekit.config import ConfigError, load_config, unknown_variables
+from servicekit.peer_identity import PeerIdentityInterceptor
 from servicekit.ports import COMPONENT_PORTS
 from servicekit.server import ServerOptions, ServerSettings, ServiceRegistration, serve
 from servicekit.settings import RuleViolation, check_fields, section, setting, settings_of
+from servicekit.tls import ComponentTls, ServerTls
 
 IMPLS = ("primary", "fallback")
 Impl = Literal["primary", "fallback"]
@@ -109,11 +111,14 @@ class ComponentConfig:
         "Serve FaultInjectionService (demos and chaos tests only; never in production).",
     )
     server: ServerSettings = section(ServerSettings)
+    tls: ComponentTls = section(ComponentTls)
 
     def __post_init__(self) -> None:
         check_fields(self)
         if self.component and self.server.metrics_port == self.listen_port:
             raise RuleViolation("{server.metrics_port} must differ from {port}")
+        if self.component and self.server.health_port == self.listen_port:
+            raise RuleViolation("{server.health_port} must differ from {port}")
 
     @property
     def name(self) -> str:
@@ -152,11 +157,21 @@ def component_main(schema: type[CC], build: Build[CC], argv: list[str] | None = 
         log = logging.getLogger(f"harag.{component}")
         telemetry.setup(cfg.name)
         try:
+            tls = (
+                ServerTls(cfg.tls.files.paths(), cfg.tls.require_client_cert)
+                if cfg.tls.files.enabled
+                else None
+            )
             registrations, on_stop = build(cfg)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # BadKeyMaterial is a ValueError
             log.error("startup failed", extra={"error": str(exc)})
             return 1
         server = cfg.server
+        # Only the allowed peers (by default the gateway) may call: checked per call, after
+        # TLS has proved the certificate is the mesh CA's.
+        peers = (
+            (PeerIdentityInterceptor(cfg.tls.peers),) if tls is not None and cfg.tls.peers else ()
+        )
         options = ServerOptions(
             service_name=cfg.name,
             host=server.host,
@@ -167,6 +182,9 @@ def component_main(schema: type[CC], build: Build[CC], argv: list[str] | None = 
             max_concurrent_rpcs=server.max_concurrent_rpcs,
             max_message_bytes=server.max_message_bytes,
             metrics_port=server.metrics_port,
+            tls=tls,
+            health_port=server.health_port,
+            interceptors=peers,
             on_stop=tuple(on_stop),
         )
         return asyncio.run(serve(options, registrations))

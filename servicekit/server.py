@@ -28,6 +28,7 @@ from servicekit.interceptors import Context, HandlerWrapper, UnaryStream
 from servicekit.metrics import observe_faults, resolve_port, start_endpoint
 from servicekit.rpc_server_telemetry import RpcObserver, ServerTelemetryInterceptor
 from servicekit.settings import check_fields, setting
+from servicekit.tls import ServerTls
 
 log = logging.getLogger("harag.server")
 
@@ -77,6 +78,15 @@ class ServerSettings:
         unit="bytes",
         minimum=64 * 1024,
         maximum=1024 * 1024 * 1024,
+    )
+    health_port: int = setting(
+        0,
+        "health_port",
+        "Plaintext port serving only grpc.health.v1, for probes that cannot speak TLS "
+        "(Kubernetes' native gRPC probes); 0 = none (health is on the gRPC port as always).",
+        unit="port",
+        minimum=0,
+        maximum=65535,
     )
     max_concurrent_rpcs: int = setting(
         512,
@@ -151,6 +161,9 @@ class ServerOptions:
     # More addresses to listen on, e.g. "unix-abstract:name": for calls that must reach this
     # very process when it shares its port with others.
     private_addresses: Sequence[str] = field(default_factory=tuple)
+    # TLS on `port` (the private addresses stay plaintext: they are this host's only).
+    tls: ServerTls | None = None
+    health_port: int = ServerSettings.health_port
     rpc_observers: Sequence[RpcObserver] = field(default_factory=tuple)
     interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
     # Run before everything else, telemetry included: for turning calls away at the least
@@ -167,6 +180,16 @@ class ServerOptions:
     http_endpoint: Callable[[str, int], Awaitable[Callable[[], Awaitable[None]] | None]] | None = (
         None
     )
+
+
+def _health_only_server(
+    health_servicer: health.aio.HealthServicer, end_watches: _EndWatchesOnShutdown
+) -> grpc.aio.Server:
+    """A plaintext server with nothing but grpc.health.v1 (the same servicer, so the same
+    status): Kubernetes' gRPC probes carry no TLS, and health says nothing secret."""
+    server = grpc.aio.server(interceptors=[end_watches], maximum_concurrent_rpcs=64)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    return server
 
 
 async def _run_callbacks(callbacks: Sequence[Callable[[], Awaitable[None]]]) -> None:
@@ -231,13 +254,26 @@ async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistrat
     )
 
     address = f"{options.host}:{options.port}"
-    for listen in (address, *options.private_addresses):
-        try:
+    health_server = (
+        _health_only_server(health_servicer, end_watches) if options.health_port else None
+    )
+    try:
+        if options.tls is not None:
+            server.add_secure_port(address, options.tls.credentials())
+        else:
+            server.add_insecure_port(address)
+        for listen in options.private_addresses:
             server.add_insecure_port(listen)
-        except RuntimeError as exc:
-            log.error("cannot listen", extra={"address": listen, "error": str(exc)})
-            return 1
+        if health_server is not None:
+            health_server.add_insecure_port(f"{options.host}:{options.health_port}")
+    except RuntimeError as exc:
+        log.error("cannot listen", extra={"address": address, "error": str(exc)})
+        return 1
     await server.start()
+    if health_server is not None:
+        await health_server.start()
+    if options.tls is not None:
+        options.tls.start_reloading()
     for started in options.on_started:
         started()
     http_port = resolve_port(options.metrics_port, options.port)
@@ -256,6 +292,8 @@ async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistrat
             "address": address,
             "services": names,
             "fault_injection": options.fault_injection,
+            "tls": options.tls is not None,
+            "health_port": options.health_port,
             "pid": os.getpid(),
         },
     )
@@ -276,6 +314,10 @@ async def serve(options: ServerOptions, registrations: Sequence[ServiceRegistrat
     end_watches.stopping.set()
     await _run_callbacks(options.before_stop)
     await server.stop(options.shutdown_grace_s)
+    if health_server is not None:
+        await health_server.stop(0)
+    if options.tls is not None:
+        await options.tls.stop_reloading()
     await _run_callbacks(options.on_stop)
     if metrics_endpoint is not None:
         metrics_endpoint.stop()

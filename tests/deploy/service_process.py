@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import grpc
 from deploy_support import (
     GATEWAY_CONFIG,
     REPO,
@@ -25,6 +26,8 @@ from deploy_support import (
     image_entrypoint,
 )
 from processes import free_port
+
+from harag_cli.certs import CA_FILE, create_mesh_certificates
 
 # The image's interpreter is /opt/venv/bin/python on PATH; here it is this venv's python.
 IMAGE_PYTHON = "python"
@@ -66,7 +69,26 @@ def service_env(service: Service, deployed: dict[str, str], tmp_path: Path) -> d
         env["HARAG_AUTH_KEY_FILE"] = str(key_file)
     if "HARAG_ADMIN_PORT" in env:
         env["HARAG_ADMIN_PORT"] = str(free_port())
+    if "HARAG_HEALTH_PORT" in env:
+        env["HARAG_HEALTH_PORT"] = str(free_port())
+    if "HARAG_TLS_CERT_FILE" in env:
+        # The deployment's mounted certificates: a throwaway mesh CA's, same file names.
+        certs = tmp_path / "certs"
+        if not (certs / CA_FILE).exists():
+            create_mesh_certificates(certs)
+        for key in ("HARAG_TLS_CERT_FILE", "HARAG_TLS_KEY_FILE", "HARAG_TLS_CA_FILE"):
+            env[key] = str(certs / Path(env[key]).name)
     return env
+
+
+def gateway_credentials(env: dict[str, str]) -> grpc.ChannelCredentials:
+    """What the gateway dials a component of `env` (after service_env) with."""
+    certs = Path(env["HARAG_TLS_CA_FILE"]).parent
+    return grpc.ssl_channel_credentials(
+        root_certificates=(certs / CA_FILE).read_bytes(),
+        private_key=(certs / "gateway.key").read_bytes(),
+        certificate_chain=(certs / "gateway.crt").read_bytes(),
+    )
 
 
 def probe(service: Service, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -31,8 +31,9 @@ NAMES = [s.name for s in SERVICES]
 SERVICE_KEYS = {
     "image", "build", "command", "environment", "expose", "ports", "volumes", "configs",
     "deploy", "depends_on", "healthcheck", "restart", "read_only", "tmpfs", "cap_drop",
-    "security_opt", "stop_grace_period", "profiles",
+    "security_opt", "stop_grace_period", "profiles", "entrypoint",
 }  # fmt: skip
+CERTS_MOUNT = "mesh-certs:/etc/harag-tls:ro"
 TOP_LEVEL_KEYS = {"name", "services", "volumes", "configs"}
 
 
@@ -44,8 +45,24 @@ def seconds(duration: str) -> float:
     raise AssertionError(f"not a duration: {duration}")
 
 
-def test_the_seven_services_jaeger_prometheus_and_grafana():
-    assert set(COMPOSE["services"]) == {*NAMES, "jaeger", "prometheus", "grafana"}
+def test_the_seven_services_jaeger_prometheus_grafana_and_the_certificate_maker():
+    assert set(COMPOSE["services"]) == {*NAMES, "jaeger", "prometheus", "grafana", "certs"}
+
+
+def test_every_service_waits_for_the_certificates_and_mounts_them_read_only():
+    certs = COMPOSE["services"]["certs"]
+    assert certs["entrypoint"] == ["python"]
+    assert certs["command"] == ["-m", "servicekit.mesh_certs", "/var/lib/harag"]
+    assert certs["volumes"] == ["mesh-certs:/var/lib/harag"] and "mesh-certs" in COMPOSE["volumes"]
+    assert certs["restart"] == "no"
+    for name in NAMES:
+        spec = COMPOSE["services"][name]
+        assert spec["depends_on"]["certs"] == {"condition": "service_completed_successfully"}
+        assert CERTS_MOUNT in spec["volumes"], name
+        env = compose_env(COMPOSE, name)
+        for key, suffix in (("CERT", ".crt"), ("KEY", ".key")):
+            assert env[f"HARAG_TLS_{key}_FILE"] == f"/etc/harag-tls/{name}{suffix}"
+        assert env["HARAG_TLS_CA_FILE"] == "/etc/harag-tls/ca.crt"
 
 
 @pytest.mark.parametrize("document", [COMPOSE, CHAOS, MODELS], ids=["base", "chaos", "models"])
@@ -94,10 +111,11 @@ def test_embedder_and_generator_primaries_get_the_most_cpu():
 @pytest.mark.parametrize("service", COMPONENT_SERVICES, ids=lambda s: s.name)
 def test_each_retriever_keeps_its_index_in_its_own_named_volume(service):
     spec = COMPOSE["services"][service.name]
+    mounts = [m for m in spec["volumes"] if m != CERTS_MOUNT]
     if service.component != "retriever":
-        assert "volumes" not in spec
+        assert mounts == []
         return
-    [mount] = spec["volumes"]
+    [mount] = mounts
     volume, _, path = mount.partition(":")
     assert volume == f"{service.name}-data" and volume in COMPOSE["volumes"]
     assert path == compose_env(COMPOSE, service.name)["HARAG_DATA_DIR"]

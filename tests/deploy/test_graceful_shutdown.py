@@ -19,7 +19,7 @@ from deploy_support import (
 )
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from service_process import ServiceProcess, command_line, service_env
+from service_process import ServiceProcess, command_line, gateway_credentials, service_env
 
 from harag.v1 import common_pb2, fault_injection_pb2, generator_pb2, generator_pb2_grpc
 from harag.v1 import fault_injection_pb2_grpc as fault_grpc
@@ -59,7 +59,9 @@ async def test_sigterm_flips_readiness_drains_and_exits_zero(tmp_path):
     env["OTEL_TRACES_EXPORTER"] = "none"
     with ServiceProcess(SERVICE, command_line(SERVICE, args), env) as process:
         process.wait_serving()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{process.port}") as channel:
+        # The deployment serves mTLS to the gateway's identity: dial as the gateway does.
+        creds = gateway_credentials(env)
+        async with grpc.aio.secure_channel(f"127.0.0.1:{process.port}", creds) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             fault = fault_injection_pb2.Fault(
                 latency=Duration(seconds=int(IN_FLIGHT_S), nanos=int(IN_FLIGHT_S % 1 * 1e9)),

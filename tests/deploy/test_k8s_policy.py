@@ -49,8 +49,13 @@ def test_each_service_has_workload_service_and_service_account(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_three_grpc_probes_on_the_served_port(rendering, name):
     container = main_container(workload(RENDERINGS[rendering], name))
-    port = named_port(container, "grpc")
-    assert int(container_env(container)["HARAG_PORT"]) == port
+    env = container_env(container)
+    assert int(env["HARAG_PORT"]) == named_port(container, "grpc")
+    # Components serve mTLS on the gRPC port, so their probes go to the plaintext health
+    # port (kubelet probes carry no TLS); the same servicer answers there.
+    port = named_port(container, "health" if "HARAG_HEALTH_PORT" in env else "grpc")
+    if "HARAG_HEALTH_PORT" in env:
+        assert int(env["HARAG_HEALTH_PORT"]) == port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         spec = container[probe]
         assert set(spec) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, probe

@@ -4,16 +4,40 @@ from __future__ import annotations
 
 import copy
 
+import jsonschema
 import pytest
 import yaml
-from deploy_support import GPU_OVERLAY, K8S, K8S_VERSION, build_kustomization, find, load_docs
+from crd_schemas import SCHEMAS
+from deploy_support import (
+    GPU_OVERLAY,
+    K8S,
+    K8S_VERSION,
+    build_kustomization,
+    find,
+    load_docs,
+    workload,
+)
 from kubernetes_validate import utils as kv
+
+from servicekit.ports import COMPONENT_NAMES
 
 RENDERINGS = {"base": K8S, "gpu-overlay": GPU_OVERLAY}
 
 
 def validate_strict(resource: dict) -> str:
-    """Returns the schema version used; unknown kinds and unknown fields are failures."""
+    """Returns the schema version used; unknown kinds and unknown fields are failures.
+
+    cert-manager's kinds are checked against tests/deploy/crd_schemas.py instead."""
+    crd = SCHEMAS.get((resource["apiVersion"], resource["kind"]))
+    if crd is not None:
+        try:
+            jsonschema.validate(resource, crd)
+        except jsonschema.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.absolute_path)
+            pytest.fail(
+                f"{resource['kind']}/{resource['metadata']['name']}: {where}: {exc.message}"
+            )
+        return "cert-manager.io/v1"
     try:
         return kv.validate(resource, K8S_VERSION, strict=True)
     except kv.SchemaNotFoundError as exc:  # kubernetes-validate's CLI only warns about these
@@ -33,7 +57,34 @@ def test_every_rendered_resource_validates_strictly(rendering):
     assert len(resources) > 20
     for resource in resources:
         # Validated against exactly the pinned minor version, never an older fallback.
-        assert validate_strict(resource) == K8S_VERSION.rsplit(".", 1)[0]
+        assert validate_strict(resource) in (K8S_VERSION.rsplit(".", 1)[0], "cert-manager.io/v1")
+
+
+def test_every_mesh_process_has_a_renewing_certificate_mounted_as_a_whole_secret():
+    resources = build_kustomization(K8S)
+    for name in ("gateway", *COMPONENT_NAMES):
+        certificate = find(resources, "Certificate", f"{name}-tls")
+        spec = certificate["spec"]
+        assert f"{name}.harag.internal" in spec["dnsNames"] and name in spec["dnsNames"]
+        assert _hours(spec["renewBefore"]) < _hours(spec["duration"])
+        pod = workload(resources, name)["spec"]["template"]["spec"]
+        [volume] = [
+            v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == spec["secretName"]
+        ]
+        [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+        assert "subPath" not in mount, "a subPath mount never sees a renewed Secret"
+
+
+def _hours(duration: str) -> float:
+    assert duration.endswith("h"), duration
+    return float(duration[:-1])
+
+
+def test_crd_schemas_reject_an_unknown_field():
+    certificate = copy.deepcopy(find(build_kustomization(K8S), "Certificate", "gateway-tls"))
+    certificate["spec"]["renewbefore"] = "1h"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(certificate, SCHEMAS[("cert-manager.io/v1", "Certificate")])
 
 
 def test_strict_validation_rejects_an_unknown_field():

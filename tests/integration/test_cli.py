@@ -182,11 +182,14 @@ async def test_docs_list_and_delete_through_the_cli(clean_faults, tmp_path):
     assert "guides/capybara.md" not in [_document_id(s) for s in json.loads(out)["sources"]]
 
 
-async def test_faults_set_show_clear_through_the_cli(clean_faults):
+async def test_faults_set_show_clear_through_the_cli(clean_faults, tmp_path):
     mesh = clean_faults
+    # The shared test mesh is plaintext: no certificates, whatever `make run` left in var/certs.
+    plaintext = ("--certs-dir", str(tmp_path / "no-certs"))
     # No component address given: the CLI asks the mesh's gateway where generator-primary is.
     code, out, err = await harag(
         "faults",
+        *plaintext,
         "generator-primary",
         "set",
         "--error-rate",
@@ -205,7 +208,9 @@ async def test_faults_set_show_clear_through_the_cli(clean_faults):
     assert generate["served_by"] == "generator-fallback"
     assert generate["attempts"][0]["outcome"] == "INTERNAL"
     address = mesh.address("generator-primary")
-    code, out, _ = await harag("faults", "generator-primary", "clear", "--addr", address)
+    code, out, _ = await harag(
+        "faults", *plaintext, "generator-primary", "clear", "--addr", address
+    )
     assert code == 0 and "faults cleared" in out
 
 

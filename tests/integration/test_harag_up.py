@@ -12,9 +12,13 @@ import time
 from processes import HARAG, REPO, HaragUp, harag_env, run_harag
 
 from harag_cli.localports import free_port_offset, port_is_free
+from harag_cli.supervisor import HEALTH_PORT_OFFSET
 from servicekit.ports import process_ports
 
-DEFAULT_PORTS = list(process_ports().values())
+# Every process's gRPC port and its plaintext health port (the mesh runs mTLS).
+DEFAULT_PORTS = [
+    port + extra for port in process_ports().values() for extra in (0, HEALTH_PORT_OFFSET)
+]
 
 
 def free_offset(after: int = 1000) -> int:
@@ -77,7 +81,8 @@ async def test_a_second_mesh_runs_beside_the_first_and_each_cli_call_reaches_its
         line = err.strip()
         assert "\n" not in line and "Traceback" not in err, err
         taken = process_ports(first)["embedder-primary"]
-        assert f"port {taken} for embedder-primary is already in use (and 6 more)" in line
+        # Each process's gRPC port and its plaintext health port (mTLS): 14 in all.
+        assert f"port {taken} for embedder-primary is already in use (and 13 more)" in line
         assert "--port-offset" in line and "SERVING" not in out
         assert not (tmp_path / "again").exists(), "no process of the refused mesh started"
 
