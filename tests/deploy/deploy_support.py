@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import pytest
 import yaml
+from crd_schemas import SCHEMAS
+from kubernetes_validate import utils as kv
 
 from servicekit.ports import COMPONENT_PORTS, GATEWAY_PORT
 
@@ -431,3 +435,26 @@ def memory_bytes(quantity: str | int) -> int:
         if text.endswith(suffix):
             return int(float(text[: -len(suffix)]) * _BINARY[suffix])
     return int(text)
+
+
+def validate_strict(resource: dict) -> str:
+    """Returns the schema version used; unknown kinds and unknown fields are failures.
+
+    cert-manager's kinds are checked against tests/deploy/crd_schemas.py instead."""
+    crd = SCHEMAS.get((resource["apiVersion"], resource["kind"]))
+    if crd is not None:
+        try:
+            jsonschema.validate(resource, crd)
+        except jsonschema.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.absolute_path)
+            pytest.fail(
+                f"{resource['kind']}/{resource['metadata']['name']}: {where}: {exc.message}"
+            )
+        return "cert-manager.io/v1"
+    try:
+        return kv.validate(resource, K8S_VERSION, strict=True)
+    except kv.SchemaNotFoundError as exc:  # kubernetes-validate's CLI only warns about these
+        pytest.fail(exc.message)
+    except kv.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.path)
+        pytest.fail(f"{resource['kind']}/{resource['metadata']['name']}: {where}: {exc.message}")

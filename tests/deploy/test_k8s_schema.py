@@ -15,6 +15,7 @@ from deploy_support import (
     build_kustomization,
     find,
     load_docs,
+    validate_strict,
     workload,
 )
 from kubernetes_validate import utils as kv
@@ -22,29 +23,6 @@ from kubernetes_validate import utils as kv
 from servicekit.ports import COMPONENT_NAMES
 
 RENDERINGS = {"base": K8S, "gpu-overlay": GPU_OVERLAY}
-
-
-def validate_strict(resource: dict) -> str:
-    """Returns the schema version used; unknown kinds and unknown fields are failures.
-
-    cert-manager's kinds are checked against tests/deploy/crd_schemas.py instead."""
-    crd = SCHEMAS.get((resource["apiVersion"], resource["kind"]))
-    if crd is not None:
-        try:
-            jsonschema.validate(resource, crd)
-        except jsonschema.ValidationError as exc:
-            where = ".".join(str(p) for p in exc.absolute_path)
-            pytest.fail(
-                f"{resource['kind']}/{resource['metadata']['name']}: {where}: {exc.message}"
-            )
-        return "cert-manager.io/v1"
-    try:
-        return kv.validate(resource, K8S_VERSION, strict=True)
-    except kv.SchemaNotFoundError as exc:  # kubernetes-validate's CLI only warns about these
-        pytest.fail(exc.message)
-    except kv.ValidationError as exc:
-        where = ".".join(str(p) for p in exc.path)
-        pytest.fail(f"{resource['kind']}/{resource['metadata']['name']}: {where}: {exc.message}")
 
 
 def test_the_pinned_version_is_shipped_offline():

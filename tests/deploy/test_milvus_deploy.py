@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import yaml
-from deploy_support import DEPLOY, K8S_VERSION, build_kustomization, find, load_compose
-from kubernetes_validate import utils as kv
+from deploy_support import DEPLOY, build_kustomization, find, load_compose, validate_strict
 
 from retriever_svc.settings import SETTINGS
 
@@ -21,7 +20,7 @@ def retriever_env(resources: list[dict]) -> dict[str, str]:
 def test_the_overlay_validates_strictly_and_points_the_primary_retriever_at_milvus():
     resources = build_kustomization(MILVUS_OVERLAY)
     for resource in resources:
-        assert kv.validate(resource, K8S_VERSION, strict=True)
+        validate_strict(resource)
     env = retriever_env(resources)
     assert env["HARAG_VECTOR_BACKEND"] == "milvus"
     assert env["HARAG_MILVUS_URI"].startswith("http://milvus.milvus.svc")
