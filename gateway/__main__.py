@@ -9,7 +9,10 @@ import sys
 from gateway.admin import GatewayAdmin
 from gateway.admission import AdmissionInterceptor, QueueDelayProbe, SheddingController, ShedLog
 from gateway.config import GatewayConfig
+from gateway.jobs import IngestJobs
 from gateway.metrics import METRICS
+from gateway.outbox.delivery import OutboxDelivery
+from gateway.outbox.setup import build_outbox, observe_outbox
 from gateway.pipeline import Pipeline
 from gateway.prober import BreakerProber
 from gateway.security.ratelimit import RateLimiter
@@ -63,8 +66,25 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
     redis = RedisLink(cfg.redis)
     observe_redis_link(redis)
     limiter = RateLimiter(cfg.rate_limit, redis)
+    outbox = build_outbox(cfg.outbox, redis)
+    delivery = OutboxDelivery(
+        outbox,
+        upstreams.chains["retriever"],
+        cfg.outbox,
+        cfg.ingest,
+        on_applied=pipeline.cache.evict_documents,
+    )
+    observe_outbox(delivery)
+    jobs = IngestJobs(outbox, delivery, upstreams, cfg.ingest, cfg.chunking, cfg.outbox)
     servicer = RagGateway(
-        pipeline, upstreams, cfg, shed_log, worker=role.index if role else None, limiter=limiter
+        pipeline,
+        upstreams,
+        cfg,
+        shed_log,
+        worker=role.index if role else None,
+        limiter=limiter,
+        delivery=delivery,
+        jobs=jobs,
     )
     admin = GatewayAdmin(upstreams)
     registrations = [
@@ -95,10 +115,11 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
             # Start-up's objects live as long as the process: stop scanning them.
             *((gc.freeze,) if cfg.gc_gen0_threshold > 0 else ()),
             *((probe.start,) if probe else ()),
+            delivery.start,
             *((role.report_ready, role.watch_parent) if role else ()),
         ),
         before_stop=(probe.stop,) if probe else (),
-        on_stop=(prober.stop, upstreams.close, redis.close),
+        on_stop=(jobs.stop, delivery.stop, outbox.close, prober.stop, upstreams.close, redis.close),
     )
     return await serve(options, registrations)
 

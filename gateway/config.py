@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.outbox.config import OutboxConfig
 from gateway.resilience.breaker_types import BreakerConfig
 from gateway.resilience.recent import StatusConfig
 from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
@@ -417,6 +418,7 @@ class GatewayConfig:
     cache: CacheConfig = section(CacheConfig)
     status: StatusConfig = section(StatusConfig)
     redis: RedisConfig = section(RedisConfig)
+    outbox: OutboxConfig = section(OutboxConfig)
     rate_limit: RateLimitConfig = section(RateLimitConfig)
     workers: int = setting(
         1,

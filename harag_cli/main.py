@@ -28,7 +28,7 @@ from harag.v1 import (
 from harag_cli import demo, render, traces
 from harag_cli.clients import api_client
 from harag_cli.documents import collect
-from harag_cli.ingesting import INGEST_TIMEOUT_S, IngestReport, ingest_documents
+from harag_cli.ingesting import INGEST_TIMEOUT_S, IngestReport, ingest_documents, ingest_job
 from harag_cli.meshctl import MeshControl, default_addresses, discover, gateway_address
 from harag_cli.up import up
 
@@ -149,6 +149,14 @@ async def ingest(args: argparse.Namespace) -> int:
         for path, reason in collected.skipped:
             print(f"  skipped {path}: {reason}")
     report = IngestReport()
+    if collected.documents and args.job:
+        async with api_client(_addr(args)) as client:
+            job = await ingest_job(client, collected.documents)
+        for failure in job.failures:
+            print(f"harag ingest: {failure}", file=sys.stderr)
+        failed = job.failed + sum(r.failed for r in job.retrievers)
+        done = job.state == gateway_pb2.INGEST_JOB_STATE_DONE
+        return 0 if done and failed == 0 and not collected.failures else 1
     if collected.documents:
         async with api_client(_addr(args)) as client:
             report = await ingest_documents(
@@ -343,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("-v", "--verbose", action="store_true", help="list every file skipped")
+    p.add_argument(
+        "--job",
+        action="store_true",
+        help="run as an asynchronous ingest job (for big folders): start it, then show its "
+        "progress until every retriever has indexed it",
+    )
     p.set_defaults(func=ingest)
 
     p = sub.add_parser("docs", help="list or delete stored documents")
