@@ -230,7 +230,8 @@ async def test_a_gateway_killed_between_reading_and_acking_leaves_its_writes_to_
 
 
 async def test_an_ingest_job_of_20000_documents_reports_progress_and_completes(tmp_path):
-    async with pipeline_mesh(tmp_path, {}) as mesh:
+    # Fewer, larger writes: 20,000 one-chunk documents in 79 writes per retriever, not 313.
+    async with pipeline_mesh(tmp_path, {"HARAG_INGEST_BATCH_SIZE": "256"}) as mesh:
         docs = documents(20_000, "job")
 
         async def batches() -> AsyncIterator[gateway_pb2.StartIngestJobRequest]:
