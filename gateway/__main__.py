@@ -13,7 +13,10 @@ from gateway.admin import GatewayAdmin
 from gateway.admin_listener import start_admin_listener
 from gateway.admission import AdmissionInterceptor, QueueDelayProbe, SheddingController, ShedLog
 from gateway.config import GatewayConfig
+from gateway.jobs import IngestJobs
 from gateway.metrics import METRICS
+from gateway.outbox.delivery import OutboxDelivery
+from gateway.outbox.setup import build_outbox, observe_outbox
 from gateway.pipeline import Pipeline
 from gateway.prober import BreakerProber
 from gateway.security.access_config import resolve_admin_port
@@ -103,6 +106,16 @@ async def run(
     redis = RedisLink(cfg.redis)
     observe_redis_link(redis)
     limiter = RateLimiter(cfg.rate_limit, redis)
+    outbox = build_outbox(cfg.outbox, redis)
+    delivery = OutboxDelivery(
+        outbox,
+        upstreams.chains["retriever"],
+        cfg.outbox,
+        cfg.ingest,
+        on_applied=pipeline.cache.evict_documents,
+    )
+    observe_outbox(delivery)
+    jobs = IngestJobs(outbox, delivery, upstreams, cfg.ingest, cfg.chunking, cfg.outbox)
     servicer = RagGateway(
         pipeline,
         upstreams,
@@ -111,6 +124,8 @@ async def run(
         worker=role.index if role else None,
         limiter=limiter,
         activity=activity,
+        delivery=delivery,
+        jobs=jobs,
     )
     auth = (
         (AuthInterceptor(lambda: keys.keys, cfg.access.auth_open_reflection),)
@@ -160,11 +175,20 @@ async def run(
             # Start-up's objects live as long as the process: stop scanning them.
             *((gc.freeze,) if cfg.gc_gen0_threshold > 0 else ()),
             *((probe.start,) if probe else ()),
+            delivery.start,
             *((role.report_ready, role.watch_parent) if role else ()),
             *((keys.start,) if keys else ()),
         ),
         before_stop=(probe.stop,) if probe else (),
-        on_stop=(prober.stop, upstreams.close, redis.close, *((keys.stop,) if keys else ())),
+        on_stop=(
+            jobs.stop,
+            delivery.stop,
+            outbox.close,
+            prober.stop,
+            upstreams.close,
+            redis.close,
+            *((keys.stop,) if keys else ()),
+        ),
         http_endpoint=http_endpoint(status),
     )
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.input_limits import InputLimits
+from gateway.outbox.config import OutboxConfig
 from gateway.resilience.breaker_types import BreakerConfig
 from gateway.resilience.recent import StatusConfig
 from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
@@ -421,6 +422,7 @@ class GatewayConfig:
     cache: CacheConfig = section(CacheConfig)
     status: StatusConfig = section(StatusConfig)
     redis: RedisConfig = section(RedisConfig)
+    outbox: OutboxConfig = section(OutboxConfig)
     rate_limit: RateLimitConfig = section(RateLimitConfig)
     status_page: StatusPageConfig = section(StatusPageConfig)
     access: AccessConfig = section(AccessConfig)

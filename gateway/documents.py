@@ -1,64 +1,68 @@
 """Document administration: delete documents from every retriever, list what is stored.
 
-Deleting is not a fallback chain either: every retriever must drop the document's chunks, and
+Deleting is not a fallback chain either: every retriever must drop the document's chunks
+(through its outbox, so a retriever that is down applies the delete when it is back), and
 cached answers that cited it are evicted at once. Listing asks the retrievers in chain order
 and the first that answers serves it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
 import grpc
 
 from gateway.config import IngestConfig
-from gateway.ingest import Retrying
-from gateway.upstreams import Upstream, Upstreams
+from gateway.ingest_writes import INDEXED, document_writes, queue_batch, removed_ids, wait_for
+from gateway.outbox.delivery import OutboxDelivery
+from gateway.outbox.store import REMOVE, Write
+from gateway.resilience.deadline import Deadline
+from gateway.upstreams import Upstreams
 from harag.v1 import gateway_pb2, retriever_pb2
 
 log = logging.getLogger("harag.documents")
 
 
-async def _remove_from(
-    upstream: Upstream, ids: list[str], cfg: IngestConfig, retrying: Retrying
-) -> set[str] | None:
-    """The ids this retriever removed; None when it could not be reached."""
-    request = retriever_pb2.RemoveDocumentsRequest(document_ids=ids)
-    reply: retriever_pb2.RemoveDocumentsResponse | None = await retrying.call_or_none(
-        lambda: upstream.stub.RemoveDocuments(request, timeout=cfg.timeout_s),
-        "delete failed",
-        upstream.name,
-    )
-    return set(reply.removed) if reply is not None else None
-
-
 async def delete_documents(
     upstreams: Upstreams,
-    cfg: IngestConfig,
     ids: list[str],
+    delivery: OutboxDelivery,
+    deadline: Deadline,
     evict: Callable[[list[str]], int] | None = None,
-    retrying: Retrying | None = None,
 ) -> gateway_pb2.DeleteDocumentsResponse:
-    """Removes every chunk of these documents from every retriever; evicts answers citing them."""
-    retrying = retrying or Retrying()
-    retrievers = upstreams.chains["retriever"]
-    removed = await asyncio.gather(*(_remove_from(u, ids, cfg, retrying) for u in retrievers))
+    """Queues the removal of every chunk of these documents in every retriever's outbox (the
+    same durable, ordered path as ingest's writes: a delete queued after an upsert wins),
+    waits for the retrievers until the deadline, and evicts answers citing them."""
+    retrievers = [u.name for u in upstreams.chains["retriever"]]
+    write = Write(
+        REMOVE,
+        retriever_pb2.RemoveDocumentsRequest(document_ids=ids).SerializeToString(),
+        "",
+        len(ids),
+    )
+    batch = await queue_batch(delivery, retrievers, write, ids)
+    outcomes = await wait_for(delivery, [batch], retrievers, deadline)
     evicted = evict(ids) if evict is not None else 0
-    unreachable = [u.name for u, r in zip(retrievers, removed, strict=True) if r is None]
-    results = [
-        gateway_pb2.DeleteResult(
-            id=i, found=any(i in r for r in removed if r is not None), missing=unreachable
+    writes = {r: document_writes(batch, r, outcomes[r], remove=True) for r in retrievers}
+    removed = {r: removed_ids(outcomes[r].get(batch.entries.get(r, ""))) for r in retrievers}
+    results = []
+    for i in ids:
+        mine = [writes[r][i] for r in retrievers]
+        results.append(
+            gateway_pb2.DeleteResult(
+                id=i,
+                found=any(i in removed[r] for r in retrievers),
+                missing=[w.retriever for w in mine if w.status != INDEXED],
+                writes=mine,
+            )
         )
-        for i in ids
-    ]
     log.info(
         "documents deleted",
         extra={
             "requested": len(ids),
             "found": sum(r.found for r in results),
-            "unreachable": unreachable,
+            "queued_for": sorted({m for r in results for m in r.missing}),
             "evicted_answers": evicted,
         },
     )

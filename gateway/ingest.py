@@ -1,58 +1,56 @@
-"""Ingest: cut each document into chunks, embed every chunk with every embedder, and replace
-the document's chunks in every retriever.
+"""Ingest: cut each document into chunks, embed every chunk with every embedder, and queue
+the document's chunks for every retriever in its outbox (gateway/outbox).
 
 Ingestion is not a fallback chain: every configured embedder contributes its own vector
 space (so a query embedded by the fallback model finds fallback-model vectors), and every
 retriever gets every document (so the lexical fallback can answer when the dense primary
-cannot). Bad documents fail alone; a missing embedder or retriever makes the documents
-PARTIAL, naming what is missing. The response is a batch report.
+cannot). Bad documents fail alone; a missing embedder makes the documents PARTIAL, naming
+what is missing. The response says per document and retriever INDEXED, QUEUED or FAILED.
+
+Ingest keeps the caller's deadline: every call's timeout is bounded by it, no call starts
+after it, an open breaker is not called, and what the retrievers have not acknowledged when
+it comes is reported QUEUED (it is applied, in order, once they can take it).
 
 A document's content hash covers its text, metadata, the chunking settings and the
 embedding models; when every retriever already holds a document with that hash it is
 UNCHANGED and nothing is embedded. A changed document's chunks are replaced in one
-ReplaceDocuments call per retriever, which the retrievers apply atomically per document.
+ReplaceDocuments write per retriever, which the retrievers apply atomically per document
+and idempotently (a write delivered twice stores the document once).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
-
-import grpc
 
 from gateway.chunking import chunk_text, title_of
 from gateway.config import ChunkingConfig, IngestConfig
-from gateway.resilience.clock import SYSTEM_CLOCK, Clock
-from gateway.resilience.retry import RetryPolicy, decide_retry
+from gateway.ingest_calls import Retrying
+from gateway.ingest_writes import (
+    FAILED,
+    INDEXED,
+    QUEUED,
+    Batch,
+    document_writes,
+    queue_batch,
+    wait_for,
+)
+from gateway.outbox.delivery import OutboxDelivery
+from gateway.outbox.store import REPLACE, Write
+from gateway.resilience.deadline import Deadline
 from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import common_pb2, embedder_pb2, gateway_pb2, retriever_pb2
 
 log = logging.getLogger("harag.ingest")
-T = TypeVar("T")
+
+__all__ = ["Retrying", "ingest", "prepare_and_queue"]
 
 MAX_ID_CHARS = 256
-# Embed and Upsert are idempotent, so a transient failure is worth a short retry: three
-# attempts in all, the waits drawn at random below 0.1 s and then 0.2 s. An overloaded
-# upstream (RESOURCE_EXHAUSTED) is not retried. Ingest spends no retry budget: it is rare
-# operator work, and the queries' budget must not pay for it.
-INGEST_RETRY = RetryPolicy(
-    max_attempts=3,
-    initial_backoff_s=0.1,
-    max_backoff_s=0.2,
-    multiplier=2.0,
-    retryable_codes=frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}),
-    pushback_only_codes=frozenset(),
-)
-
-
 # About 4 MB of ReplaceDocuments (a chunk's text plus two models' vectors is ~4 KB).
 MAX_CHUNKS_PER_WRITE = 1024
 CHUNKER_VERSION = 1  # part of every content hash: a new chunker re-ingests everything
@@ -68,10 +66,9 @@ class _Doc:
     chunks: list[common_pb2.Document] = field(default_factory=list)
     # Per chunk position: model id -> vector.
     embeddings: list[dict[str, list[float]]] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    stored_in: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)  # "retriever: reason"
-    notes: list[str] = field(default_factory=list)  # stored, but degraded: "retriever: reason"
+    missing: list[str] = field(default_factory=list)  # embedders that did not embed it
+    writes: dict[str, gateway_pb2.RetrieverWrite] = field(default_factory=dict)
+    batch: Batch | None = None
 
 
 def document_id(text: str) -> str:
@@ -154,49 +151,6 @@ def chunk_documents(
     return chunks
 
 
-@dataclass(frozen=True)
-class Retrying:
-    """How ingest retries a write: the policy, and the clock and randomness it waits by."""
-
-    policy: RetryPolicy = INGEST_RETRY
-    clock: Clock = SYSTEM_CLOCK
-    rng: random.Random = field(default_factory=random.Random)
-
-    async def call(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Runs `attempt` until it succeeds or the policy says stop; raises the last error."""
-        made = 0
-        while True:
-            try:
-                return await attempt()
-            except grpc.aio.AioRpcError as exc:
-                made += 1
-                decision = decide_retry(
-                    exc.code(),
-                    attempts_made=made,
-                    policy=self.policy,
-                    rng=self.rng,
-                    trailing_metadata=exc.trailing_metadata(),
-                )
-                if not decision.retry:
-                    raise
-                await self.clock.sleep(decision.delay_s)
-
-    async def call_or_none(
-        self, attempt: Callable[[], Awaitable[T]], failed: str, upstream: str
-    ) -> T | None:
-        """`call`, but a final failure is logged as `failed` (with the upstream, code and
-        detail) and returns None: one upstream's failure is one document's or step's, not the
-        whole request's."""
-        try:
-            return await self.call(attempt)
-        except grpc.aio.AioRpcError as exc:
-            log.warning(
-                failed,
-                extra={"upstream": upstream, "code": exc.code().name, "error": exc.details()},
-            )
-            return None
-
-
 @dataclass
 class _Embedder:
     upstream: Upstream
@@ -205,15 +159,24 @@ class _Embedder:
     max_text_chars: int
 
 
+# A lookup (model info, stored hashes) gets at most this share of the time left, so a hung
+# upstream leaves the rest of the deadline to embedding and queueing.
+LOOKUP_SHARE = 0.25
+
+
+def _lookup_cap(cfg: IngestConfig, deadline: Deadline) -> float:
+    return max(0.05, min(cfg.timeout_s, deadline.remaining() * LOOKUP_SHARE))
+
+
 async def _model_info(
-    upstream: Upstream, cfg: IngestConfig, retrying: Retrying
+    upstream: Upstream, cfg: IngestConfig, retrying: Retrying, deadline: Deadline
 ) -> _Embedder | None:
     info: embedder_pb2.GetModelInfoResponse | None = await retrying.call_or_none(
-        lambda: upstream.stub.GetModelInfo(
-            embedder_pb2.GetModelInfoRequest(), timeout=cfg.timeout_s
-        ),
+        lambda t: upstream.stub.GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=t),
         "ingest model info failed",
-        upstream.name,
+        upstream,
+        deadline=deadline,
+        cap_s=_lookup_cap(cfg, deadline),
     )
     if info is None:
         return None
@@ -226,22 +189,28 @@ async def _model_info(
 
 
 async def _stored_hashes(
-    upstream: Upstream, ids: list[str], cfg: IngestConfig, retrying: Retrying
+    upstream: Upstream, ids: list[str], cfg: IngestConfig, retrying: Retrying, deadline: Deadline
 ) -> dict[str, str]:
-    """The retriever's content hashes for these ids; empty when it cannot say."""
+    """The retriever's content hashes for these ids; empty when it cannot say in time."""
     if not ids:
         return {}
     request = retriever_pb2.GetDocumentHashesRequest(document_ids=ids)
     reply: retriever_pb2.GetDocumentHashesResponse | None = await retrying.call_or_none(
-        lambda: upstream.stub.GetDocumentHashes(request, timeout=cfg.timeout_s),
+        lambda t: upstream.stub.GetDocumentHashes(request, timeout=t),
         "ingest hash lookup failed",
-        upstream.name,
+        upstream,
+        deadline=deadline,
+        cap_s=_lookup_cap(cfg, deadline),
     )
     return dict(reply.content_hashes) if reply is not None else {}
 
 
 async def _embed_with(
-    embedder: _Embedder, batch: list[_Doc], cfg: IngestConfig, retrying: Retrying
+    embedder: _Embedder,
+    batch: list[_Doc],
+    cfg: IngestConfig,
+    retrying: Retrying,
+    deadline: Deadline,
 ) -> None:
     """Adds this embedder's vectors to every chunk; a document whose chunks it could not
     embed lists it as missing."""
@@ -254,15 +223,14 @@ async def _embed_with(
             texts=[d.chunks[i].text for d, i in part],
             input_type=embedder_pb2.EMBED_INPUT_TYPE_PASSAGE,
         )
-        try:
-            reply: embedder_pb2.EmbedResponse = await retrying.call(
-                functools.partial(upstream.stub.Embed, request, timeout=cfg.timeout_s)
-            )
-        except grpc.aio.AioRpcError as exc:
-            log.warning(
-                "ingest embed failed",
-                extra={"upstream": upstream.name, "code": exc.code().name},
-            )
+        reply: embedder_pb2.EmbedResponse | None = await retrying.call_or_none(
+            lambda t, r=request: upstream.stub.Embed(r, timeout=t),  # type: ignore[misc]
+            "ingest embed failed",
+            upstream,
+            deadline=deadline,
+            cap_s=cfg.timeout_s,
+        )
+        if reply is None:
             failed.update(id(d) for d, _ in part)
             continue
         for (d, i), vector in zip(part, reply.embeddings, strict=True):
@@ -274,10 +242,8 @@ async def _embed_with(
                 vectors.pop(embedder.model, None)
 
 
-async def _replace_in(
-    upstream: Upstream, batch: list[_Doc], cfg: IngestConfig, retrying: Retrying
-) -> None:
-    request = retriever_pb2.ReplaceDocumentsRequest(
+def _replace_request(batch: list[_Doc]) -> retriever_pb2.ReplaceDocumentsRequest:
+    return retriever_pb2.ReplaceDocumentsRequest(
         documents=[
             retriever_pb2.DocumentChunks(
                 document_id=d.document.id,
@@ -293,49 +259,38 @@ async def _replace_in(
             for d in batch
         ]
     )
-    try:
-        reply: retriever_pb2.ReplaceDocumentsResponse = await retrying.call(
-            lambda: upstream.stub.ReplaceDocuments(request, timeout=cfg.timeout_s)
-        )
-    except grpc.aio.AioRpcError as exc:
-        log.warning(
-            "ingest replace failed",
-            extra={"upstream": upstream.name, "code": exc.code().name, "error": exc.details()},
-        )
-        for d in batch:
-            d.missing.append(upstream.name)
-            d.refused.append(f"{upstream.name}: {exc.code().name} {exc.details() or ''}".strip())
-        return
-    results = {r.document_id: r for r in reply.results}
-    for d in batch:
-        result = results.get(d.document.id)
-        if result is None or not result.stored:
-            d.missing.append(upstream.name)
-            reason = result.reason if result is not None else "not in the reply"
-            d.refused.append(f"{upstream.name}: {reason}")
-            continue
-        d.stored_in.append(upstream.name)
-        if result.reason:
-            d.notes.append(f"{upstream.name}: {result.reason}")
 
 
-async def ingest(
+@dataclass
+class Prepared:
+    """Documents checked, embedded and queued; what remains is to learn their outcomes."""
+
+    docs: list[_Doc]
+    batches: list[Batch]
+    models: list[str]
+    retrievers: list[str]
+
+
+async def prepare_and_queue(
     upstreams: Upstreams,
     cfg: IngestConfig,
     documents: list[common_pb2.Document],
+    delivery: OutboxDelivery,
+    deadline: Deadline,
+    *,
     retrying: Retrying | None = None,
     chunking: ChunkingConfig | None = None,
-    on_changed: Callable[[list[str]], object] | None = None,
-) -> gateway_pb2.IngestResponse:
-    """Ingests the documents; `on_changed` hears the ids of every document (re)stored."""
+    job: str = "",
+) -> Prepared:
+    """Validates, skips unchanged documents, chunks, embeds and queues a write per batch in
+    every retriever's outbox; nothing is queued once the deadline has passed."""
     retrying = retrying or Retrying()
     chunking = chunking or ChunkingConfig()
-    started = time.perf_counter()
     docs = _validate(documents, cfg)
     valid = [d for d in docs if not d.reason]
     retrievers = upstreams.chains["retriever"]
     found = await asyncio.gather(
-        *(_model_info(u, cfg, retrying) for u in upstreams.chains["embedder"])
+        *(_model_info(u, cfg, retrying, deadline) for u in upstreams.chains["embedder"])
     )
     embedders = [e for e in found if e is not None]
     unreachable = [
@@ -345,7 +300,10 @@ async def ingest(
     for d in valid:
         d.content_hash = content_hash(d.document, chunking, models)
     held = await asyncio.gather(
-        *(_stored_hashes(u, [d.document.id for d in valid], cfg, retrying) for u in retrievers)
+        *(
+            _stored_hashes(u, [d.document.id for d in valid], cfg, retrying, deadline)
+            for u in retrievers
+        )
     )
     for d in valid:
         d.unchanged = bool(retrievers) and all(
@@ -366,38 +324,96 @@ async def ingest(
                     f"at most {e.max_text_chars} (lower chunk_size_tokens)"
                 )
     todo = [d for d in todo if not d.reason]
+    names = [u.name for u in retrievers]
+    queued: list[Batch] = []
     for batch in _batches(todo, cfg.batch_size):
-        await asyncio.gather(*(_embed_with(e, batch, cfg, retrying) for e in embedders))
+        if deadline.expired:
+            for d in batch:
+                d.reason = "the caller's deadline passed before it was embedded"
+            continue
+        await asyncio.gather(*(_embed_with(e, batch, cfg, retrying, deadline) for e in embedders))
         for d in batch:
             # The stored hash names the models actually embedded, so a document that missed
             # one is not UNCHANGED next time: re-ingesting it heals the gap.
             present = [e.model for e in embedders if e.upstream.name not in d.missing]
             if len(present) != len(embedders):
                 d.content_hash = content_hash(d.document, chunking, present)
-        await asyncio.gather(*(_replace_in(u, batch, cfg, retrying) for u in retrievers))
-        changed = [d.document.id for d in batch if d.stored_in]
-        if changed and on_changed is not None:
-            on_changed(changed)
+        # A document no embedder could embed is still written: the lexical retrievers
+        # index its text, and the dense ones say why they cannot.
+        embedded = batch
+        if deadline.expired:
+            for d in embedded:
+                d.reason = "the caller's deadline passed before it was queued"
+            continue
+        write = Write(REPLACE, _replace_request(embedded).SerializeToString(), job, len(embedded))
+        queued_batch = await queue_batch(delivery, names, write, [d.document.id for d in embedded])
+        for d in embedded:
+            d.batch = queued_batch
+        queued.append(queued_batch)
+    return Prepared(docs, queued, models, names)
 
+
+def settle(prepared: Prepared, outcomes: dict[str, dict[str, object]]) -> None:
+    """Fills each document's writes from the outcomes known (the rest are QUEUED)."""
+    by_batch = {
+        id(b): {
+            r: document_writes(b, r, outcomes.get(r, {}), remove=False)  # type: ignore[arg-type]
+            for r in prepared.retrievers
+        }
+        for b in prepared.batches
+    }
+    for d in prepared.docs:
+        if d.batch is not None:
+            d.writes = {r: w[d.document.id] for r, w in by_batch[id(d.batch)].items()}
+
+
+async def ingest(
+    upstreams: Upstreams,
+    cfg: IngestConfig,
+    documents: list[common_pb2.Document],
+    delivery: OutboxDelivery,
+    deadline: Deadline,
+    *,
+    retrying: Retrying | None = None,
+    chunking: ChunkingConfig | None = None,
+    on_changed: Callable[[list[str]], object] | None = None,
+) -> gateway_pb2.IngestResponse:
+    """Ingests the documents and waits for the retrievers' acknowledgements until the
+    deadline; `on_changed` hears the ids of every document (re)indexed somewhere."""
+    started = time.perf_counter()
+    prepared = await prepare_and_queue(
+        upstreams, cfg, documents, delivery, deadline, retrying=retrying, chunking=chunking
+    )
+    outcomes = await wait_for(delivery, prepared.batches, prepared.retrievers, deadline)
+    settle(prepared, outcomes)  # type: ignore[arg-type]
+    docs = prepared.docs
+    changed = [d.document.id for d in docs if any(w.status == INDEXED for w in d.writes.values())]
+    if changed and on_changed is not None:
+        on_changed(changed)
     results = [_result(d) for d in docs]
+    status = gateway_pb2.IngestStatus
     response = gateway_pb2.IngestResponse(
         results=results,
-        succeeded=sum(r.status != gateway_pb2.INGEST_STATUS_FAILED for r in results),
-        failed=sum(r.status == gateway_pb2.INGEST_STATUS_FAILED for r in results),
+        succeeded=sum(r.status == status.INGEST_STATUS_ACCEPTED for r in results),
+        failed=sum(r.status == status.INGEST_STATUS_FAILED for r in results),
+        queued=sum(r.status == status.INGEST_STATUS_QUEUED for r in results),
+        partial=sum(r.status == status.INGEST_STATUS_PARTIAL for r in results),
         elapsed_ms=(time.perf_counter() - started) * 1000,
-        models=models,
+        models=prepared.models,
         unchanged=sum(d.unchanged for d in docs),
-        chunks=sum(len(d.chunks) for d in docs if d.stored_in),
+        chunks=sum(r.chunks for r in results),
     )
     log.info(
         "ingest finished",
         extra={
             "succeeded": response.succeeded,
+            "queued": response.queued,
+            "partial": response.partial,
             "failed": response.failed,
             "unchanged": response.unchanged,
             "chunks": response.chunks,
             "elapsed_ms": round(response.elapsed_ms, 1),
-            "models": models,
+            "models": prepared.models,
         },
     )
     return response
@@ -419,27 +435,35 @@ def _batches(docs: list[_Doc], max_docs: int) -> Iterator[list[_Doc]]:
 
 
 def _result(d: _Doc) -> gateway_pb2.IngestResult:
-    chunks = len(d.chunks)
+    writes = list(d.writes.values())
+    failed = [w for w in writes if w.status == FAILED]
+    held = [w for w in writes if w.status in (INDEXED, QUEUED)]
+    missing = [*d.missing, *(w.retriever for w in failed)]
     if d.unchanged:
         status, reason = gateway_pb2.INGEST_STATUS_UNCHANGED, ""
     elif d.reason:
         status, reason = gateway_pb2.INGEST_STATUS_FAILED, d.reason
-    elif not d.stored_in:
+    elif not held:
         status = gateway_pb2.INGEST_STATUS_FAILED
-        reason = "no retriever stored the document" + (
-            ": " + "; ".join(d.refused) if d.refused else ""
+        reason = "no retriever indexed or queued the document" + (
+            ": " + "; ".join(f"{w.retriever}: {w.reason}" for w in failed) if failed else ""
         )
-    elif d.missing:
+    elif missing:
         status = gateway_pb2.INGEST_STATUS_PARTIAL
-        reason = "; ".join(["missing: " + ", ".join(d.missing), *d.refused, *d.notes])
+        reason = "; ".join(
+            ["missing: " + ", ".join(missing)]
+            + [f"{w.retriever}: {w.reason}" for w in writes if w.reason]
+        )
     else:
-        status = gateway_pb2.INGEST_STATUS_ACCEPTED
-        reason = "; ".join(d.notes)
+        queued = any(w.status == QUEUED for w in writes)
+        status = gateway_pb2.INGEST_STATUS_QUEUED if queued else gateway_pb2.INGEST_STATUS_ACCEPTED
+        reason = "; ".join(f"{w.retriever}: {w.reason}" for w in writes if w.reason)
     return gateway_pb2.IngestResult(
         id=d.document.id,
         index=d.index,
         status=status,
         reason=reason,
-        missing=d.missing,
-        chunks=chunks if d.stored_in else 0,
+        missing=missing,
+        chunks=len(d.chunks) if held else 0,
+        writes=writes,
     )

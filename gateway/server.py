@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -18,7 +18,11 @@ from gateway.documents import ListingError, delete_documents, list_documents
 from gateway.health import system_health
 from gateway.ingest import ingest
 from gateway.input_limits import check_ingest, fit_response
+from gateway.jobs import IngestJobs
 from gateway.metrics import METRICS
+from gateway.outbox.delivery import OutboxDelivery
+from gateway.outbox.setup import outbox_statuses
+from gateway.outbox.store import OutboxUnavailable
 from gateway.pipeline import Pipeline
 from gateway.query import QueryInput, QueryResult
 from gateway.resilience.bulkhead import Bulkhead
@@ -29,13 +33,15 @@ from gateway.status.activity import Activity
 from gateway.telemetry import annotate_request
 from gateway.upstreams import Upstreams
 from gateway.validation import check_query
-from harag.v1 import gateway_pb2, gateway_pb2_grpc
+from harag.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from servicekit.errors import FieldViolations, abort, resource_exhausted
 from servicekit.jsonlog import request_id_var
 
 log = logging.getLogger("harag.gateway")
 REQUEST_ID_HEADER = "x-request-id"
 MAX_PAGE_SIZE = 1000
+T = TypeVar("T")
+WRITE_REPLY_SLACK_S = 0.25
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -65,8 +71,13 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         worker: int | None = None,
         limiter: RateLimiter | None = None,
         activity: Activity | None = None,
+        *,
+        delivery: OutboxDelivery,
+        jobs: IngestJobs,
     ) -> None:
         self.pipeline = pipeline
+        self.delivery = delivery
+        self.jobs = jobs
         self.limiter = limiter
         # Which of `--workers N` this process is, in every answer's log line (None: the only one).
         self.worker = {"worker": worker, "pid": os.getpid()} if worker is not None else {}
@@ -238,9 +249,75 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             self.upstreams,
             self.cfg.ingest,
             list(request.documents),
+            self.delivery,
+            await self._write_deadline(context),
             chunking=self.cfg.chunking,
             on_changed=self.pipeline.cache.evict_documents,
         )
+
+    async def _write_deadline(self, context: grpc.aio.ServicerContext[Any, Any]) -> Deadline:
+        """An ingest's or delete's budget: the caller's deadline (or ingest_default_deadline_s)
+        minus the reply margin; what is not acknowledged by then is reported QUEUED."""
+        remaining = context.time_remaining()
+        budget = self.cfg.outbox.ingest_deadline_s if remaining is None else remaining
+        # A write's reply carries a result per document, built after reading the outbox:
+        # keep back a little more than a query's margin (5% of the budget, at most 0.25 s).
+        margin = self.cfg.deadlines.reply_margin_s + min(WRITE_REPLY_SLACK_S, budget * 0.05)
+        if budget <= margin:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{budget * 1000:.1f} ms left is too little to answer in time",
+            )
+        return Deadline.after(budget - margin)
+
+    async def StartIngestJob(
+        self,
+        request_iterator: AsyncIterator[gateway_pb2.StartIngestJobRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> gateway_pb2.StartIngestJobResponse:
+        request_id_var.set(_request_id(context))
+        documents: list[common_pb2.Document] = []
+        limit = self.cfg.ingest.max_ingest_documents
+        total_limit = self.cfg.outbox.job_max_documents
+        async for index, request in _enumerate(request_iterator):
+            violations = FieldViolations()
+            violations.check(
+                len(request.documents) <= limit,
+                "documents",
+                f"message {index} has {len(request.documents)} documents; at most {limit} each",
+            )
+            violations.check(
+                len(documents) + len(request.documents) <= total_limit,
+                "documents",
+                f"more than {total_limit} documents in one job (ingest_job_max_documents)",
+            )
+            await violations.abort_if_any(context)
+            documents.extend(request.documents)
+        violations = FieldViolations()
+        violations.check(bool(documents), "documents", "must not be empty")
+        await violations.abort_if_any(context)
+        await self._limit(context, "ingest", len(documents))
+        try:
+            job_id = await self.jobs.start(documents)
+        except OutboxUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot record the job: {exc}")
+        return gateway_pb2.StartIngestJobResponse(job_id=job_id, accepted=len(documents))
+
+    async def GetIngestJob(
+        self,
+        request: gateway_pb2.GetIngestJobRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> gateway_pb2.GetIngestJobResponse:
+        violations = FieldViolations()
+        violations.check(bool(request.job_id.strip()), "job_id", "must not be empty")
+        await violations.abort_if_any(context)
+        try:
+            job = await self.jobs.get(request.job_id)
+        except OutboxUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read the job: {exc}")
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no ingest job {request.job_id!r}")
+        return job
 
     async def DeleteDocuments(
         self,
@@ -261,8 +338,9 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         await self._limit(context, "ingest", len(request.ids))
         return await delete_documents(
             self.upstreams,
-            self.cfg.ingest,
             list(request.ids),
+            self.delivery,
+            await self._write_deadline(context),
             evict=self.pipeline.cache.evict_documents,
         )
 
@@ -291,4 +369,13 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         request: gateway_pb2.GetSystemHealthRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> gateway_pb2.GetSystemHealthResponse:
-        return system_health(self.upstreams, self.started_at)
+        reply = system_health(self.upstreams, self.started_at)
+        reply.outboxes.extend(outbox_statuses(self.delivery))
+        return reply
+
+
+async def _enumerate(items: AsyncIterator[T]) -> AsyncIterator[tuple[int, T]]:
+    index = 0
+    async for item in items:
+        yield index, item
+        index += 1

@@ -19,6 +19,9 @@ INGEST = f"/{SERVICE}/Ingest"
 DELETE_DOCUMENTS = f"/{SERVICE}/DeleteDocuments"
 LIST_DOCUMENTS = f"/{SERVICE}/ListDocuments"
 GET_SYSTEM_HEALTH = f"/{SERVICE}/GetSystemHealth"
+START_INGEST_JOB = f"/{SERVICE}/StartIngestJob"
+GET_INGEST_JOB = f"/{SERVICE}/GetIngestJob"
+JOB_BATCH_DOCUMENTS = 500
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 10.0
@@ -128,6 +131,21 @@ def ingest_request(documents: Iterable[DocumentLike]) -> gateway_pb2.IngestReque
     return gateway_pb2.IngestRequest(
         documents=[to_document(doc, index) for index, doc in enumerate(documents)]
     )
+
+
+def job_requests(
+    documents: Iterable[DocumentLike], batch_size: int = JOB_BATCH_DOCUMENTS
+) -> list[gateway_pb2.StartIngestJobRequest]:
+    """The job's documents as a stream of batches of at most `batch_size`."""
+    if isinstance(documents, (str, bytes, Mapping)):
+        raise TypeError("documents must be an iterable of documents, not a single one")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    docs = [to_document(doc, index) for index, doc in enumerate(documents)]
+    return [
+        gateway_pb2.StartIngestJobRequest(documents=docs[start : start + batch_size])
+        for start in range(0, len(docs), batch_size)
+    ]
 
 
 def delete_request(ids: Iterable[str]) -> gateway_pb2.DeleteDocumentsRequest:

@@ -76,6 +76,16 @@ class AsyncClient:
             request_serializer=gateway_pb2.IngestRequest.SerializeToString,
             response_deserializer=gateway_pb2.IngestResponse.FromString,
         )
+        self._start_job = channel.stream_unary(
+            _calls.START_INGEST_JOB,
+            request_serializer=gateway_pb2.StartIngestJobRequest.SerializeToString,
+            response_deserializer=gateway_pb2.StartIngestJobResponse.FromString,
+        )
+        self._get_job = channel.unary_unary(
+            _calls.GET_INGEST_JOB,
+            request_serializer=gateway_pb2.GetIngestJobRequest.SerializeToString,
+            response_deserializer=gateway_pb2.GetIngestJobResponse.FromString,
+        )
         self._delete = channel.unary_unary(
             _calls.DELETE_DOCUMENTS,
             request_serializer=gateway_pb2.DeleteDocumentsRequest.SerializeToString,
@@ -185,6 +195,42 @@ class AsyncClient:
         return await self._unary(
             call, timeout, retry, self._defaults.call_metadata(metadata, request_id)
         )
+
+    async def start_ingest_job(
+        self,
+        documents: Iterable[DocumentLike],
+        *,
+        batch_size: int = _calls.JOB_BATCH_DOCUMENTS,
+        timeout: float | Unset | None = UNSET,  # noqa: ASYNC109 (the gRPC deadline)
+        retry: RetryPolicy | Unset | None = UNSET,
+        metadata: Metadata | None = None,
+        request_id: str | None = None,
+    ) -> gateway_pb2.StartIngestJobResponse:
+        """Starts an asynchronous ingest job; see `harag.Client.start_ingest_job`."""
+        requests = _calls.job_requests(documents, batch_size)
+
+        async def call(t: float | None, md: MetadataPairs) -> gateway_pb2.StartIngestJobResponse:
+            return await self._start_job(iter(requests), timeout=t, metadata=md)
+
+        return await self._unary(
+            call, timeout, retry, self._defaults.call_metadata(metadata, request_id)
+        )
+
+    async def get_ingest_job(
+        self,
+        job_id: str,
+        *,
+        timeout: float | Unset | None = UNSET,  # noqa: ASYNC109 (the gRPC deadline)
+        retry: RetryPolicy | Unset | None = UNSET,
+        metadata: Metadata | None = None,
+    ) -> gateway_pb2.GetIngestJobResponse:
+        """An ingest job's progress; see `harag.Client.get_ingest_job`."""
+        request = gateway_pb2.GetIngestJobRequest(job_id=job_id)
+
+        async def call(t: float | None, md: MetadataPairs) -> gateway_pb2.GetIngestJobResponse:
+            return await self._get_job(request, timeout=t, metadata=md)
+
+        return await self._unary(call, timeout, retry, self._defaults.call_metadata(metadata, None))
 
     async def delete_documents(
         self,

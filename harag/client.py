@@ -88,6 +88,16 @@ class Client:
             request_serializer=gateway_pb2.IngestRequest.SerializeToString,
             response_deserializer=gateway_pb2.IngestResponse.FromString,
         )
+        self._start_job = channel.stream_unary(
+            _calls.START_INGEST_JOB,
+            request_serializer=gateway_pb2.StartIngestJobRequest.SerializeToString,
+            response_deserializer=gateway_pb2.StartIngestJobResponse.FromString,
+        )
+        self._get_job = channel.unary_unary(
+            _calls.GET_INGEST_JOB,
+            request_serializer=gateway_pb2.GetIngestJobRequest.SerializeToString,
+            response_deserializer=gateway_pb2.GetIngestJobResponse.FromString,
+        )
         self._delete = channel.unary_unary(
             _calls.DELETE_DOCUMENTS,
             request_serializer=gateway_pb2.DeleteDocumentsRequest.SerializeToString,
@@ -208,6 +218,45 @@ class Client:
             timeout,
             retry,
             self._defaults.call_metadata(metadata, request_id),
+        )
+
+    def start_ingest_job(
+        self,
+        documents: Iterable[DocumentLike],
+        *,
+        batch_size: int = _calls.JOB_BATCH_DOCUMENTS,
+        timeout: float | Unset | None = UNSET,
+        retry: RetryPolicy | Unset | None = UNSET,
+        metadata: Metadata | None = None,
+        request_id: str | None = None,
+    ) -> gateway_pb2.StartIngestJobResponse:
+        """Starts an asynchronous ingest job for a large corpus (sent in batches of
+        `batch_size`) and returns its `job_id` at once; watch it with `get_ingest_job`.
+        A retry starts a second job (harmless: documents stored already are UNCHANGED)."""
+        requests = _calls.job_requests(documents, batch_size)
+        return self._unary(
+            lambda t, md: self._start_job(iter(requests), timeout=t, metadata=md),
+            timeout,
+            retry,
+            self._defaults.call_metadata(metadata, request_id),
+        )
+
+    def get_ingest_job(
+        self,
+        job_id: str,
+        *,
+        timeout: float | Unset | None = UNSET,
+        retry: RetryPolicy | Unset | None = UNSET,
+        metadata: Metadata | None = None,
+    ) -> gateway_pb2.GetIngestJobResponse:
+        """An ingest job's progress: state (RUNNING, INDEXING, DONE, INTERRUPTED), documents
+        accepted, embedded, unchanged and failed, and per retriever queued/indexed/failed."""
+        request = gateway_pb2.GetIngestJobRequest(job_id=job_id)
+        return self._unary(
+            lambda t, md: self._get_job(request, timeout=t, metadata=md),
+            timeout,
+            retry,
+            self._defaults.call_metadata(metadata, None),
         )
 
     def delete_documents(

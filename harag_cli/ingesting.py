@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -20,8 +21,9 @@ INGEST_TIMEOUT_S = 120.0
 class IngestReport:
     """Outcomes counted over every batch."""
 
-    stored: int = 0  # accepted or partial
+    stored: int = 0  # accepted, queued or partial
     partial: int = 0
+    queued: int = 0  # durably queued for some retriever, indexed there once it can take it
     unchanged: int = 0
     failed: int = 0
     chunks: int = 0
@@ -38,6 +40,8 @@ class IngestReport:
             else:
                 self.stored += 1
                 self.chunks += r.chunks
+                if r.status == gateway_pb2.INGEST_STATUS_QUEUED:
+                    self.queued += 1
                 if r.status == gateway_pb2.INGEST_STATUS_PARTIAL:
                     self.partial += 1
                     self.partial_ids.append(r.id)
@@ -112,3 +116,50 @@ async def ingest_documents(
         if bar is not None:
             bar.close()
     return report
+
+
+JOB_POLL_S = 0.5
+JOB_CALL_TIMEOUT_S = 30.0
+JOB_STATES = {
+    gateway_pb2.INGEST_JOB_STATE_RUNNING: "running",
+    gateway_pb2.INGEST_JOB_STATE_INDEXING: "indexing",
+    gateway_pb2.INGEST_JOB_STATE_DONE: "done",
+    gateway_pb2.INGEST_JOB_STATE_INTERRUPTED: "interrupted",
+}
+FINAL_JOB_STATES = (gateway_pb2.INGEST_JOB_STATE_DONE, gateway_pb2.INGEST_JOB_STATE_INTERRUPTED)
+
+
+def job_line(job: gateway_pb2.GetIngestJobResponse) -> str:
+    """One line of progress: state, embedded of accepted, and each retriever's share."""
+    shares = ", ".join(
+        f"{r.retriever} {r.indexed}/{r.queued}" + (f" ({r.failed} failed)" if r.failed else "")
+        for r in job.retrievers
+    )
+    return (
+        f"job {job.job_id[:12]} {JOB_STATES.get(job.state, 'unknown')}: "
+        f"{job.embedded + job.unchanged}/{job.accepted} embedded"
+        + (f" ({job.unchanged} unchanged)" if job.unchanged else "")
+        + (f", {job.failed} failed" if job.failed else "")
+        + (f"; indexed {shares}" if shares else "")
+        + f" [{job.elapsed_s:.1f}s]"
+    )
+
+
+async def ingest_job(
+    client: harag.AsyncClient, documents: list[common_pb2.Document]
+) -> gateway_pb2.GetIngestJobResponse:
+    """Starts an ingest job with the documents and prints its progress until it ends."""
+    started = await client.start_ingest_job(documents, timeout=INGEST_TIMEOUT_S)
+    print(f"harag ingest: job {started.job_id} took {started.accepted} documents", flush=True)
+    last = ""
+    while True:
+        job = await client.get_ingest_job(
+            started.job_id, timeout=JOB_CALL_TIMEOUT_S, retry=harag.RetryPolicy()
+        )
+        line = job_line(job)
+        if line.split(" [")[0] != last:
+            print(line, flush=True)
+            last = line.split(" [")[0]
+        if job.state in FINAL_JOB_STATES:
+            return job
+        await asyncio.sleep(JOB_POLL_S)

@@ -30,7 +30,7 @@ from harag_cli import certs, demo, render, traces
 from harag_cli.certs import LOCAL_CERTS_DIR, component_channel
 from harag_cli.clients import api_client, resolve_api_key
 from harag_cli.documents import collect
-from harag_cli.ingesting import INGEST_TIMEOUT_S, IngestReport, ingest_documents
+from harag_cli.ingesting import INGEST_TIMEOUT_S, IngestReport, ingest_documents, ingest_job
 from harag_cli.keys import add_parser as add_keys_parser
 from harag_cli.meshctl import (
     MeshControl,
@@ -158,6 +158,14 @@ async def ingest(args: argparse.Namespace) -> int:
         for path, reason in collected.skipped:
             print(f"  skipped {path}: {reason}")
     report = IngestReport()
+    if collected.documents and args.job:
+        async with api_client(_addr(args)) as client:
+            job = await ingest_job(client, collected.documents)
+        for failure in job.failures:
+            print(f"harag ingest: {failure}", file=sys.stderr)
+        failed = job.failed + sum(r.failed for r in job.retrievers)
+        done = job.state == gateway_pb2.INGEST_JOB_STATE_DONE
+        return 0 if done and failed == 0 and not collected.failures else 1
     if collected.documents:
         async with _client(args) as client:
             report = await ingest_documents(
@@ -393,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("-v", "--verbose", action="store_true", help="list every file skipped")
+    p.add_argument(
+        "--job",
+        action="store_true",
+        help="run as an asynchronous ingest job (for big folders): start it, then show its "
+        "progress until every retriever has indexed it",
+    )
     p.set_defaults(func=ingest)
 
     p = sub.add_parser("docs", help="list or delete stored documents")

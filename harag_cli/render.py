@@ -134,6 +134,8 @@ def ingest_summary(collected: Collected, report: IngestReport) -> str:
     ]
     if report.partial:
         rows.insert(1, ("  of which partial", str(report.partial)))
+    if report.queued:
+        rows.insert(1, ("  of which queued (a retriever is behind)", str(report.queued)))
     if skipped:
         rows.append(("not documents (skipped)", str(sum(skipped.values()))))
         rows += [(f"  {reason}", str(n)) for reason, n in sorted(skipped.items())]

@@ -66,7 +66,10 @@ METHOD_SCOPES: dict[str, Scope] = {
         f"/{GATEWAY}/{name}": "query"
         for name in ("Query", "StreamQuery", "GetSystemHealth", "ListDocuments")
     },
-    **{f"/{GATEWAY}/{name}": "ingest" for name in ("Ingest", "DeleteDocuments")},
+    **{
+        f"/{GATEWAY}/{name}": "ingest"
+        for name in ("Ingest", "DeleteDocuments", "StartIngestJob", "GetIngestJob")
+    },
 }
 """What each public method needs; GatewayAdminService needs `admin`, and any method not
 named here needs `admin` too (a new RPC is closed until someone decides its scope)."""

@@ -36,6 +36,14 @@ class IngestStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INGEST_STATUS_PARTIAL: _ClassVar[IngestStatus]
     INGEST_STATUS_FAILED: _ClassVar[IngestStatus]
     INGEST_STATUS_UNCHANGED: _ClassVar[IngestStatus]
+    INGEST_STATUS_QUEUED: _ClassVar[IngestStatus]
+
+class WriteStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WRITE_STATUS_UNSPECIFIED: _ClassVar[WriteStatus]
+    WRITE_STATUS_INDEXED: _ClassVar[WriteStatus]
+    WRITE_STATUS_QUEUED: _ClassVar[WriteStatus]
+    WRITE_STATUS_FAILED: _ClassVar[WriteStatus]
 
 class SystemStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -50,6 +58,14 @@ class UpstreamHealthStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UPSTREAM_HEALTH_STATUS_SERVING: _ClassVar[UpstreamHealthStatus]
     UPSTREAM_HEALTH_STATUS_NOT_SERVING: _ClassVar[UpstreamHealthStatus]
     UPSTREAM_HEALTH_STATUS_UNREACHABLE: _ClassVar[UpstreamHealthStatus]
+
+class IngestJobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INGEST_JOB_STATE_UNSPECIFIED: _ClassVar[IngestJobState]
+    INGEST_JOB_STATE_RUNNING: _ClassVar[IngestJobState]
+    INGEST_JOB_STATE_INDEXING: _ClassVar[IngestJobState]
+    INGEST_JOB_STATE_DONE: _ClassVar[IngestJobState]
+    INGEST_JOB_STATE_INTERRUPTED: _ClassVar[IngestJobState]
 STAGE_UNSPECIFIED: Stage
 STAGE_EMBED: Stage
 STAGE_RETRIEVE: Stage
@@ -65,6 +81,11 @@ INGEST_STATUS_ACCEPTED: IngestStatus
 INGEST_STATUS_PARTIAL: IngestStatus
 INGEST_STATUS_FAILED: IngestStatus
 INGEST_STATUS_UNCHANGED: IngestStatus
+INGEST_STATUS_QUEUED: IngestStatus
+WRITE_STATUS_UNSPECIFIED: WriteStatus
+WRITE_STATUS_INDEXED: WriteStatus
+WRITE_STATUS_QUEUED: WriteStatus
+WRITE_STATUS_FAILED: WriteStatus
 SYSTEM_STATUS_UNSPECIFIED: SystemStatus
 SYSTEM_STATUS_HEALTHY: SystemStatus
 SYSTEM_STATUS_DEGRADED: SystemStatus
@@ -73,6 +94,11 @@ UPSTREAM_HEALTH_STATUS_UNSPECIFIED: UpstreamHealthStatus
 UPSTREAM_HEALTH_STATUS_SERVING: UpstreamHealthStatus
 UPSTREAM_HEALTH_STATUS_NOT_SERVING: UpstreamHealthStatus
 UPSTREAM_HEALTH_STATUS_UNREACHABLE: UpstreamHealthStatus
+INGEST_JOB_STATE_UNSPECIFIED: IngestJobState
+INGEST_JOB_STATE_RUNNING: IngestJobState
+INGEST_JOB_STATE_INDEXING: IngestJobState
+INGEST_JOB_STATE_DONE: IngestJobState
+INGEST_JOB_STATE_INTERRUPTED: IngestJobState
 
 class QueryRequest(_message.Message):
     __slots__ = ("query", "top_k", "filters")
@@ -237,24 +263,36 @@ class IngestRequest(_message.Message):
     documents: _containers.RepeatedCompositeFieldContainer[_common_pb2.Document]
     def __init__(self, documents: _Optional[_Iterable[_Union[_common_pb2.Document, _Mapping]]] = ...) -> None: ...
 
+class RetrieverWrite(_message.Message):
+    __slots__ = ("retriever", "status", "reason")
+    RETRIEVER_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    retriever: str
+    status: WriteStatus
+    reason: str
+    def __init__(self, retriever: _Optional[str] = ..., status: _Optional[_Union[WriteStatus, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class IngestResult(_message.Message):
-    __slots__ = ("id", "index", "status", "reason", "missing", "chunks")
+    __slots__ = ("id", "index", "status", "reason", "missing", "chunks", "writes")
     ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    WRITES_FIELD_NUMBER: _ClassVar[int]
     id: str
     index: int
     status: IngestStatus
     reason: str
     missing: _containers.RepeatedScalarFieldContainer[str]
     chunks: int
-    def __init__(self, id: _Optional[str] = ..., index: _Optional[int] = ..., status: _Optional[_Union[IngestStatus, str]] = ..., reason: _Optional[str] = ..., missing: _Optional[_Iterable[str]] = ..., chunks: _Optional[int] = ...) -> None: ...
+    writes: _containers.RepeatedCompositeFieldContainer[RetrieverWrite]
+    def __init__(self, id: _Optional[str] = ..., index: _Optional[int] = ..., status: _Optional[_Union[IngestStatus, str]] = ..., reason: _Optional[str] = ..., missing: _Optional[_Iterable[str]] = ..., chunks: _Optional[int] = ..., writes: _Optional[_Iterable[_Union[RetrieverWrite, _Mapping]]] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
-    __slots__ = ("results", "succeeded", "failed", "elapsed_ms", "models", "unchanged", "chunks")
+    __slots__ = ("results", "succeeded", "failed", "elapsed_ms", "models", "unchanged", "chunks", "queued", "partial")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
@@ -262,6 +300,8 @@ class IngestResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     UNCHANGED_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[IngestResult]
     succeeded: int
     failed: int
@@ -269,7 +309,9 @@ class IngestResponse(_message.Message):
     models: _containers.RepeatedScalarFieldContainer[str]
     unchanged: int
     chunks: int
-    def __init__(self, results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., models: _Optional[_Iterable[str]] = ..., unchanged: _Optional[int] = ..., chunks: _Optional[int] = ...) -> None: ...
+    queued: int
+    partial: int
+    def __init__(self, results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., models: _Optional[_Iterable[str]] = ..., unchanged: _Optional[int] = ..., chunks: _Optional[int] = ..., queued: _Optional[int] = ..., partial: _Optional[int] = ...) -> None: ...
 
 class DeleteDocumentsRequest(_message.Message):
     __slots__ = ("ids",)
@@ -278,14 +320,16 @@ class DeleteDocumentsRequest(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteResult(_message.Message):
-    __slots__ = ("id", "found", "missing")
+    __slots__ = ("id", "found", "missing", "writes")
     ID_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
+    WRITES_FIELD_NUMBER: _ClassVar[int]
     id: str
     found: bool
     missing: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., found: _Optional[bool] = ..., missing: _Optional[_Iterable[str]] = ...) -> None: ...
+    writes: _containers.RepeatedCompositeFieldContainer[RetrieverWrite]
+    def __init__(self, id: _Optional[str] = ..., found: _Optional[bool] = ..., missing: _Optional[_Iterable[str]] = ..., writes: _Optional[_Iterable[_Union[RetrieverWrite, _Mapping]]] = ...) -> None: ...
 
 class DeleteDocumentsResponse(_message.Message):
     __slots__ = ("results", "evicted_answers")
@@ -414,13 +458,83 @@ class DegradedReason(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class GetSystemHealthResponse(_message.Message):
-    __slots__ = ("status", "upstreams", "uptime", "version")
+    __slots__ = ("status", "upstreams", "uptime", "version", "outboxes")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     UPSTREAMS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTBOXES_FIELD_NUMBER: _ClassVar[int]
     status: SystemStatus
     upstreams: _containers.RepeatedCompositeFieldContainer[UpstreamStatus]
     uptime: _duration_pb2.Duration
     version: str
-    def __init__(self, status: _Optional[_Union[SystemStatus, str]] = ..., upstreams: _Optional[_Iterable[_Union[UpstreamStatus, _Mapping]]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
+    outboxes: _containers.RepeatedCompositeFieldContainer[OutboxStatus]
+    def __init__(self, status: _Optional[_Union[SystemStatus, str]] = ..., upstreams: _Optional[_Iterable[_Union[UpstreamStatus, _Mapping]]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., version: _Optional[str] = ..., outboxes: _Optional[_Iterable[_Union[OutboxStatus, _Mapping]]] = ...) -> None: ...
+
+class OutboxStatus(_message.Message):
+    __slots__ = ("retriever", "backend", "backlog", "dead_letters", "last_error")
+    RETRIEVER_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    retriever: str
+    backend: str
+    backlog: int
+    dead_letters: int
+    last_error: str
+    def __init__(self, retriever: _Optional[str] = ..., backend: _Optional[str] = ..., backlog: _Optional[int] = ..., dead_letters: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
+
+class StartIngestJobRequest(_message.Message):
+    __slots__ = ("documents",)
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[_common_pb2.Document]
+    def __init__(self, documents: _Optional[_Iterable[_Union[_common_pb2.Document, _Mapping]]] = ...) -> None: ...
+
+class StartIngestJobResponse(_message.Message):
+    __slots__ = ("job_id", "accepted")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    accepted: int
+    def __init__(self, job_id: _Optional[str] = ..., accepted: _Optional[int] = ...) -> None: ...
+
+class GetIngestJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class RetrieverProgress(_message.Message):
+    __slots__ = ("retriever", "queued", "indexed", "failed")
+    RETRIEVER_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    retriever: str
+    queued: int
+    indexed: int
+    failed: int
+    def __init__(self, retriever: _Optional[str] = ..., queued: _Optional[int] = ..., indexed: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+
+class GetIngestJobResponse(_message.Message):
+    __slots__ = ("job_id", "state", "accepted", "embedded", "unchanged", "failed", "retrievers", "failures", "elapsed_s")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDED_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVERS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: IngestJobState
+    accepted: int
+    embedded: int
+    unchanged: int
+    failed: int
+    retrievers: _containers.RepeatedCompositeFieldContainer[RetrieverProgress]
+    failures: _containers.RepeatedScalarFieldContainer[str]
+    elapsed_s: float
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[IngestJobState, str]] = ..., accepted: _Optional[int] = ..., embedded: _Optional[int] = ..., unchanged: _Optional[int] = ..., failed: _Optional[int] = ..., retrievers: _Optional[_Iterable[_Union[RetrieverProgress, _Mapping]]] = ..., failures: _Optional[_Iterable[str]] = ..., elapsed_s: _Optional[float] = ...) -> None: ...

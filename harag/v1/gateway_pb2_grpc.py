@@ -67,6 +67,16 @@ class RagGatewayServiceStub:
                 request_serializer=harag_dot_v1_dot_gateway__pb2.GetSystemHealthRequest.SerializeToString,
                 response_deserializer=harag_dot_v1_dot_gateway__pb2.GetSystemHealthResponse.FromString,
                 _registered_method=True)
+        self.StartIngestJob = channel.stream_unary(
+                '/harag.v1.RagGatewayService/StartIngestJob',
+                request_serializer=harag_dot_v1_dot_gateway__pb2.StartIngestJobRequest.SerializeToString,
+                response_deserializer=harag_dot_v1_dot_gateway__pb2.StartIngestJobResponse.FromString,
+                _registered_method=True)
+        self.GetIngestJob = channel.unary_unary(
+                '/harag.v1.RagGatewayService/GetIngestJob',
+                request_serializer=harag_dot_v1_dot_gateway__pb2.GetIngestJobRequest.SerializeToString,
+                response_deserializer=harag_dot_v1_dot_gateway__pb2.GetIngestJobResponse.FromString,
+                _registered_method=True)
 
 
 class RagGatewayServiceServicer:
@@ -119,6 +129,21 @@ class RagGatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartIngestJob(self, request_iterator, context):
+        """Starts an asynchronous ingest job for a large corpus: the documents arrive as a stream of
+        batches; the reply (sent once the stream ends) carries the job id to watch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIngestJob(self, request, context):
+        """Reports an ingest job's progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RagGatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -151,6 +176,16 @@ def add_RagGatewayServiceServicer_to_server(servicer, server):
                     servicer.GetSystemHealth,
                     request_deserializer=harag_dot_v1_dot_gateway__pb2.GetSystemHealthRequest.FromString,
                     response_serializer=harag_dot_v1_dot_gateway__pb2.GetSystemHealthResponse.SerializeToString,
+            ),
+            'StartIngestJob': grpc.stream_unary_rpc_method_handler(
+                    servicer.StartIngestJob,
+                    request_deserializer=harag_dot_v1_dot_gateway__pb2.StartIngestJobRequest.FromString,
+                    response_serializer=harag_dot_v1_dot_gateway__pb2.StartIngestJobResponse.SerializeToString,
+            ),
+            'GetIngestJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIngestJob,
+                    request_deserializer=harag_dot_v1_dot_gateway__pb2.GetIngestJobRequest.FromString,
+                    response_serializer=harag_dot_v1_dot_gateway__pb2.GetIngestJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -318,6 +353,60 @@ class RagGatewayService:
             '/harag.v1.RagGatewayService/GetSystemHealth',
             harag_dot_v1_dot_gateway__pb2.GetSystemHealthRequest.SerializeToString,
             harag_dot_v1_dot_gateway__pb2.GetSystemHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartIngestJob(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/harag.v1.RagGatewayService/StartIngestJob',
+            harag_dot_v1_dot_gateway__pb2.StartIngestJobRequest.SerializeToString,
+            harag_dot_v1_dot_gateway__pb2.StartIngestJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/harag.v1.RagGatewayService/GetIngestJob',
+            harag_dot_v1_dot_gateway__pb2.GetIngestJobRequest.SerializeToString,
+            harag_dot_v1_dot_gateway__pb2.GetIngestJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

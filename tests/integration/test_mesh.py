@@ -188,14 +188,25 @@ async def test_ingest_reports_bad_documents_alone(mesh):
     assert found.sources[0].id == "ingest-ok-1"
 
 
-async def test_ingest_with_a_retriever_down_is_partial(clean_faults):
+async def test_ingest_with_a_retriever_down_is_queued_for_it_then_applied(clean_faults):
     mesh = clean_faults
     await mesh.set_fault("retriever-fallback", DOWN)
-    doc = {"id": "partial-doc", "text": "Axolotls regrow limbs and live in Mexican lakes."}
+    doc = {"id": "queued-doc", "text": "Axolotls regrow limbs and live in Mexican lakes."}
     reply = await mesh.gateway.Ingest(gateway_pb2.IngestRequest(documents=[doc]), timeout=30)
     result = reply.results[0]
-    assert result.status == gateway_pb2.INGEST_STATUS_PARTIAL
-    assert list(result.missing) == ["retriever-fallback"]
+    assert result.status == gateway_pb2.INGEST_STATUS_QUEUED
+    assert reply.queued == 1 and reply.succeeded == 0 and list(result.missing) == []
+    assert {w.retriever: w.status for w in result.writes} == {
+        "retriever-primary": gateway_pb2.WRITE_STATUS_INDEXED,
+        "retriever-fallback": gateway_pb2.WRITE_STATUS_QUEUED,
+    }
+    await mesh.clear_faults("retriever-fallback")
+
+    async def applied() -> bool:
+        health = await mesh.gateway.GetSystemHealth(gateway_pb2.GetSystemHealthRequest(), timeout=5)
+        return all(o.backlog == 0 for o in health.outboxes)
+
+    await wait_until(applied, what="the queued write applied", timeout_s=30)
 
 
 async def test_empty_ingest_is_invalid_argument(mesh):

@@ -121,6 +121,15 @@ class FakeChannel:
 
         return call
 
+    def stream_unary(self, method: str, request_serializer: Any, response_deserializer: Any):
+        """A client stream: recorded as the list of the messages sent."""
+        unary = self.unary_unary(method, request_serializer, response_deserializer)
+
+        def call(requests: Any, timeout: float | None = None, metadata: Any = None) -> Any:
+            return unary(list(requests), timeout=timeout, metadata=metadata)
+
+        return call
+
     def close(self) -> None:
         self.closed = True
 

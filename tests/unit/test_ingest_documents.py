@@ -8,10 +8,13 @@ from typing import Any
 
 import grpc
 import pytest
+from outbox_support import delivering
+from waiting import wait_until
 
 from gateway.config import ChunkingConfig, IngestConfig
 from gateway.documents import ListingError, delete_documents, list_documents
 from gateway.ingest import ingest
+from gateway.resilience.deadline import Deadline
 from gateway.resilience.guard import Guard
 from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import common_pb2, embedder_pb2, gateway_pb2, retriever_pb2
@@ -19,6 +22,8 @@ from harag.v1 import common_pb2, embedder_pb2, gateway_pb2, retriever_pb2
 CONFIG = IngestConfig(max_document_chars=50_000, timeout_s=5.0, batch_size=8)
 CHUNKING = ChunkingConfig(chunk_size_tokens=64, chunk_overlap_tokens=8)
 STATUS = gateway_pb2.IngestStatus
+WRITE = gateway_pb2.WriteStatus
+WAIT_S = 10.0
 
 
 def unavailable() -> grpc.aio.AioRpcError:
@@ -142,15 +147,26 @@ LONG = "# Runbook\n\n## Restart\n\n" + "\n\n".join(
 
 
 async def run(
-    upstreams: Upstreams, docs: list[common_pb2.Document], changed: list[str] | None = None
+    upstreams: Upstreams,
+    docs: list[common_pb2.Document],
+    changed: list[str] | None = None,
+    chunking: ChunkingConfig = CHUNKING,
 ):
-    return await ingest(
-        upstreams,
-        CONFIG,
-        docs,
-        chunking=CHUNKING,
-        on_changed=(changed.extend if changed is not None else None),
-    )
+    async with delivering(upstreams, CONFIG) as delivery:
+        return await ingest(
+            upstreams,
+            CONFIG,
+            docs,
+            delivery,
+            Deadline.after(WAIT_S),
+            chunking=chunking,
+            on_changed=(changed.extend if changed is not None else None),
+        )
+
+
+async def delete(upstreams: Upstreams, ids: list[str], evict=None):
+    async with delivering(upstreams, CONFIG) as delivery:
+        return await delete_documents(upstreams, ids, delivery, Deadline.after(WAIT_S), evict)
 
 
 async def test_a_long_document_is_stored_as_chunks_with_their_place() -> None:
@@ -215,9 +231,8 @@ async def test_changing_the_chunking_or_the_model_changes_the_hash() -> None:
     await run(mesh([FakeEmbedder("m1")], [retriever]), [doc])
     reply = await run(mesh([FakeEmbedder("m2")], [retriever]), [doc])
     assert reply.results[0].status == STATUS.INGEST_STATUS_ACCEPTED
-    other = await ingest(
+    other = await run(
         mesh([FakeEmbedder("m2")], [retriever]),
-        CONFIG,
         [doc],
         chunking=ChunkingConfig(chunk_size_tokens=128, chunk_overlap_tokens=8),
     )
@@ -250,18 +265,45 @@ async def test_a_document_longer_than_the_old_8192_limit_is_accepted() -> None:
     assert reply.results[0].status == STATUS.INGEST_STATUS_ACCEPTED
 
 
-async def test_a_retriever_down_makes_documents_partial_and_not_unchanged_later() -> None:
+async def test_a_retriever_down_gets_the_document_queued_and_applied_when_back() -> None:
     down = FakeRetriever(down=True)
     up = FakeRetriever()
     upstreams = mesh([FakeEmbedder()], [up, down])
     doc = common_pb2.Document(id="a", text="Some text.")
-    reply = await run(upstreams, [doc])
-    assert reply.results[0].status == STATUS.INGEST_STATUS_PARTIAL
-    assert list(reply.results[0].missing) == ["retriever-1"]
-    down.down = False
-    again = await run(upstreams, [doc])
-    assert again.results[0].status == STATUS.INGEST_STATUS_ACCEPTED, "healed, not UNCHANGED"
-    assert "a" in down.docs
+    async with delivering(upstreams, CONFIG) as delivery:
+        reply = await ingest(upstreams, CONFIG, [doc], delivery, Deadline.after(0.5))
+        result = reply.results[0]
+        assert result.status == STATUS.INGEST_STATUS_QUEUED
+        assert reply.queued == 1 and reply.succeeded == 0 and list(result.missing) == []
+        assert [(w.retriever, w.status) for w in result.writes] == [
+            ("retriever-0", WRITE.WRITE_STATUS_INDEXED),
+            ("retriever-1", WRITE.WRITE_STATUS_QUEUED),
+        ]
+        assert delivery.state["retriever-1"].backlog == 1 or "a" not in down.docs
+        down.down = False
+        await wait_until(lambda: "a" in down.docs, what="the queued write applied")
+        again = await ingest(upstreams, CONFIG, [doc], delivery, Deadline.after(WAIT_S))
+        assert again.results[0].status == STATUS.INGEST_STATUS_UNCHANGED
+
+
+async def test_a_delete_queued_after_an_upsert_wins_when_the_retriever_is_back() -> None:
+    down = FakeRetriever(down=True)
+    upstreams = mesh([FakeEmbedder()], [FakeRetriever(), down])
+    async with delivering(upstreams, CONFIG) as delivery:
+        docs = [common_pb2.Document(id=i, text=f"Text of {i}.") for i in ("a", "b")]
+        await ingest(upstreams, CONFIG, docs, delivery, Deadline.after(0.3))
+        gone = await delete_documents(upstreams, ["a"], delivery, Deadline.after(0.3))
+        assert [(w.retriever, w.status) for w in gone.results[0].writes] == [
+            ("retriever-0", WRITE.WRITE_STATUS_INDEXED),
+            ("retriever-1", WRITE.WRITE_STATUS_QUEUED),
+        ]
+        assert list(gone.results[0].missing) == ["retriever-1"]
+        down.down = False
+        await wait_until(lambda: "b" in down.docs, what="the queued writes applied")
+        await wait_until(
+            lambda: delivery.state["retriever-1"].backlog == 0, what="nothing left pending"
+        )
+        assert sorted(down.docs) == ["b"]
 
 
 async def test_delete_removes_from_every_retriever_and_evicts() -> None:
@@ -276,7 +318,7 @@ async def test_delete_removes_from_every_retriever_and_evicts() -> None:
         evicted.extend(ids)
         return 2
 
-    reply = await delete_documents(upstreams, CONFIG, ["a", "nope"], evict=evict)
+    reply = await delete(upstreams, ["a", "nope"], evict=evict)
     assert [(r.id, r.found) for r in reply.results] == [("a", True), ("nope", False)]
     assert reply.evicted_answers == 2 and evicted == ["a", "nope"]
     assert "a" not in first.docs and "a" not in second.docs and "b" in first.docs
@@ -284,7 +326,8 @@ async def test_delete_removes_from_every_retriever_and_evicts() -> None:
 
 async def test_delete_names_a_retriever_it_could_not_reach() -> None:
     upstreams = mesh([FakeEmbedder()], [FakeRetriever(), FakeRetriever(down=True)])
-    reply = await delete_documents(upstreams, CONFIG, ["a"])
+    async with delivering(upstreams, CONFIG) as delivery:
+        reply = await delete_documents(upstreams, ["a"], delivery, Deadline.after(0.3))
     assert list(reply.results[0].missing) == ["retriever-1"]
 
 

@@ -10,9 +10,12 @@ from typing import Any
 
 import grpc
 import pytest
+from outbox_support import delivering
 
 from gateway.config import IngestConfig
-from gateway.ingest import Retrying, ingest
+from gateway.ingest import ingest
+from gateway.ingest_calls import Retrying
+from gateway.resilience.deadline import Deadline
 from gateway.resilience.guard import Guard
 from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import common_pb2, embedder_pb2, gateway_pb2, retriever_pb2
@@ -105,7 +108,15 @@ async def run(
         }
     )
     documents = [common_pb2.Document(text="A breaker opens when calls keep failing.")]
-    reply = await ingest(upstreams, CONFIG, documents, Retrying(clock=clock, rng=HighestDraw()))
+    async with delivering(upstreams, CONFIG, max_deliveries=3) as delivery:
+        reply = await ingest(
+            upstreams,
+            CONFIG,
+            documents,
+            delivery,
+            Deadline.after(10),
+            retrying=Retrying(clock=clock, rng=HighestDraw()),
+        )
     return reply, clock.waits
 
 
@@ -129,21 +140,30 @@ async def test_an_upstream_that_keeps_failing_gets_three_attempts_then_is_missin
     assert retriever.calls == 1, "the document is still stored (its text, for lexical search)"
 
 
-@pytest.mark.parametrize(
-    "code", [S.INVALID_ARGUMENT, S.INTERNAL, S.RESOURCE_EXHAUSTED, S.FAILED_PRECONDITION]
-)
-async def test_a_failure_that_is_not_transient_is_not_retried(code) -> None:
-    retriever = FakeStub(rpc_error(code))
-    reply, waits = await run(FakeStub(), retriever)
-    assert retriever.calls == 1 and waits == []
-    assert reply.results[0].status == gateway_pb2.INGEST_STATUS_FAILED
-    assert reply.failed == 1
+@pytest.mark.parametrize("code", [S.INVALID_ARGUMENT, S.INTERNAL, S.FAILED_PRECONDITION])
+async def test_an_embed_failure_that_is_not_transient_is_not_retried(code) -> None:
+    embedder = FakeStub(rpc_error(code))
+    reply, waits = await run(embedder, FakeStub())
+    assert embedder.calls == 1 and waits == []
+    assert list(reply.results[0].missing) == ["embedder-primary"]
 
 
-async def test_upsert_is_retried_like_embed() -> None:
-    retriever = FakeStub(rpc_error(S.UNAVAILABLE))
-    reply, waits = await run(FakeStub(), retriever)
-    assert retriever.calls == 2 and waits == [0.1]
+@pytest.mark.parametrize("code", [S.INVALID_ARGUMENT, S.INTERNAL, S.FAILED_PRECONDITION])
+async def test_a_write_the_retriever_keeps_refusing_is_dead_lettered_and_failed(code) -> None:
+    retriever = FakeStub(*(rpc_error(code) for _ in range(10)))
+    reply, _ = await run(FakeStub(), retriever)
+    assert retriever.calls == 3, "outbox_max_deliveries=3"
+    result = reply.results[0]
+    assert result.status == gateway_pb2.INGEST_STATUS_FAILED and reply.failed == 1
+    assert result.writes[0].status == gateway_pb2.WRITE_STATUS_FAILED
+    assert "dead-lettered" in result.writes[0].reason and code.name in result.writes[0].reason
+
+
+@pytest.mark.parametrize("code", [S.UNAVAILABLE, S.RESOURCE_EXHAUSTED, S.DEADLINE_EXCEEDED])
+async def test_a_transient_write_failure_waits_and_is_delivered(code) -> None:
+    retriever = FakeStub(*(rpc_error(code) for _ in range(6)))
+    reply, _ = await run(FakeStub(), retriever)
+    assert retriever.calls == 7, "a retriever that cannot take writes yet costs no delivery"
     assert list(reply.results[0].missing) == []
     assert reply.succeeded == 1
 
