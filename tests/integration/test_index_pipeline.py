@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import NO_CACHE, Mesh
+from meshes import NO_CACHE, Mesh
 from processes import LogBook
 from waiting import wait_until
 

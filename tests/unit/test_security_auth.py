@@ -50,6 +50,8 @@ def test_every_public_method_has_a_scope_and_admin_needs_admin():
     assert {m: s for m, s in METHOD_SCOPES.items() if s == "ingest"} == {
         INGEST: "ingest",
         "/harag.v1.RagGatewayService/DeleteDocuments": "ingest",
+        "/harag.v1.RagGatewayService/StartIngestJob": "ingest",
+        "/harag.v1.RagGatewayService/GetIngestJob": "ingest",
     }
 
 
