@@ -14,6 +14,10 @@ from gateway.pipeline import Pipeline
 from gateway.prober import BreakerProber
 from gateway.security.ratelimit import RateLimiter
 from gateway.server import RagGateway
+from gateway.shared.answer_store import AnswerStore
+from gateway.shared.breaker_sync import SharedBreakers
+from gateway.shared.cache_sync import CacheSync
+from gateway.shared.events import SharedEvents
 from gateway.shared.redis_link import RedisLink
 from gateway.shared.redis_metrics import observe_redis_link
 from gateway.telemetry import AttemptTelemetry
@@ -59,14 +63,26 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
     shed_log = ShedLog()
     probe_address = role.private_address() if role else loopback_address(cfg.server.host, cfg.port)
     probe, admission = admission_control(cfg, shed_log, probe_address)
-    pipeline = Pipeline(upstreams, cfg, observer=AttemptTelemetry())
     redis = RedisLink(cfg.redis)
     observe_redis_link(redis)
+    events, answers, breakers = shared_state(cfg, redis, upstreams)
+    pipeline = Pipeline(upstreams, cfg, observer=AttemptTelemetry(), shared=answers)
+    cache_sync = CacheSync(answers, pipeline.cache)
+    cache_sync.start()
+    if breakers is not None:
+        breakers.start()
+    events.start()
     limiter = RateLimiter(cfg.rate_limit, redis)
     servicer = RagGateway(
-        pipeline, upstreams, cfg, shed_log, worker=role.index if role else None, limiter=limiter
+        pipeline,
+        upstreams,
+        cfg,
+        shed_log,
+        worker=role.index if role else None,
+        limiter=limiter,
+        evict=cache_sync.evict_documents,
     )
-    admin = GatewayAdmin(upstreams)
+    admin = GatewayAdmin(upstreams, breakers)
     registrations = [
         ServiceRegistration(
             SERVICE_NAME,
@@ -98,9 +114,27 @@ async def run(cfg: GatewayConfig, role: WorkerRole | None = None) -> int:
             *((role.report_ready, role.watch_parent) if role else ()),
         ),
         before_stop=(probe.stop,) if probe else (),
-        on_stop=(prober.stop, upstreams.close, redis.close),
+        on_stop=(prober.stop, upstreams.close, events.stop, redis.close),
     )
     return await serve(options, registrations)
+
+
+def shared_state(
+    cfg: GatewayConfig, redis: RedisLink, upstreams: Upstreams
+) -> tuple[SharedEvents, AnswerStore, SharedBreakers | None]:
+    """What this replica shares with the others on Redis (all inert without redis_url)."""
+    events = SharedEvents(redis, cfg.shared.shared_poll_interval_s)
+    bare = cfg.bare
+    answers = AnswerStore(
+        redis,
+        events,
+        cfg.shared,
+        0 if bare else cfg.cache.ttl_s,
+        0 if bare else cfg.cache.stale_ttl_s,
+    )
+    shared_breakers = cfg.shared.shared_breakers_enabled and not bare
+    breakers = SharedBreakers(events, upstreams.all()) if shared_breakers else None
+    return events, answers, breakers
 
 
 def admission_control(

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import grpc
 
 from gateway.health import breaker_status
+from gateway.shared.breaker_sync import DISABLE, FORCE_OPEN, RESET, SharedBreakers
+from gateway.shared.redis_link import RedisUnavailable
 from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import admin_pb2, admin_pb2_grpc
 from servicekit.errors import FieldViolations
+
+log = logging.getLogger("harag.gateway")
 
 
 def _entry(upstream: Upstream) -> admin_pb2.UpstreamBreaker:
@@ -17,8 +22,9 @@ def _entry(upstream: Upstream) -> admin_pb2.UpstreamBreaker:
 
 
 class GatewayAdmin(admin_pb2_grpc.GatewayAdminServiceServicer):
-    def __init__(self, upstreams: Upstreams) -> None:
+    def __init__(self, upstreams: Upstreams, shared: SharedBreakers | None = None) -> None:
         self.upstreams = upstreams
+        self.shared = shared  # every replica applies an operator's action (on Redis)
 
     async def ListBreakers(
         self, request: admin_pb2.ListBreakersRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -47,11 +53,23 @@ class GatewayAdmin(admin_pb2_grpc.GatewayAdminServiceServicer):
         assert breaker is not None
         if request.action == admin_pb2.BREAKER_ACTION_FORCE_OPEN:
             breaker.force_open()
+            action = FORCE_OPEN
         elif request.action == admin_pb2.BREAKER_ACTION_DISABLE:
             breaker.disable()
+            action = DISABLE
         else:
             # A fresh start: the status forgets the recent calls too.
             breaker.reset()
             if upstream.guard.recent is not None:
                 upstream.guard.recent.reset()
+            action = RESET
+        if self.shared is not None and self.shared.link.configured:
+            try:
+                await self.shared.publish_admin(upstream.name, action)
+            except RedisUnavailable as exc:
+                # Applied here; the other replicas keep their own until Redis is back.
+                log.warning(
+                    "breaker action not shared: redis unavailable",
+                    extra={"upstream": upstream.name, "action": action, "reason": exc.reason},
+                )
         return admin_pb2.TransitionBreakerResponse(breaker=_entry(upstream))

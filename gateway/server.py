@@ -6,7 +6,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -62,8 +62,11 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         shed_log: ShedLog | None = None,
         worker: int | None = None,
         limiter: RateLimiter | None = None,
+        evict: Callable[[Iterable[str]], int] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # Drops the cached answers citing documents (with Redis: at every replica too).
+        self.evict = evict or pipeline.cache.evict_documents
         self.limiter = limiter
         # Which of `--workers N` this process is, in every answer's log line (None: the only one).
         self.worker = {"worker": worker, "pid": os.getpid()} if worker is not None else {}
@@ -218,7 +221,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             self.cfg.ingest,
             list(request.documents),
             chunking=self.cfg.chunking,
-            on_changed=self.pipeline.cache.evict_documents,
+            on_changed=self.evict,
         )
 
     async def DeleteDocuments(
@@ -242,7 +245,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             self.upstreams,
             self.cfg.ingest,
             list(request.ids),
-            evict=self.pipeline.cache.evict_documents,
+            evict=self.evict,
         )
 
     async def ListDocuments(

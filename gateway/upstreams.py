@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.balancing import channel_options, channel_target
 from gateway.config import COMPONENTS, GatewayConfig, UpstreamSpec
 from gateway.guards import build_guard
 from gateway.resilience.guard import AttemptRecord, Guard
@@ -121,7 +122,9 @@ class Upstreams:
 
 
 def _connect(component: str, spec: UpstreamSpec, cfg: GatewayConfig) -> Upstream:
-    channel = grpc.aio.insecure_channel(spec.address, options=CHANNEL_OPTIONS)
+    channel = grpc.aio.insecure_channel(
+        channel_target(spec.address), options=CHANNEL_OPTIONS + channel_options(spec.address)
+    )
     return Upstream(
         name=spec.name,
         component=component,
