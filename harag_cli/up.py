@@ -19,6 +19,7 @@ from harag_cli.clients import api_client
 from harag_cli.documents import sample_corpus
 from harag_cli.ingesting import ingest_documents
 from harag_cli.localports import free_port_offset
+from harag_cli.redis_server import LocalRedis, RedisServerError
 from harag_cli.supervisor import ProcessSpec, StartupError, Supervisor, mesh_specs
 from harag_cli.traceview.receiver import API_PORT, OTLP_PORT, TraceViewer
 from servicekit.ports import process_ports
@@ -40,7 +41,42 @@ def _port_taken(taken: dict[str, int], port_offset: int) -> str:
     )
 
 
-def _ready_banner(specs: list[ProcessSpec], port_offset: int, viewer: TraceViewer | None) -> str:
+MAX_GATEWAYS = 16
+
+
+def with_replicas(
+    specs: list[ProcessSpec], gateways: int, redis_url: str | None
+) -> list[ProcessSpec]:
+    """`gateways` gateway replicas on consecutive ports from the gateway's (gateway,
+    gateway-2, ...; each with its own metrics port), all on `redis_url` when given."""
+    base = next(s for s in specs if s.name == "gateway")
+    shared = {"HARAG_REDIS_URL": redis_url} if redis_url else {}
+    replicas = [
+        ProcessSpec(
+            "gateway" if i == 0 else f"gateway-{i + 1}",
+            base.argv,
+            base.port + i,
+            {**base.env, **shared, "HARAG_PORT": str(base.port + i)},
+        )
+        for i in range(gateways)
+    ]
+    return [s for s in specs if s.name != "gateway"] + replicas
+
+
+def _replicas_line(specs: list[ProcessSpec], redis: LocalRedis | None) -> str:
+    gateways = [s.address for s in specs if s.name.startswith("gateway")]
+    if len(gateways) == 1 and redis is None:
+        return ""
+    shared = f", sharing Redis at {redis.url}" if redis is not None else ", nothing shared"
+    return f"  replicas: {len(gateways)} gateways on {', '.join(gateways)}{shared}\n"
+
+
+def _ready_banner(
+    specs: list[ProcessSpec],
+    port_offset: int,
+    viewer: TraceViewer | None,
+    redis: LocalRedis | None = None,
+) -> str:
     gateway = next(s for s in specs if s.name == "gateway").address
     flag = f" --port-offset {port_offset}" if port_offset else ""
     tracing = (
@@ -55,6 +91,7 @@ def _ready_banner(specs: list[ProcessSpec], port_offset: int, viewer: TraceViewe
         f"  health:  harag health{flag}\n"
         f"  faults:  harag faults{flag} embedder-primary show  (needs --fault-injection)\n"
         f"  grpcurl: grpcurl -plaintext {gateway} list\n"
+        f"{_replicas_line(specs, redis)}"
         f"{tracing}"
         f"  (every command also takes --addr {gateway})\n"
         "Ctrl-C stops everything.\n"
@@ -67,11 +104,38 @@ async def up(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         fault_injection=args.fault_injection,
     )
+    redis: LocalRedis | None = None
+    if args.redis:
+        try:
+            redis = LocalRedis()
+        except RedisServerError as exc:
+            print(f"harag up: {exc}", file=sys.stderr)
+            return 1
+    specs = with_replicas(specs, args.gateways, redis.url if redis is not None else None)
     supervisor = Supervisor(specs)
     taken = supervisor.ports_in_use()  # before anything starts, so nothing is left running
     if taken:
         print(_port_taken(taken, args.port_offset), file=sys.stderr)
         return 1
+    if redis is not None:
+        try:
+            redis.start()
+        except RedisServerError as exc:
+            print(f"harag up: {exc}", file=sys.stderr)
+            return 1
+    try:
+        return await _serve(args, specs, supervisor, redis)
+    finally:
+        if redis is not None:
+            redis.close()
+
+
+async def _serve(
+    args: argparse.Namespace,
+    specs: list[ProcessSpec],
+    supervisor: Supervisor,
+    redis: LocalRedis | None,
+) -> int:
     viewer, otel_env = await traces.start_viewer_for_mesh(
         not args.no_trace_viewer,
         otlp_port=OTLP_PORT + args.port_offset,
@@ -95,7 +159,7 @@ async def up(args: argparse.Namespace) -> int:
     try:
         if not args.no_ingest:
             await _ingest_sample_corpus(specs)
-        print(_ready_banner(specs, args.port_offset, viewer), flush=True)
+        print(_ready_banner(specs, args.port_offset, viewer, redis), flush=True)
         await stop.wait()
     finally:  # a failed ingest ends `harag up` too, and leaves no process behind
         codes = await supervisor.stop()
