@@ -153,6 +153,6 @@ async def test_harag_up_runs_gateway_replicas_sharing_a_local_redis(tmp_path):
 
 
 async def test_harag_up_refuses_a_bad_gateway_count_in_one_line(tmp_path):
-    code, out, err = await run_harag("up", "--gateways", "0", "--data-dir", str(tmp_path))
+    code, _, err = await run_harag("up", "--gateways", "0", "--data-dir", str(tmp_path))
     assert code == 2 and "Traceback" not in err
     assert "--gateways: '0' is not a whole number in 1..16" in err
