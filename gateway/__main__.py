@@ -26,6 +26,10 @@ from gateway.security.key_watch import KeyFileWatcher
 from gateway.security.keys import KeyFileError, Verdict
 from gateway.security.ratelimit import RateLimiter
 from gateway.server import RagGateway
+from gateway.shared.answer_store import AnswerStore
+from gateway.shared.breaker_sync import SharedBreakers
+from gateway.shared.cache_sync import CacheSync
+from gateway.shared.events import SharedEvents
 from gateway.shared.redis_link import RedisLink
 from gateway.shared.redis_metrics import observe_redis_link
 from gateway.status.activity import Activity
@@ -102,9 +106,17 @@ async def run(
     private = role.private_address() if role else (own_address() if public_tls else None)
     probe_address = private or loopback_address(cfg.server.host, cfg.port)
     probe, admission = admission_control(cfg, shed_log, probe_address, activity)
-    pipeline = Pipeline(upstreams, cfg, observer=AttemptTelemetry())
     redis = RedisLink(cfg.redis)
     observe_redis_link(redis)
+    events, answers, breakers = shared_state(cfg, redis, upstreams)
+    pipeline = Pipeline(upstreams, cfg, observer=AttemptTelemetry(), shared=answers)
+    cache_sync = CacheSync(answers, pipeline.cache)
+    cache_sync.start()
+    if breakers is not None:
+        breakers.start()
+        if status is not None:
+            status.shared_breakers = breakers
+    events.start()
     limiter = RateLimiter(cfg.rate_limit, redis)
     outbox = build_outbox(cfg.outbox, redis)
     delivery = OutboxDelivery(
@@ -112,7 +124,7 @@ async def run(
         upstreams.chains["retriever"],
         cfg.outbox,
         cfg.ingest,
-        on_applied=pipeline.cache.evict_documents,
+        on_applied=cache_sync.evict_documents,
     )
     observe_outbox(delivery)
     jobs = IngestJobs(outbox, delivery, upstreams, cfg.ingest, cfg.chunking, cfg.outbox)
@@ -126,6 +138,7 @@ async def run(
         activity=activity,
         delivery=delivery,
         jobs=jobs,
+        evict=cache_sync.evict_documents,
     )
     auth = (
         (AuthInterceptor(lambda: keys.keys, cfg.access.auth_open_reflection),)
@@ -136,7 +149,7 @@ async def run(
     admin_server = None
     if admin_port:
         admin_server = await start_admin_listener(
-            GatewayAdmin(upstreams),
+            GatewayAdmin(upstreams, breakers),
             cfg.server.host,
             admin_port,
             interceptors=auth,
@@ -186,6 +199,7 @@ async def run(
             outbox.close,
             prober.stop,
             upstreams.close,
+            events.stop,
             redis.close,
             *((keys.stop,) if keys else ()),
         ),
@@ -228,6 +242,24 @@ def key_validator(keys: KeyFileWatcher) -> TokenValidator:
         return key.identity() if verdict is Verdict.ACCEPTED and key is not None else None
 
     return validate
+
+
+def shared_state(
+    cfg: GatewayConfig, redis: RedisLink, upstreams: Upstreams
+) -> tuple[SharedEvents, AnswerStore, SharedBreakers | None]:
+    """What this replica shares with the others on Redis (all inert without redis_url)."""
+    events = SharedEvents(redis, cfg.shared.shared_poll_interval_s)
+    bare = cfg.bare
+    answers = AnswerStore(
+        redis,
+        events,
+        cfg.shared,
+        0 if bare else cfg.cache.ttl_s,
+        0 if bare else cfg.cache.stale_ttl_s,
+    )
+    shared_breakers = cfg.shared.shared_breakers_enabled and not bare
+    breakers = SharedBreakers(events, upstreams.all()) if shared_breakers else None
+    return events, answers, breakers
 
 
 def admission_control(

@@ -6,15 +6,19 @@ and the status page's POST endpoint (gateway.status.http) both go through them.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import grpc
 
 from gateway.health import breaker_status
+from gateway.shared.breaker_sync import DISABLE, FORCE_OPEN, RESET, SharedBreakers
+from gateway.shared.redis_link import RedisUnavailable
 from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import admin_pb2, admin_pb2_grpc
 from servicekit.errors import FieldViolations
 
+log = logging.getLogger("harag.gateway")
 # The actions an operator can take; anything else (unset, or a number from a newer client)
 # is refused rather than read as a reset.
 ACTIONS = frozenset(
@@ -67,11 +71,33 @@ def apply_breaker_action(
 
 
 BREAKERS_OFF = "breakers are off on this gateway"
+SHARED_ACTIONS = {
+    admin_pb2.BREAKER_ACTION_FORCE_OPEN: FORCE_OPEN,
+    admin_pb2.BREAKER_ACTION_DISABLE: DISABLE,
+    admin_pb2.BREAKER_ACTION_RESET: RESET,
+}
+
+
+async def share_breaker_action(
+    shared: SharedBreakers | None, upstream: str, action: admin_pb2.BreakerAction
+) -> None:
+    """Sends an operator's action, already applied here, to every other replica (on Redis)."""
+    if shared is None or not shared.link.configured:
+        return
+    try:
+        await shared.publish_admin(upstream, SHARED_ACTIONS[action])
+    except RedisUnavailable as exc:
+        # Applied here; the other replicas keep their own until Redis is back.
+        log.warning(
+            "breaker action not shared: redis unavailable",
+            extra={"upstream": upstream, "action": SHARED_ACTIONS[action], "reason": exc.reason},
+        )
 
 
 class GatewayAdmin(admin_pb2_grpc.GatewayAdminServiceServicer):
-    def __init__(self, upstreams: Upstreams) -> None:
+    def __init__(self, upstreams: Upstreams, shared: SharedBreakers | None = None) -> None:
         self.upstreams = upstreams
+        self.shared = shared  # every replica applies an operator's action (on Redis)
 
     async def ListBreakers(
         self, request: admin_pb2.ListBreakersRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -91,4 +117,5 @@ class GatewayAdmin(admin_pb2_grpc.GatewayAdminServiceServicer):
         entry = apply_breaker_action(upstream, request.action)
         if entry is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, BREAKERS_OFF)
+        await share_breaker_action(self.shared, upstream.name, request.action)
         return admin_pb2.TransitionBreakerResponse(breaker=entry)

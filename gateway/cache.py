@@ -14,12 +14,16 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
-from cachetools import TTLCache
+from cachetools import TLRUCache
 
 from gateway.resilience.clock import SYSTEM_CLOCK, Clock
 from harag.v1 import common_pb2
 
 V = TypeVar("V")
+
+
+def _expires(_key: str, entry: tuple[object, float], now: float) -> float:
+    return now + entry[1]  # entries are (value, their time to live)
 
 
 def cache_key(query: str, top_k: int, filters: Sequence[common_pb2.MetadataFilter]) -> str:
@@ -38,11 +42,16 @@ class AnswerCache(Generic[V]):
     def __init__(
         self, ttl_s: float, stale_ttl_s: float, max_entries: int, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        self.fresh: TTLCache[str, V] | None = (
-            TTLCache(maxsize=max_entries, ttl=ttl_s, timer=clock.monotonic) if ttl_s > 0 else None
+        self.ttl_s, self.stale_ttl_s = ttl_s, stale_ttl_s
+        # (value, ttl) per entry: an answer promoted from the shared cache (L2) keeps only
+        # the freshness it has left there.
+        self.fresh: TLRUCache[str, tuple[V, float]] | None = (
+            TLRUCache(maxsize=max_entries, ttu=_expires, timer=clock.monotonic)
+            if ttl_s > 0
+            else None
         )
-        self.stale: TTLCache[str, V] | None = (
-            TTLCache(maxsize=max_entries, ttl=stale_ttl_s, timer=clock.monotonic)
+        self.stale: TLRUCache[str, tuple[V, float]] | None = (
+            TLRUCache(maxsize=max_entries, ttu=_expires, timer=clock.monotonic)
             if stale_ttl_s > 0
             else None
         )
@@ -54,24 +63,36 @@ class AnswerCache(Generic[V]):
         self.epoch = 0
 
     def get(self, key: str) -> V | None:
-        return self.fresh.get(key) if self.fresh is not None else None
+        entry = self.fresh.get(key) if self.fresh is not None else None
+        return entry[0] if entry is not None else None
 
     def get_stale(self, key: str) -> V | None:
-        return self.stale.get(key) if self.stale is not None else None
+        entry = self.stale.get(key) if self.stale is not None else None
+        return entry[0] if entry is not None else None
 
     def put(
-        self, key: str, value: V, documents: Iterable[str] = (), epoch: int | None = None
+        self,
+        key: str,
+        value: V,
+        documents: Iterable[str] = (),
+        epoch: int | None = None,
+        *,
+        ttl_s: float | None = None,
+        stale_ttl_s: float | None = None,
     ) -> None:
         """Caches the answer, indexed by the documents it cites. With `epoch` (read when the
-        answer's work began), an answer that started before an eviction is not cached."""
+        answer's work began), an answer that started before an eviction is not cached.
+        `ttl_s` / `stale_ttl_s` shorten an entry's life (what it has left elsewhere)."""
         if epoch is not None and epoch != self.epoch:
             return
         if self.fresh is None and self.stale is None:
             return
-        if self.fresh is not None:
-            self.fresh[key] = value
-        if self.stale is not None:
-            self.stale[key] = value
+        fresh_s = self.ttl_s if ttl_s is None else min(ttl_s, self.ttl_s)
+        stale_s = self.stale_ttl_s if stale_ttl_s is None else min(stale_ttl_s, self.stale_ttl_s)
+        if self.fresh is not None and fresh_s > 0:
+            self.fresh[key] = (value, fresh_s)
+        if self.stale is not None and stale_s > 0:
+            self.stale[key] = (value, stale_s)
         self._index(key, frozenset(documents))
 
     def _index(self, key: str, documents: frozenset[str]) -> None:
@@ -112,3 +133,13 @@ class AnswerCache(Generic[V]):
                     if other != document:
                         self._citing.get(other, set()).discard(key)
         return evicted
+
+    def clear(self) -> None:
+        """Drops every answer: evictions were missed (another replica's, see
+        gateway/shared/answer_store.py), so any answer may cite a replaced document."""
+        self.epoch += 1
+        for layer in (self.fresh, self.stale):
+            if layer is not None:
+                layer.clear()
+        self._cites.clear()
+        self._citing.clear()

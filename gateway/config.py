@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.balancing import check_address
 from gateway.input_limits import InputLimits
 from gateway.outbox.config import OutboxConfig
 from gateway.resilience.breaker_types import BreakerConfig
@@ -19,6 +20,7 @@ from gateway.resilience.retry import RetryBudgetConfig, RetryPolicy
 from gateway.security.access_config import AccessConfig, resolve_admin_port
 from gateway.security.ratelimit_config import RateLimitConfig
 from gateway.shared.redis_config import RedisConfig
+from gateway.shared.shared_config import SharedStateConfig
 from gateway.status.config import StatusPageConfig
 from gateway.tls_config import GatewayTls
 from servicekit.metrics import resolve_port
@@ -46,11 +48,12 @@ def parse_chain(text: str) -> list[UpstreamSpec]:
     specs: list[UpstreamSpec] = []
     for tier, entry in enumerate(part.strip() for part in text.split(",") if part.strip()):
         name, sep, address = entry.partition("=")
-        host, colon, port = address.rpartition(":")
-        if not sep or not name.strip() or not colon or not host or not port.isdigit():
+        if not sep or not name.strip():
             raise ValueError(f"entry {entry!r} is not name=host:port")
-        if not 1 <= int(port) <= 65535:
-            raise ValueError(f"entry {entry!r} has port {port}, outside 1..65535")
+        try:
+            check_address(address.strip())
+        except ValueError as exc:
+            raise ValueError(f"entry {entry!r}: {exc}") from None
         specs.append(UpstreamSpec(name.strip(), address.strip(), tier))
     if not specs:
         raise ValueError("a chain needs at least one upstream")
@@ -60,7 +63,10 @@ def parse_chain(text: str) -> list[UpstreamSpec]:
     return specs
 
 
-CHAIN_FORM = "comma-separated name=host:port, unique names"
+CHAIN_FORM = (
+    "comma-separated name=address, unique names; address: host:port, dns:///name:port "
+    "(every pod of a headless Service) or ip:port|ip:port|... (balanced)"
+)
 
 
 def _chain_problem(text: str) -> str | None:
@@ -78,21 +84,24 @@ class ChainConfig:
     embedder: str = setting(
         DEFAULT_CHAINS["embedder"],
         "embedder_chain",
-        "The embedder fallback chain: comma-separated name=host:port, tier 0 first.",
+        "The embedder fallback chain: comma-separated name=host:port, tier 0 first "
+        "(an address may be dns:///name:port or ip:port|ip:port: balanced over all).",
         validate=_chain_problem,
         form=CHAIN_FORM,
     )
     retriever: str = setting(
         DEFAULT_CHAINS["retriever"],
         "retriever_chain",
-        "The retriever fallback chain: comma-separated name=host:port, tier 0 first.",
+        "The retriever fallback chain: comma-separated name=host:port, tier 0 first "
+        "(an address may be dns:///name:port or ip:port|ip:port: balanced over all).",
         validate=_chain_problem,
         form=CHAIN_FORM,
     )
     generator: str = setting(
         DEFAULT_CHAINS["generator"],
         "generator_chain",
-        "The generator fallback chain: comma-separated name=host:port, tier 0 first.",
+        "The generator fallback chain: comma-separated name=host:port, tier 0 first "
+        "(an address may be dns:///name:port or ip:port|ip:port: balanced over all).",
         validate=_chain_problem,
         form=CHAIN_FORM,
     )
@@ -423,6 +432,7 @@ class GatewayConfig:
     status: StatusConfig = section(StatusConfig)
     redis: RedisConfig = section(RedisConfig)
     outbox: OutboxConfig = section(OutboxConfig)
+    shared: SharedStateConfig = section(SharedStateConfig)
     rate_limit: RateLimitConfig = section(RateLimitConfig)
     status_page: StatusPageConfig = section(StatusPageConfig)
     access: AccessConfig = section(AccessConfig)

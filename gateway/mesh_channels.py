@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from gateway.balancing import channel_options, channel_target
 from servicekit.tls import KeyMaterial, KeyMaterialWatcher, channel_credentials
 
 log = logging.getLogger("harag.mesh_channels")
@@ -39,9 +40,13 @@ class ChannelFactory:
         self._credentials: tuple[str, grpc.ChannelCredentials] | None = None
 
     def open(self, address: str) -> grpc.aio.Channel:
+        """A channel to `address`: one endpoint, or several balanced round robin
+        (gateway.balancing: `dns:///name:port` or `ip:port|ip:port`)."""
+        target = channel_target(address)
+        options = self.options + channel_options(address)
         if self.watcher is None:
-            return grpc.aio.insecure_channel(address, options=self.options)
-        return grpc.aio.secure_channel(address, self._current(self.watcher.current), self.options)
+            return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.secure_channel(target, self._current(self.watcher.current), options)
 
     def _current(self, material: KeyMaterial) -> grpc.ChannelCredentials:
         if self._credentials is None or self._credentials[0] != material.fingerprint:

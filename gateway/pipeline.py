@@ -49,6 +49,7 @@ from gateway.resilience.coalesce import Coalescer
 from gateway.resilience.deadline import Deadline
 from gateway.resilience.guard import AttemptObserver
 from gateway.resilience.outcome import status_of
+from gateway.shared.answer_store import AnswerStore, Shared, Ticket
 from gateway.telemetry import set_stage_result, stage_span
 from gateway.upstreams import Upstream, Upstreams
 from harag.v1 import (
@@ -80,6 +81,7 @@ class Pipeline:
     observer: AttemptObserver | None = None  # telemetry: one span per attempt
     clock: Clock = SYSTEM_CLOCK
     rng: random.Random | None = None  # retry jitter; None: the resilience layer's own
+    shared: AnswerStore | None = None  # the answer cache's layer on Redis (L2), if any
     _chains: dict[str, list[Upstream]] = field(init=False)
     _policies: dict[tuple[str, int, bool, bool], ChainPolicy] = field(init=False)
     cache: AnswerCache[QueryResult] = field(init=False)
@@ -104,16 +106,48 @@ class Pipeline:
         if (cached := self.cache.get(key)) is not None:
             return replace(cached, cached=True)
         if self.cfg.cache.coalesce_enabled and not self.cfg.bare:
-            shared = await self.coalescer.run(key, lambda: self._run(query, key, deadline))
+            shared = await self.coalescer.run(key, lambda: self._run_shared(query, key, deadline))
             return shared.value
-        return await self._run(query, key, deadline)
+        return await self._run_shared(query, key, deadline)
 
-    async def _run(self, query: QueryInput, key: str, deadline: Deadline) -> QueryResult:
+    async def _run_shared(self, query: QueryInput, key: str, deadline: Deadline) -> QueryResult:
+        """With a shared layer (L2): its fresh answer, else the lease to compute it, else
+        (another replica holds the lease) its answer once written, waiting a bounded slice
+        of the deadline; past that, or without Redis, this replica computes the answer."""
+        store = self.shared
+        if store is None or not store.enabled or self.cfg.bare:
+            return await self._run(query, key, deadline, None)
+        ticket = await store.lookup(key)
+        if ticket.hit is None and ticket.other_lease:
+            ticket.hit = await store.wait_for(key, deadline)
+        if ticket.hit is not None and ticket.hit.answer is not None:
+            return self._promote(key, ticket.hit)
+        try:
+            return await self._run(query, key, deadline, ticket)
+        except BaseException:
+            store.release(key, ticket)
+            raise
+
+    def _promote(self, key: str, found: Shared) -> QueryResult:
+        """An answer from L2 goes into L1 with the freshness it has left there."""
+        assert found.answer is not None
+        self.cache.put(
+            key,
+            found.answer,
+            cited_documents(found.answer.sources),
+            ttl_s=found.fresh_s,
+            stale_ttl_s=found.stale_s,
+        )
+        return replace(found.answer, cached=True)
+
+    async def _run(
+        self, query: QueryInput, key: str, deadline: Deadline, ticket: Ticket | None
+    ) -> QueryResult:
         epoch = self.cache.epoch
         vector = await self.embed(query, deadline)
         context = await self.retrieve(query, vector.value, deadline)
         answer = await self.generate(query, context.value, deadline, key)
-        return self._finish(key, vector, context, answer, epoch)
+        return self._finish(key, vector, context, answer, epoch, ticket)
 
     async def run_streaming(
         self, query: QueryInput, deadline: Deadline
@@ -143,6 +177,7 @@ class Pipeline:
         context: StageResult[Documents],
         answer: StageResult[Answer],
         epoch: int,
+        ticket: Ticket | None = None,
     ) -> QueryResult:
         generated = answer.value
         sources = generated.stale_sources if generated.stale_sources is not None else context.value
@@ -153,8 +188,16 @@ class Pipeline:
             [vector, context, answer],
             generated.retry_after_s,
         )
-        if not result.degraded:
+        # Degraded answers are never cached, here or shared; nor one that began before an
+        # eviction (it may cite a replaced document).
+        cacheable = not result.degraded and epoch == self.cache.epoch
+        if cacheable:
             self.cache.put(key, result, cited_documents(sources), epoch)
+        if ticket is not None and self.shared is not None:
+            if cacheable:
+                self.shared.put(key, result, cited_documents(sources), ticket)
+            else:
+                self.shared.release(key, ticket)
         return result
 
     # -- stage 1: embed ----------------------------------------------------------------
@@ -314,7 +357,11 @@ class Pipeline:
             send(answer)
             return answer
 
-        if (stale := self.cache.get_stale(key)) is not None:
+        stale = self.cache.get_stale(key)
+        if stale is None and self.shared is not None:
+            found = await self.shared.get_stale(key)  # another replica's last good answer
+            stale = found.answer if found is not None else None
+        if stale is not None:
             return walk.local(
                 STALE_CACHE,
                 "every generator failed: last good answer (stale)",

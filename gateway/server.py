@@ -6,7 +6,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
@@ -74,10 +74,13 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         *,
         delivery: OutboxDelivery,
         jobs: IngestJobs,
+        evict: Callable[[Iterable[str]], int] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.delivery = delivery
         self.jobs = jobs
+        # Drops the cached answers citing documents (with Redis: at every replica too).
+        self.evict = evict or pipeline.cache.evict_documents
         self.limiter = limiter
         # Which of `--workers N` this process is, in every answer's log line (None: the only one).
         self.worker = {"worker": worker, "pid": os.getpid()} if worker is not None else {}
@@ -252,7 +255,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             self.delivery,
             await self._write_deadline(context),
             chunking=self.cfg.chunking,
-            on_changed=self.pipeline.cache.evict_documents,
+            on_changed=self.evict,
         )
 
     async def _write_deadline(self, context: grpc.aio.ServicerContext[Any, Any]) -> Deadline:
@@ -341,7 +344,7 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             list(request.ids),
             self.delivery,
             await self._write_deadline(context),
-            evict=self.pipeline.cache.evict_documents,
+            evict=self.evict,
         )
 
     async def ListDocuments(

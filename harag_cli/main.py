@@ -39,12 +39,19 @@ from harag_cli.meshctl import (
     discover,
     gateway_address,
 )
-from harag_cli.up import up
+from harag_cli.up import MAX_GATEWAYS, up
 
 HEALTH_TIMEOUT_S = 5.0
 CALLER_ERROR = 2  # exit status for a caller's mistake, as argparse uses for a bad flag
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def gateway_count(text: str) -> int:
+    """`--gateways`: a whole number of replicas in 1..MAX_GATEWAYS (argparse names the flag)."""
+    if not text.isdigit() or not 1 <= int(text) <= MAX_GATEWAYS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number in 1..{MAX_GATEWAYS}")
+    return int(text)
 
 
 def _positive_seconds(text: str) -> float:
@@ -370,6 +377,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not start the built-in OTLP trace receiver (also skipped when "
         "OTEL_EXPORTER_OTLP_ENDPOINT is set)",
+    )
+    p.add_argument(
+        "--gateways",
+        type=gateway_count,
+        default=1,
+        help=f"gateway replicas on every second port from the gateway's (1..{MAX_GATEWAYS})",
+    )
+    p.add_argument(
+        "--redis",
+        action="store_true",
+        help="start a local redis-server on a free port and share it between the gateways "
+        "(answer cache, breaker decisions, rate limits)",
     )
     p.set_defaults(func=up)
 

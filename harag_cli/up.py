@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -27,6 +27,7 @@ from harag_cli.ingesting import IngestReport, ingest_documents
 from harag_cli.keys import create_key
 from harag_cli.localports import free_port_offset
 from harag_cli.meshctl import admin_address
+from harag_cli.redis_server import LocalRedis, RedisServerError
 from harag_cli.supervisor import (
     HEALTH_PORT_OFFSET,
     ProcessSpec,
@@ -103,30 +104,41 @@ DEV_SCOPES = ["query", "ingest", "admin"]
 @dataclass(frozen=True)
 class DevKey:
     """The development API key of one `harag up`: in the gateway's key file (hashed) and, for
-    the CLI and the user, in a file of its own (the token, mode 0600)."""
+    the CLI and the user, in a token file per gateway address (mode 0600)."""
 
     key_id: str
     token: str
     key_file: Path
     token_file: Path
+    # Every token file written (the first gateway's and each further replica's).
+    written: list[Path] = field(default_factory=list)
 
     @staticmethod
     def create(gateway: str) -> DevKey:
         """A fresh key with every scope; an earlier `harag up`'s key is dropped."""
         key_file = up_key_file(gateway).resolve()
         key_id, token = create_key(key_file, DEV_CLIENT, DEV_SCOPES, replace_client=True)
+        key = DevKey(key_id, token, key_file, dev_key_path(gateway))
+        key.also_for(gateway)
+        return key
+
+    def also_for(self, gateway: str) -> None:
+        """Writes the token where the CLI looks for the key of `gateway` (a replica)."""
         token_file = dev_key_path(gateway)
+        if token_file in self.written:
+            return
         token_file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(token + "\n")
-        return DevKey(key_id, token, key_file, token_file)
+            out.write(self.token + "\n")
+        self.written.append(token_file)
 
     def remove_token_file(self) -> None:
         """Forgets the token once the mesh is gone (unless another run replaced it)."""
-        with contextlib.suppress(OSError):
-            if self.token_file.read_text(encoding="utf-8").strip() == self.token:
-                self.token_file.unlink()
+        for token_file in self.written:
+            with contextlib.suppress(OSError):
+                if token_file.read_text(encoding="utf-8").strip() == self.token:
+                    token_file.unlink()
 
 
 def _auth_lines(key: DevKey | None, gateway: str) -> str:
@@ -143,6 +155,44 @@ def _auth_lines(key: DevKey | None, gateway: str) -> str:
     )
 
 
+# Replica ports step by 2 from 50051 (admin on +1); five stay below the embedders' 50061.
+REPLICA_PORT_STEP = 2
+MAX_GATEWAYS = 5
+
+
+def with_replicas(
+    specs: list[ProcessSpec], gateways: int, redis_url: str | None
+) -> list[ProcessSpec]:
+    """`gateways` gateway replicas (gateway, gateway-2, ...), all on `redis_url` when given.
+
+    Replica i listens on the gateway's port + 2i: each one's admin listener takes its port + 1,
+    and its metrics and plaintext health ports follow its own port, so no two collide (and
+    MAX_GATEWAYS keeps them below the components' ports)."""
+    base = next(s for s in specs if s.name == "gateway")
+    shared = {"HARAG_REDIS_URL": redis_url} if redis_url else {}
+    replicas = []
+    for i in range(gateways):
+        port = base.port + REPLICA_PORT_STEP * i
+        env = {**base.env, **shared, "HARAG_PORT": str(port)}
+        env.pop("HARAG_METRICS_PORT", None)  # the default: its own port + 1000
+        env.pop("HARAG_ADMIN_PORT", None)  # the default: its own port + 1
+        health_port = None
+        if base.health_port is not None:
+            health_port = port + HEALTH_PORT_OFFSET
+            env["HARAG_HEALTH_PORT"] = str(health_port)
+        name = "gateway" if i == 0 else f"gateway-{i + 1}"
+        replicas.append(ProcessSpec(name, base.argv, port, env, health_port))
+    return [s for s in specs if s.name != "gateway"] + replicas
+
+
+def _replicas_line(specs: list[ProcessSpec], redis: LocalRedis | None) -> str:
+    gateways = [s.address for s in specs if s.name.startswith("gateway")]
+    if len(gateways) == 1 and redis is None:
+        return ""
+    shared = f", sharing Redis at {redis.url}" if redis is not None else ", nothing shared"
+    return f"  replicas: {len(gateways)} gateways on {', '.join(gateways)}{shared}\n"
+
+
 def _ready_banner(
     specs: list[ProcessSpec],
     port_offset: int,
@@ -150,6 +200,7 @@ def _ready_banner(
     key: DevKey | None,
     loading: bool,
     certs_dir: Path,
+    redis: LocalRedis | None = None,
 ) -> str:
     gateway = next(s for s in specs if s.name == "gateway").address
     flag = f" --port-offset {port_offset}" if port_offset else ""
@@ -169,6 +220,7 @@ def _ready_banner(
         f"{_auth_lines(key, gateway)}"
         f"  mTLS:    components accept only the gateway (and the CLI's operator certificate); "
         f"certificates in {certs_dir}\n"
+        f"{_replicas_line(specs, redis)}"
         f"{tracing}"
         f"  (every command also takes --addr {gateway})\n"
         + (
@@ -206,21 +258,39 @@ async def up(args: argparse.Namespace) -> int:
     if backends is not None:
         gateway_spec = next(s for s in specs if s.name == "gateway")
         gateway_spec.env["HARAG_INGEST_BATCH_SIZE"] = str(NEURAL_INGEST_BATCH)
+    redis: LocalRedis | None = None
+    if args.redis:
+        try:
+            redis = LocalRedis()
+        except RedisServerError as exc:
+            print(f"harag up: {exc}", file=sys.stderr)
+            return 1
+    specs = with_replicas(specs, args.gateways, redis.url if redis is not None else None)
     supervisor = Supervisor(specs)
     taken = supervisor.ports_in_use()  # before anything starts, so nothing is left running
     if taken:
         print(_port_taken(taken, args.port_offset), file=sys.stderr)
         return 1
-    gateway_spec = next(s for s in specs if s.name == "gateway")
-    key = None if args.no_auth else DevKey.create(gateway_spec.address)
-    gateway_spec.env["HARAG_AUTH_ENABLED"] = "false" if key is None else "true"
-    if key is not None:
-        gateway_spec.env["HARAG_AUTH_KEY_FILE"] = str(key.key_file)
+    if redis is not None:
+        try:
+            redis.start()
+        except RedisServerError as exc:
+            print(f"harag up: {exc}", file=sys.stderr)
+            return 1
+    gateways = [s for s in specs if s.name == "gateway" or s.name.startswith("gateway-")]
+    key = None if args.no_auth else DevKey.create(gateways[0].address)
+    for spec in gateways:
+        spec.env["HARAG_AUTH_ENABLED"] = "false" if key is None else "true"
+        if key is not None:
+            spec.env["HARAG_AUTH_KEY_FILE"] = str(key.key_file)
+            key.also_for(spec.address)
     try:
-        return await _run(args, specs, supervisor, key, certs_dir)
+        return await _run(args, specs, supervisor, key, certs_dir, redis)
     finally:
         if key is not None:
             key.remove_token_file()
+        if redis is not None:
+            redis.close()
 
 
 async def _run(
@@ -229,6 +299,7 @@ async def _run(
     supervisor: Supervisor,
     key: DevKey | None,
     certs_dir: Path,
+    redis: LocalRedis | None,
 ) -> int:
     viewer, otel_env = await traces.start_viewer_for_mesh(
         not args.no_trace_viewer,
@@ -237,7 +308,7 @@ async def _run(
     )
     for spec in specs:
         spec.env.update(otel_env)
-        if spec.name == "gateway" and viewer is not None:
+        if spec.name.startswith("gateway") and viewer is not None:
             # The status page links degraded answers to their traces in this viewer.
             spec.env["HARAG_STATUS_PAGE_TRACE_VIEWER_URL"] = viewer.api_url
     stop = asyncio.Event()
@@ -264,7 +335,9 @@ async def _run(
     )
     try:
         print(
-            _ready_banner(specs, args.port_offset, viewer, key, loading is not None, certs_dir),
+            _ready_banner(
+                specs, args.port_offset, viewer, key, loading is not None, certs_dir, redis
+            ),
             flush=True,
         )
         await stop.wait()

@@ -342,6 +342,32 @@ class CircuitBreaker:
         )
         return True
 
+    def open_remotely(self, wait_s: float) -> bool:
+        """Another replica's breaker for this upstream opened: stop calling for `wait_s`
+        (what is left of its open wait), then probe like after a local trip. Applies to
+        CLOSED and HALF_OPEN; an OPEN breaker only waits longer if the remote wait ends
+        later; FORCED_OPEN and DISABLED are an operator's and stay. The local trip count is
+        not raised: the next local trip's wait does not grow because of a remote one.
+        True if the breaker is now OPEN until later than before."""
+        if wait_s <= 0:
+            return False
+        state = self._state
+        now = self._clock.monotonic()
+        until = now + wait_s
+        if state is CircuitState.OPEN:
+            if until <= self._open_until:
+                return False
+            self._open_until = until
+            return True
+        if state is not CircuitState.CLOSED and state is not CircuitState.HALF_OPEN:
+            return False
+        self._open_until = until
+        self._consecutive_slow = 0
+        window = self._probes if state is CircuitState.HALF_OPEN else self._window
+        self._trip_rates = (window.failure_rate, window.slow_rate, window.calls)
+        self._transition(CircuitState.OPEN, TransitionReason.REMOTE_OPEN, now, open_wait_s=wait_s)
+        return True
+
     def force_open(self) -> None:
         """Rejects everything until `reset()`; no automatic probing."""
         if self._state is not CircuitState.FORCED_OPEN:

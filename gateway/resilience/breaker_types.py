@@ -78,6 +78,8 @@ class TransitionReason(StrEnum):
     FORCED_OPEN = "forced_open"
     DISABLED = "disabled"
     RESET = "reset"
+    REMOTE_OPEN = "remote_open"
+    """Another gateway replica's breaker for the same upstream opened (shared decisions)."""
 
 
 @dataclass(frozen=True, slots=True)

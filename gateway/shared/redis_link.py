@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import grpc
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -155,6 +156,14 @@ class RedisLink:
         permit.on_result(None, self._clock.monotonic() - started)
         self.calls += 1
         return result
+
+    def pubsub(self) -> PubSub:
+        """A subscription connection of its own. A subscription is not a call (it waits for
+        messages as long as it lives), so it is outside the breaker; its reader treats any
+        error as "reconnect later" and relies on polling meanwhile."""
+        if self._client is None:
+            raise RedisUnavailable(NOT_CONFIGURED)
+        return self._client.pubsub(ignore_subscribe_messages=True)
 
     def _failed(self, permit: Permit, reason: str, code: grpc.StatusCode, started: float) -> None:
         permit.on_result(code, self._clock.monotonic() - started)

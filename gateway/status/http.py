@@ -35,7 +35,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin import BREAKERS_OFF, apply_breaker_action, check_breaker_action
+from gateway.admin import (
+    BREAKERS_OFF,
+    apply_breaker_action,
+    check_breaker_action,
+    share_breaker_action,
+)
+from gateway.shared.breaker_sync import SharedBreakers
 from gateway.status.activity import Activity
 from gateway.status.auth import Denied, TokenValidator, authorize
 from gateway.status.config import StatusPageConfig
@@ -80,6 +86,8 @@ class StatusSources:
     cfg: StatusPageConfig
     started_at: float = field(default_factory=time.monotonic)
     validator: TokenValidator | None = None
+    # Operators' actions reach every replica through it (None: no Redis, this replica only).
+    shared_breakers: SharedBreakers | None = None
 
     def snapshot(self) -> dict[str, Any]:
         return snapshot(self.upstreams, self.activity, self.transitions, self.cfg, self.started_at)
@@ -199,6 +207,7 @@ class StatusApp:
             return web.json_response(
                 {"error": "FAILED_PRECONDITION", "message": BREAKERS_OFF}, status=409
             )
+        await share_breaker_action(sources.shared_breakers, upstream.name, action)
         log.warning(
             "breaker action from the status page",
             extra={

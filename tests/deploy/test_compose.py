@@ -175,7 +175,7 @@ def test_gateway_reads_the_shared_config_file_and_its_chains_resolve():
     for component in ("embedder", "retriever", "generator"):
         for entry in settings[f"{component}_chain"].split(","):
             name, _, address = entry.partition("=")
-            host, _, port = address.rpartition(":")
+            host, _, port = address.removeprefix("dns:///").rpartition(":")
             assert host == name and host in COMPOSE["services"]
             assert compose_env(COMPOSE, host)["HARAG_PORT"] == port
             assert port in COMPOSE["services"][host]["expose"]

@@ -149,7 +149,7 @@ def test_chains_name_the_services_in_tier_order(component):
     entries = [entry.split("=") for entry in chain.split(",")]
     assert [name for name, _ in entries] == [f"{component}-primary", f"{component}-fallback"]
     for name, address in entries:
-        host, _, port = address.rpartition(":")
+        host, _, port = address.removeprefix("dns:///").rpartition(":")
         assert host == name, "upstreams are addressed by their Service DNS name"
         service_port = [
             p for p in find(BASE, "Service", name)["spec"]["ports"] if p["name"] == "grpc"
@@ -167,3 +167,18 @@ def test_the_config_file_is_valid_for_the_gateway():
         assert len(loaded.config.chains.specs(component)) == 2
     for key in gateway_config():
         assert loaded.source(key).startswith("file"), key
+
+
+@pytest.mark.parametrize("component", ["embedder", "generator"])
+def test_stateless_components_are_headless_and_balanced_over_every_pod(component):
+    """A ClusterIP would pin each gateway connection to one pod; a headless Service's DNS
+    answer is every ready pod, which the gateway's dns:/// + round_robin spreads calls over."""
+    chain = gateway_config()[f"{component}_chain"]
+    for name, address in (entry.split("=") for entry in chain.split(",")):
+        assert address.startswith("dns:///"), address
+        assert find(BASE, "Service", name)["spec"].get("clusterIP") == "None"
+
+
+def test_retrievers_are_not_balanced_each_pod_keeps_its_own_index():
+    chain = gateway_config()["retriever_chain"]
+    assert "dns:///" not in chain and "|" not in chain

@@ -182,3 +182,30 @@ async def _run_up_with(env: dict[str, str], offset: int, tmp_path) -> tuple[int,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_harag_up_runs_gateway_replicas_sharing_a_local_redis(tmp_path):
+    offset = free_offset()
+    first = gateway_of(offset)
+    host, port = first.rsplit(":", 1)
+    second = f"{host}:{int(port) + 2}"
+    async with HaragUp(offset, tmp_path / "data", "--gateways", "2", "--redis") as up:
+        banner = "\n".join(up.lines[-12:])
+        assert f"replicas: 2 gateways on {first}, {second}, sharing Redis at redis://" in banner
+        question = "What does the gateway cache when replicas share Redis?"
+        replies = []
+        for address in (first, second):
+            code, out, err = await run_harag("query", question, "--addr", address, "--json")
+            assert code == 0, err
+            replies.append(json.loads(out))
+        # Computed by the first replica, served by the second from the shared cache.
+        assert not replies[0].get("cached") and replies[1].get("cached") is True
+        assert replies[1]["answer"] == replies[0]["answer"]
+    assert up.returncode == 0, up.rest[-2000:]
+    assert "gateway=0" in up.rest and "gateway-2=0" in up.rest, up.rest[-2000:]
+
+
+async def test_harag_up_refuses_a_bad_gateway_count_in_one_line(tmp_path):
+    code, _, err = await run_harag("up", "--gateways", "0", "--data-dir", str(tmp_path))
+    assert code == 2 and "Traceback" not in err
+    assert "--gateways: '0' is not a whole number in 1..5" in err
