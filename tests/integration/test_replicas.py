@@ -20,6 +20,7 @@ from telemetry.support import scrape, value
 from waiting import wait_until
 
 from harag.v1 import fault_injection_pb2, gateway_pb2, gateway_pb2_grpc
+from harag_cli.meshctl import admin_address
 from harag_cli.supervisor import ProcessSpec, Supervisor
 
 OPEN = gateway_pb2.CIRCUIT_STATE_OPEN
@@ -123,37 +124,33 @@ async def test_a_breaker_opened_on_one_replica_is_open_on_an_idle_other_within_a
         extra_gateway(**replica_env(redis_server, ports[0], **env)) as a,
         extra_gateway(**replica_env(redis_server, ports[1], **env)) as b,
     ):
-        admin_channel = grpc.aio.insecure_channel(a.address)
-        try:
-            for killed_pubsub in (False, True):
-                if killed_pubsub:
-                    async with redis_server.client() as r:
-                        killed = await r.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
-                    assert killed >= 2  # A's and B's subscriptions
-                await clean_faults.set_fault("embedder-primary", failing)
-                for n in range(4):
-                    await a.stub.Query(
-                        gateway_pb2.QueryRequest(query=f"What is hedging? {killed_pubsub} {n}"),
-                        timeout=10,
-                    )
-                    if await breaker_state(a.stub, "embedder-primary") == OPEN:
-                        break
-                assert await breaker_state(a.stub, "embedder-primary") == OPEN
-                opened = time.monotonic()
-                await wait_until(
-                    lambda: _is_open(b.stub),
-                    what="B's breaker open",
-                    timeout_s=1.0,
-                    interval_s=0.02,
+        for killed_pubsub in (False, True):
+            if killed_pubsub:
+                async with redis_server.client() as r:
+                    killed = await r.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+                assert killed >= 2  # A's and B's subscriptions
+            await clean_faults.set_fault("embedder-primary", failing)
+            for n in range(4):
+                await a.stub.Query(
+                    gateway_pb2.QueryRequest(query=f"What is hedging? {killed_pubsub} {n}"),
+                    timeout=10,
                 )
-                assert time.monotonic() - opened <= 1.0
-                assert attempts_made(ports[1]) == 0  # B learnt it without a single call
-                await clean_faults.clear_faults("embedder-primary")
-                await clean_faults.reset_breakers()
-                for gateway in (a, b):
-                    await _reset(gateway.address, "embedder-primary")
-        finally:
-            await admin_channel.close()
+                if await breaker_state(a.stub, "embedder-primary") == OPEN:
+                    break
+            assert await breaker_state(a.stub, "embedder-primary") == OPEN
+            opened = time.monotonic()
+            await wait_until(
+                lambda: _is_open(b.stub),
+                what="B's breaker open",
+                timeout_s=1.0,
+                interval_s=0.02,
+            )
+            assert time.monotonic() - opened <= 1.0
+            assert attempts_made(ports[1]) == 0  # B learnt it without a single call
+            await clean_faults.clear_faults("embedder-primary")
+            await clean_faults.reset_breakers()
+            for gateway in (a, b):
+                await _reset(gateway.address, "embedder-primary")
 
 
 async def _is_open(stub) -> bool:
@@ -163,7 +160,7 @@ async def _is_open(stub) -> bool:
 async def _reset(address: str, upstream: str) -> None:
     from harag.v1 import admin_pb2, admin_pb2_grpc
 
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with grpc.aio.insecure_channel(admin_address(address)) as channel:
         await admin_pb2_grpc.GatewayAdminServiceStub(channel).TransitionBreaker(
             admin_pb2.TransitionBreakerRequest(
                 upstream=upstream, action=admin_pb2.BREAKER_ACTION_RESET
@@ -182,7 +179,7 @@ async def test_an_operators_force_open_applies_at_every_replica(
         extra_gateway(**replica_env(redis_server, ports[0])) as a,
         extra_gateway(**replica_env(redis_server, ports[1])) as b,
     ):
-        async with grpc.aio.insecure_channel(a.address) as channel:
+        async with grpc.aio.insecure_channel(admin_address(a.address)) as channel:
             admin = admin_pb2_grpc.GatewayAdminServiceStub(channel)
             for action, state in (
                 (admin_pb2.BREAKER_ACTION_FORCE_OPEN, gateway_pb2.CIRCUIT_STATE_FORCED_OPEN),
