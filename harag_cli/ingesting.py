@@ -89,10 +89,12 @@ async def ingest_documents(
     client: harag.AsyncClient,
     documents: list[common_pb2.Document],
     progress: bool = False,
-    batch_documents: int = BATCH_DOCUMENTS,
+    batch_documents: int | None = None,
 ) -> IngestReport:
     """Ingests every document; a batch the gateway refuses as a whole (too large, invalid)
-    fails its documents and the rest go on. Unreachable gateway: the error is raised."""
+    fails its documents and the rest go on. Unreachable gateway: the error is raised.
+    `batch_documents`: documents per Ingest call (None: BATCH_DOCUMENTS)."""
+    batch_documents = batch_documents or BATCH_DOCUMENTS
     bar = None
     if progress and len(documents) > BATCH_DOCUMENTS:
         from tqdm import tqdm  # type: ignore[import-untyped]

@@ -192,6 +192,8 @@ async def test_harag_up_runs_gateway_replicas_sharing_a_local_redis(tmp_path):
     async with HaragUp(offset, tmp_path / "data", "--gateways", "2", "--redis") as up:
         banner = "\n".join(up.lines[-12:])
         assert f"replicas: 2 gateways on {first}, {second}, sharing Redis at redis://" in banner
+        # The corpus loads in the background: ask once it is all in, so nothing evicts.
+        await up.wait_for_line("ingested the sample corpus")
         question = "What does the gateway cache when replicas share Redis?"
         replies = []
         for address in (first, second):

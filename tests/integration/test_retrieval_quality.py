@@ -62,7 +62,7 @@ async def neural_mrr(tmp_path_factory: pytest.TempPathFactory) -> float:
     # No hedging: a hedge won by the hashed fallback would measure the wrong model.
     env = {"HARAG_HEDGE_ENABLED": "false", "HARAG_DEFAULT_DEADLINE_S": "30"}
     data = tmp_path_factory.mktemp("quality")
-    async with HaragUp(offset, data, "--embedder", "neural", env=env) as up:
+    async with HaragUp(offset, data, "--embedder", "neural", "--no-auth", env=env) as up:
         done = await up.wait_for_line("ingested the sample corpus (44 documents, 0 failed)", 900)
         assert "partial" not in done, done  # every chunk has its e5 vector
         ranks = []
