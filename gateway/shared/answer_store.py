@@ -221,16 +221,13 @@ class AnswerStore:
             await self.clock.sleep(
                 min(self.cfg.cache_lease_poll_ms / 1000, max(0.0, until - self.clock.monotonic()))
             )
-            try:
-                reply = await self.link.call(lambda c: PEEK.run(c, keys, []))
-            except RedisUnavailable:
+            peeked = await self._peek(keys)
+            if peeked is None:
                 return None
-            if not isinstance(reply, list) or len(reply) != 3:
-                return None
-            shared = self._shared(reply[0], reply[1])
+            shared, leased = peeked
             if shared is not None and shared.fresh_s > 0:
                 return shared
-            if reply[2] == 0:
+            if not leased:
                 return None  # the lease is gone without an answer: compute it here
         return None
 
@@ -238,15 +235,20 @@ class AnswerStore:
         """The last good answer, however fresh (for when every generator failed)."""
         if not self.enabled:
             return None
-        keys = [self._answer_key(key), self._lease_key(key)]
+        peeked = await self._peek([self._answer_key(key), self._lease_key(key)])
+        shared = peeked[0] if peeked is not None else None
+        return shared if shared is not None and shared.stale_s > 0 else None
+
+    async def _peek(self, keys: list[str]) -> tuple[Shared | None, bool] | None:
+        """The answer under `keys[0]` (None: none, or garbage) and whether the lease at
+        `keys[1]` is held; None when Redis did not answer sensibly."""
         try:
             reply = await self.link.call(lambda c: PEEK.run(c, keys, []))
         except RedisUnavailable:
             return None
         if not isinstance(reply, list) or len(reply) != 3:
             return None
-        shared = self._shared(reply[0], reply[1])
-        return shared if shared is not None and shared.stale_s > 0 else None
+        return self._shared(reply[0], reply[1]), reply[2] != 0
 
     def put(self, key: str, result: QueryResult, documents: Iterable[str], ticket: Ticket) -> None:
         """Writes the answer in the background (the reply never waits for Redis) unless an
