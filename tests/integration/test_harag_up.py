@@ -189,7 +189,9 @@ async def test_harag_up_runs_gateway_replicas_sharing_a_local_redis(tmp_path):
     first = gateway_of(offset)
     host, port = first.rsplit(":", 1)
     second = f"{host}:{int(port) + 2}"
-    async with HaragUp(offset, tmp_path / "data", "--gateways", "2", "--redis") as up:
+    async with HaragUp(
+        offset, tmp_path / "data", "--gateways", "2", "--redis", "--embedder", "hashed"
+    ) as up:
         banner = "\n".join(up.lines[-12:])
         assert f"replicas: 2 gateways on {first}, {second}, sharing Redis at redis://" in banner
         # The corpus loads in the background: ask once it is all in, so nothing evicts.

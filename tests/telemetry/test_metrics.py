@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from waiting import wait_until
 
 from harag.v1 import (
     fault_injection_pb2,
@@ -37,7 +38,16 @@ async def test_gateway_and_component_counters_follow_known_traffic(traced_mesh) 
         during = scrape(gateway_url)
     with pytest.raises(grpc.aio.AioRpcError):
         await traced_mesh.gateway.Query(gateway_pb2.QueryRequest(query=" "), timeout=10)
-    after, fallback_after = scrape(gateway_url), scrape(fallback_url)
+
+    # The server counts a call once its status is sent, which the caller may see first.
+    def refused_counted() -> dict | None:
+        samples = scrape(gateway_url)
+        key = ("harag_gateway_requests_total", {"method": "Query", "code": "INVALID_ARGUMENT"})
+        before = value(gateway_before, key[0], **key[1])
+        return samples if value(samples, key[0], **key[1]) > before else None
+
+    after = await wait_until(refused_counted, what="the refused query counted")
+    fallback_after = scrape(fallback_url)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(gateway_before, name, **labels)
