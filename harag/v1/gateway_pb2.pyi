@@ -538,3 +538,21 @@ class GetIngestJobResponse(_message.Message):
     failures: _containers.RepeatedScalarFieldContainer[str]
     elapsed_s: float
     def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[IngestJobState, str]] = ..., accepted: _Optional[int] = ..., embedded: _Optional[int] = ..., unchanged: _Optional[int] = ..., failed: _Optional[int] = ..., retrievers: _Optional[_Iterable[_Union[RetrieverProgress, _Mapping]]] = ..., failures: _Optional[_Iterable[str]] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
+
+class SubmitFeedbackRequest(_message.Message):
+    __slots__ = ("request_id", "rating", "comment")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    rating: int
+    comment: str
+    def __init__(self, request_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class SubmitFeedbackResponse(_message.Message):
+    __slots__ = ("request_id", "recorded_at")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_AT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    recorded_at: _timestamp_pb2.Timestamp
+    def __init__(self, request_id: _Optional[str] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
