@@ -15,7 +15,6 @@ import pytest
 from fake_openai import FakeOpenAI, Script
 from processes import run_harag, service_process
 from telemetry.support import metrics_address, scrape, value
-from waiting import wait_until
 
 from harag.errors import error_from_rpc
 from harag.v1 import admin_pb2, gateway_pb2
@@ -157,17 +156,14 @@ async def test_an_answers_cost_follows_the_price_table(
     assert value(samples, "harag_gateway_cost_usd_total", model="model-x") == pytest.approx(
         3 * each
     )
-    code, out, err = await run_harag(
-        "feedback", "report", "--state-dir", str(tmp_path / "gateway")
-    )
+    code, out, err = await run_harag("feedback", "report", "--state-dir", str(tmp_path / "gateway"))
     assert code == 0, err
     assert f"${each:.6f}" in out
 
 
 async def test_a_bad_price_table_stops_the_gateway_naming_the_setting(tmp_path):
-    from servicekit.config import ConfigError, load_config
-
     from gateway.config import GatewayConfig
+    from servicekit.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="price_table"):
         load_config(GatewayConfig, env={"HARAG_PRICE_TABLE": json.dumps({"m": {"prompt": 1}})})
@@ -192,6 +188,8 @@ async def test_eval_prints_mrr_and_exports_it_to_the_gateway(mesh):
 async def test_eval_refuses_a_bad_question_file_in_one_line(mesh, tmp_path):
     bad = tmp_path / "questions.json"
     bad.write_text(json.dumps([{"question": "no label"}]))
-    code, out, err = await run_harag("eval", "--addr", mesh.gateway_address, "--questions", str(bad))
+    code, _, err = await run_harag(
+        "eval", "--addr", mesh.gateway_address, "--questions", str(bad)
+    )
     assert code == 2
     assert err.strip().count("\n") == 0 and "item 0" in err and "Traceback" not in err
