@@ -154,7 +154,8 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
 
     def _log_result(
         self, result: QueryResult, started: float, query: QueryInput, request_id: str
-    ) -> None:
+    ) -> float:
+        """Counts, records and logs an answer; returns its cost in USD."""
         annotate_request(request_id_var.get(), result.degraded, result.cached)
         METRICS.cache(result.cached)
         METRICS.answer(result.degraded, result.cached)
@@ -168,12 +169,15 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             "latency_ms": latency_ms,
             **self.worker,
         }
+        cost = 0.0
         if self.feedback is not None:
-            fields["cost_usd"] = self.feedback.answered(result, query.query, request_id, latency_ms)
+            cost = self.feedback.answered(result, query.query, request_id, latency_ms)
+            fields["cost_usd"] = cost
         if result.degraded:
             log.warning("degraded answer", extra=fields)
         else:
             log.info("answered", extra=fields)
+        return cost
 
     async def Query(
         self, request: gateway_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -189,8 +193,9 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             result = await self.pipeline.run(query, await self._deadline(context))
         finally:
             self.inflight.leave()
-        self._log_result(result, started, query, request_id)
+        cost = self._log_result(result, started, query, request_id)
         response = receipt.query_response(result, request_id, current_trace_id())
+        response.cost_usd = cost
         fit_response(response, self.cfg.limits)
         return response
 
@@ -235,10 +240,10 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
                     )
                 )
             elif event.final is not None:
-                self._log_result(event.final, started, query, request_id)
-                yield gateway_pb2.StreamQueryResponse(
-                    final=receipt.final_event(event.final, request_id, current_trace_id())
-                )
+                cost = self._log_result(event.final, started, query, request_id)
+                final = receipt.final_event(event.final, request_id, current_trace_id())
+                final.cost_usd = cost
+                yield gateway_pb2.StreamQueryResponse(final=final)
 
     async def Ingest(
         self, request: gateway_pb2.IngestRequest, context: grpc.aio.ServicerContext[Any, Any]

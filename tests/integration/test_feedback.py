@@ -127,6 +127,7 @@ async def test_an_answers_cost_follows_the_price_table(
     prices = tmp_path / "prices.yaml"
     prices.write_text("model-x:\n  prompt_per_1k: 0.5\n  completion_per_1k: 2.0\n")
     tokens = ["Priced ", "answer ", "[1]."]
+    each = (Script().prompt_tokens * 0.5 + len(tokens) * 2.0) / 1000
     with (
         FakeOpenAI(default=Script(tokens=tokens)) as fake,
         service_process(
@@ -150,11 +151,16 @@ async def test_an_answers_cost_follows_the_price_table(
                     timeout=20,
                 )
                 assert reply.stages[-1].served_by == "priced"
+                assert reply.cost_usd == pytest.approx(each)
+            stream = gw.stub.StreamQuery(
+                gateway_pb2.StreamQueryRequest(query=known_questions[3]["question"]), timeout=20
+            )
+            final = [event async for event in stream][-1].final
+            assert final.cost_usd == pytest.approx(each)
             samples = scrape(metrics_address(clean_faults.logs.json_of("gateway-extra")))
             await rate(gw.stub, reply.request_id, 1)
-    each = (Script().prompt_tokens * 0.5 + len(tokens) * 2.0) / 1000
     assert value(samples, "harag_gateway_cost_usd_total", model="model-x") == pytest.approx(
-        3 * each
+        4 * each
     )
     code, out, err = await run_harag("feedback", "report", "--state-dir", str(tmp_path / "gateway"))
     assert code == 0, err
