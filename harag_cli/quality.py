@@ -35,6 +35,22 @@ async def feedback_report(args: argparse.Namespace) -> int:
     return 0
 
 
+async def feedback_submit(args: argparse.Namespace) -> int:
+    gateway = gateway_address(args.addr, args.port_offset)
+    async with api_client(gateway, args.api_key) as client:
+        await client.submit_feedback(args.request_id, args.rating, args.comment)
+    print(f"rated {args.request_id}: {args.rating}/5")
+    return 0
+
+
+def _add_gateway_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--addr", help="gateway host:port (default: $HARAG_GATEWAY or 127.0.0.1:50051)"
+    )
+    parser.add_argument("--port-offset", type=int, help="the mesh of `harag up --port-offset N`")
+    parser.add_argument("--api-key", help="API key (default: $HARAG_API_KEY, else `harag up`'s)")
+
+
 async def eval_command(args: argparse.Namespace) -> int:
     if not 1 <= args.k <= MAX_K:
         print(f"harag eval: --k must be 1..{MAX_K}", file=sys.stderr)
@@ -74,6 +90,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--dsn", help="PostgreSQL DSN (default: $HARAG_FEEDBACK_POSTGRES_DSN; empty: SQLite)"
     )
     r.set_defaults(func=feedback_report)
+    s = fsub.add_parser("submit", help="rate an answer by its request id (1..5)")
+    s.add_argument("request_id", help="the answer's request id (`harag query` prints it)")
+    s.add_argument("rating", type=int, help="1 (useless) .. 5 (exactly right)")
+    s.add_argument("--comment", help="what was wrong or right")
+    _add_gateway_flags(s)
+    s.set_defaults(func=feedback_submit)
 
     e = sub.add_parser("eval", help="retrieval quality (MRR@k, recall@k) through the gateway")
     e.add_argument(
@@ -83,9 +105,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "corpus's known questions)",
     )
     e.add_argument("--k", type=int, default=5, help="cut-off of MRR@k and recall@k (1..50)")
-    e.add_argument("--addr", help="gateway host:port (default: $HARAG_GATEWAY or 127.0.0.1:50051)")
-    e.add_argument("--port-offset", type=int, help="the mesh of `harag up --port-offset N`")
-    e.add_argument("--api-key", help="API key (default: $HARAG_API_KEY, else `harag up`'s)")
+    _add_gateway_flags(e)
     e.add_argument(
         "--admin-addr",
         help="the gateway's admin listener, where the result is exported (default: "

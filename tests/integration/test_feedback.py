@@ -83,11 +83,29 @@ async def test_feedback_is_stored_validated_reported_and_alerts(
             gateway_pb2.QueryRequest(query=known_questions[1]["question"]), timeout=20
         )
         assert bad.degraded
-        await rate(gw.stub, bad.request_id, 1, "wrong document")
+        code, out, err = await run_harag(
+            "feedback",
+            "submit",
+            bad.request_id,
+            "1",
+            "--comment",
+            "wrong document",
+            "--addr",
+            gw.address,
+        )
+        assert code == 0 and f"rated {bad.request_id}: 1/5" in out, err
 
         # Bad input: each refusal names its reason.
         unknown = await refused(rate(gw.stub, "no-such-request", 3))
         assert unknown.code() == grpc.StatusCode.NOT_FOUND
+        code, _, err = await run_harag(
+            "feedback", "submit", "no-such-request", "3", "--addr", gw.address
+        )
+        assert code == 1 and "NOT_FOUND" in err and "Traceback" not in err
+        code, _, err = await run_harag(
+            "feedback", "submit", good.request_id, "9", "--addr", gw.address
+        )
+        assert code == 2 and "rating" in err and "Traceback" not in err
         for rating in (0, 6):
             error = await refused(rate(gw.stub, good.request_id, rating))
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -194,8 +212,6 @@ async def test_eval_prints_mrr_and_exports_it_to_the_gateway(mesh):
 async def test_eval_refuses_a_bad_question_file_in_one_line(mesh, tmp_path):
     bad = tmp_path / "questions.json"
     bad.write_text(json.dumps([{"question": "no label"}]))
-    code, _, err = await run_harag(
-        "eval", "--addr", mesh.gateway_address, "--questions", str(bad)
-    )
+    code, _, err = await run_harag("eval", "--addr", mesh.gateway_address, "--questions", str(bad))
     assert code == 2
     assert err.strip().count("\n") == 0 and "item 0" in err and "Traceback" not in err
