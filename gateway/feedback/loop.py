@@ -74,6 +74,8 @@ class FeedbackLoop:
 
     def start(self) -> None:
         self._metrics.quality(0, None)
+        for model in self.prices:  # a series per priced model from zero, so rate() has one
+            self._metrics.cost(model, 0.0)
         self._tasks = [
             asyncio.create_task(self._write_loop(), name="feedback-writer"),
             asyncio.create_task(self._upkeep_loop(), name="feedback-upkeep"),

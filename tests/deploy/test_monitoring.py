@@ -113,7 +113,10 @@ async def scraped_names(clean_faults, extra_gateway) -> set[str]:
     answers, cache hits and breaker transitions."""
     mesh = clean_faults
     port = free_port()
-    async with extra_gateway(HARAG_METRICS_PORT=str(port), HARAG_CACHE_TTL_S="60") as gw:
+    prices = '{"gpt-4o-mini": {"prompt_per_1k": 0.00015, "completion_per_1k": 0.0006}}'
+    async with extra_gateway(
+        HARAG_METRICS_PORT=str(port), HARAG_CACHE_TTL_S="60", HARAG_PRICE_TABLE=prices
+    ) as gw:
         admin = gw.admin
 
         async def query(text: str) -> gateway_pb2.QueryResponse:
