@@ -13,6 +13,8 @@ from gateway.admin import GatewayAdmin
 from gateway.admin_listener import start_admin_listener
 from gateway.admission import AdmissionInterceptor, QueueDelayProbe, SheddingController, ShedLog
 from gateway.config import GatewayConfig
+from gateway.feedback.loop import FeedbackLoop
+from gateway.feedback.store import open_store
 from gateway.jobs import IngestJobs
 from gateway.metrics import METRICS
 from gateway.outbox.delivery import OutboxDelivery
@@ -128,6 +130,9 @@ async def run(
     )
     observe_outbox(delivery)
     jobs = IngestJobs(outbox, delivery, upstreams, cfg.ingest, cfg.chunking, cfg.outbox)
+    feedback = FeedbackLoop(
+        cfg.feedback, open_store(cfg.feedback.state_dir, cfg.feedback.postgres_dsn)
+    )
     servicer = RagGateway(
         pipeline,
         upstreams,
@@ -139,6 +144,7 @@ async def run(
         delivery=delivery,
         jobs=jobs,
         evict=cache_sync.evict_documents,
+        feedback=feedback,
     )
     auth = (
         (AuthInterceptor(lambda: keys.keys, cfg.access.auth_open_reflection),)
@@ -189,12 +195,14 @@ async def run(
             *((gc.freeze,) if cfg.gc_gen0_threshold > 0 else ()),
             *((probe.start,) if probe else ()),
             delivery.start,
+            feedback.start,
             *((role.report_ready, role.watch_parent) if role else ()),
             *((keys.start,) if keys else ()),
         ),
         before_stop=(probe.stop,) if probe else (),
         on_stop=(
             jobs.stop,
+            feedback.stop,
             delivery.stop,
             outbox.close,
             prober.stop,

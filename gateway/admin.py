@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from gateway.feedback.metrics import FEEDBACK_METRICS
 from gateway.health import breaker_status
 from gateway.shared.breaker_sync import DISABLE, FORCE_OPEN, RESET, SharedBreakers
 from gateway.shared.redis_link import RedisUnavailable
@@ -71,6 +72,8 @@ def apply_breaker_action(
 
 
 BREAKERS_OFF = "breakers are off on this gateway"
+MAX_EVAL_K = 50
+MAX_QUESTION_SET_CHARS = 200  # a metric label: keep it short
 SHARED_ACTIONS = {
     admin_pb2.BREAKER_ACTION_FORCE_OPEN: FORCE_OPEN,
     admin_pb2.BREAKER_ACTION_DISABLE: DISABLE,
@@ -119,3 +122,38 @@ class GatewayAdmin(admin_pb2_grpc.GatewayAdminServiceServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, BREAKERS_OFF)
         await share_breaker_action(self.shared, upstream.name, request.action)
         return admin_pb2.TransitionBreakerResponse(breaker=entry)
+
+    async def RecordEvaluation(
+        self,
+        request: admin_pb2.RecordEvaluationRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> admin_pb2.RecordEvaluationResponse:
+        """Exports `harag eval`'s result as gauges (the retrieval-quality alert reads them)."""
+        violations = FieldViolations()
+        violations.check(
+            1 <= request.k <= MAX_EVAL_K, "k", f"is {request.k}; must be 1..{MAX_EVAL_K}"
+        )
+        violations.check(0.0 <= request.mrr <= 1.0, "mrr", f"is {request.mrr}; must be 0..1")
+        violations.check(
+            0.0 <= request.recall <= 1.0, "recall", f"is {request.recall}; must be 0..1"
+        )
+        violations.check(request.questions >= 1, "questions", "must be at least 1")
+        name = request.question_set.strip()
+        violations.check(
+            0 < len(name) <= MAX_QUESTION_SET_CHARS,
+            "question_set",
+            f"must be 1..{MAX_QUESTION_SET_CHARS} characters",
+        )
+        await violations.abort_if_any(context)
+        FEEDBACK_METRICS.evaluation(name, request.k, request.mrr, request.recall)
+        log.info(
+            "retrieval evaluation recorded",
+            extra={
+                "question_set": name,
+                "k": request.k,
+                "mrr": request.mrr,
+                "recall": request.recall,
+                "questions": request.questions,
+            },
+        )
+        return admin_pb2.RecordEvaluationResponse()

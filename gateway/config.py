@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.balancing import check_address
+from gateway.feedback.config import FeedbackConfig
 from gateway.input_limits import InputLimits
 from gateway.outbox.config import OutboxConfig
 from gateway.resilience.breaker_types import BreakerConfig
@@ -432,6 +433,7 @@ class GatewayConfig:
     status: StatusConfig = section(StatusConfig)
     redis: RedisConfig = section(RedisConfig)
     outbox: OutboxConfig = section(OutboxConfig)
+    feedback: FeedbackConfig = section(FeedbackConfig)
     shared: SharedStateConfig = section(SharedStateConfig)
     rate_limit: RateLimitConfig = section(RateLimitConfig)
     status_page: StatusPageConfig = section(StatusPageConfig)

@@ -15,6 +15,8 @@ from gateway import receipt
 from gateway.admission import ShedLog
 from gateway.config import GatewayConfig
 from gateway.documents import ListingError, delete_documents, list_documents
+from gateway.feedback.loop import FeedbackLoop
+from gateway.feedback.store import FeedbackUnavailable
 from gateway.health import system_health
 from gateway.ingest import ingest
 from gateway.input_limits import check_ingest, fit_response
@@ -75,8 +77,11 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         delivery: OutboxDelivery,
         jobs: IngestJobs,
         evict: Callable[[Iterable[str]], int] | None = None,
+        feedback: FeedbackLoop | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # Records each answer so it can be rated (None: SubmitFeedback is UNIMPLEMENTED).
+        self.feedback = feedback
         self.delivery = delivery
         self.jobs = jobs
         # Drops the cached answers citing documents (with Redis: at every replica too).
@@ -149,23 +154,30 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
 
     def _log_result(
         self, result: QueryResult, started: float, query: QueryInput, request_id: str
-    ) -> None:
+    ) -> float:
+        """Counts, records and logs an answer; returns its cost in USD."""
         annotate_request(request_id_var.get(), result.degraded, result.cached)
         METRICS.cache(result.cached)
         METRICS.answer(result.degraded, result.cached)
         if self.activity is not None:
             self.activity.answered(result, query.query, request_id, current_trace_id(), time.time())
-        fields = {
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        fields: dict[str, object] = {
             "degraded": result.degraded,
             "cached": result.cached,
             "served_by": [s.served_by for s in result.stages],
-            "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            "latency_ms": latency_ms,
             **self.worker,
         }
+        cost = 0.0
+        if self.feedback is not None:
+            cost = self.feedback.answered(result, query.query, request_id, latency_ms)
+            fields["cost_usd"] = cost
         if result.degraded:
             log.warning("degraded answer", extra=fields)
         else:
             log.info("answered", extra=fields)
+        return cost
 
     async def Query(
         self, request: gateway_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -181,8 +193,9 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             result = await self.pipeline.run(query, await self._deadline(context))
         finally:
             self.inflight.leave()
-        self._log_result(result, started, query, request_id)
+        cost = self._log_result(result, started, query, request_id)
         response = receipt.query_response(result, request_id, current_trace_id())
+        response.cost_usd = cost
         fit_response(response, self.cfg.limits)
         return response
 
@@ -227,10 +240,10 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
                     )
                 )
             elif event.final is not None:
-                self._log_result(event.final, started, query, request_id)
-                yield gateway_pb2.StreamQueryResponse(
-                    final=receipt.final_event(event.final, request_id, current_trace_id())
-                )
+                cost = self._log_result(event.final, started, query, request_id)
+                final = receipt.final_event(event.final, request_id, current_trace_id())
+                final.cost_usd = cost
+                yield gateway_pb2.StreamQueryResponse(final=final)
 
     async def Ingest(
         self, request: gateway_pb2.IngestRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -366,6 +379,40 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
             )
         except ListingError as exc:
             await context.abort(exc.code, exc.message)
+
+    async def SubmitFeedback(
+        self,
+        request: gateway_pb2.SubmitFeedbackRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> gateway_pb2.SubmitFeedbackResponse:
+        request_id_var.set(_request_id(context))
+        if self.feedback is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "feedback is off on this gateway")
+        assert self.feedback is not None
+        limit = self.feedback.cfg.max_comment_chars
+        violations = FieldViolations()
+        violations.check(bool(request.request_id.strip()), "request_id", "must not be empty")
+        violations.check(len(request.request_id) <= 128, "request_id", "at most 128 characters")
+        violations.check(1 <= request.rating <= 5, "rating", f"is {request.rating}; must be 1..5")
+        violations.check(
+            len(request.comment) <= limit,
+            "comment",
+            f"{len(request.comment)} characters; at most {limit} (feedback_max_comment_chars)",
+        )
+        await violations.abort_if_any(context)
+        await self._limit(context, "query", 1)
+        try:
+            found = await self.feedback.rate(request.request_id, request.rating, request.comment)
+        except FeedbackUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot record feedback: {exc}")
+        if not found:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no answer {request.request_id!r} within the feedback retention period",
+            )
+        reply = gateway_pb2.SubmitFeedbackResponse(request_id=request.request_id)
+        reply.recorded_at.GetCurrentTime()
+        return reply
 
     async def GetSystemHealth(
         self,

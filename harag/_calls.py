@@ -21,6 +21,7 @@ LIST_DOCUMENTS = f"/{SERVICE}/ListDocuments"
 GET_SYSTEM_HEALTH = f"/{SERVICE}/GetSystemHealth"
 START_INGEST_JOB = f"/{SERVICE}/StartIngestJob"
 GET_INGEST_JOB = f"/{SERVICE}/GetIngestJob"
+SUBMIT_FEEDBACK = f"/{SERVICE}/SubmitFeedback"
 JOB_BATCH_DOCUMENTS = 500
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -162,3 +163,9 @@ def list_request(page_size: int | None, page_token: str) -> gateway_pb2.ListDocu
     if page_size is not None and not 0 < page_size:
         raise ValueError(f"page_size must be above 0, got {page_size}")
     return gateway_pb2.ListDocumentsRequest(page_size=page_size or 0, page_token=page_token)
+
+
+def feedback_request(
+    request_id: str, rating: int, comment: str | None
+) -> gateway_pb2.SubmitFeedbackRequest:
+    return gateway_pb2.SubmitFeedbackRequest(request_id=request_id, rating=rating, comment=comment)

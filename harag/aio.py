@@ -86,6 +86,11 @@ class AsyncClient:
             request_serializer=gateway_pb2.GetIngestJobRequest.SerializeToString,
             response_deserializer=gateway_pb2.GetIngestJobResponse.FromString,
         )
+        self._feedback = channel.unary_unary(
+            _calls.SUBMIT_FEEDBACK,
+            request_serializer=gateway_pb2.SubmitFeedbackRequest.SerializeToString,
+            response_deserializer=gateway_pb2.SubmitFeedbackResponse.FromString,
+        )
         self._delete = channel.unary_unary(
             _calls.DELETE_DOCUMENTS,
             request_serializer=gateway_pb2.DeleteDocumentsRequest.SerializeToString,
@@ -229,6 +234,24 @@ class AsyncClient:
 
         async def call(t: float | None, md: MetadataPairs) -> gateway_pb2.GetIngestJobResponse:
             return await self._get_job(request, timeout=t, metadata=md)
+
+        return await self._unary(call, timeout, retry, self._defaults.call_metadata(metadata, None))
+
+    async def submit_feedback(
+        self,
+        request_id: str,
+        rating: int,
+        comment: str | None = None,
+        *,
+        timeout: float | Unset | None = UNSET,  # noqa: ASYNC109 (the gRPC deadline)
+        retry: RetryPolicy | Unset | None = UNSET,
+        metadata: Metadata | None = None,
+    ) -> gateway_pb2.SubmitFeedbackResponse:
+        """Rates an answer; see `harag.Client.submit_feedback`."""
+        request = _calls.feedback_request(request_id, rating, comment)
+
+        async def call(t: float | None, md: MetadataPairs) -> gateway_pb2.SubmitFeedbackResponse:
+            return await self._feedback(request, timeout=t, metadata=md)
 
         return await self._unary(call, timeout, retry, self._defaults.call_metadata(metadata, None))
 

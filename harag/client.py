@@ -98,6 +98,11 @@ class Client:
             request_serializer=gateway_pb2.GetIngestJobRequest.SerializeToString,
             response_deserializer=gateway_pb2.GetIngestJobResponse.FromString,
         )
+        self._feedback = channel.unary_unary(
+            _calls.SUBMIT_FEEDBACK,
+            request_serializer=gateway_pb2.SubmitFeedbackRequest.SerializeToString,
+            response_deserializer=gateway_pb2.SubmitFeedbackResponse.FromString,
+        )
         self._delete = channel.unary_unary(
             _calls.DELETE_DOCUMENTS,
             request_serializer=gateway_pb2.DeleteDocumentsRequest.SerializeToString,
@@ -254,6 +259,28 @@ class Client:
         request = gateway_pb2.GetIngestJobRequest(job_id=job_id)
         return self._unary(
             lambda t, md: self._get_job(request, timeout=t, metadata=md),
+            timeout,
+            retry,
+            self._defaults.call_metadata(metadata, None),
+        )
+
+    def submit_feedback(
+        self,
+        request_id: str,
+        rating: int,
+        comment: str | None = None,
+        *,
+        timeout: float | Unset | None = UNSET,
+        retry: RetryPolicy | Unset | None = UNSET,
+        metadata: Metadata | None = None,
+    ) -> gateway_pb2.SubmitFeedbackResponse:
+        """Rates the answer with `request_id` (a QueryResponse's or FinalEvent's) from 1 to 5,
+        with an optional comment; rating it again replaces the rating, so a retry is safe.
+        NotFound when the gateway no longer remembers the answer; InvalidArgument for a
+        rating outside 1..5 or a comment too long."""
+        request = _calls.feedback_request(request_id, rating, comment)
+        return self._unary(
+            lambda t, md: self._feedback(request, timeout=t, metadata=md),
             timeout,
             retry,
             self._defaults.call_metadata(metadata, None),

@@ -26,7 +26,7 @@ from harag.v1 import (
     fault_injection_pb2_grpc,
     gateway_pb2,
 )
-from harag_cli import certs, demo, render, traces
+from harag_cli import certs, demo, quality, render, traces
 from harag_cli.certs import LOCAL_CERTS_DIR, component_channel
 from harag_cli.clients import api_client, resolve_api_key
 from harag_cli.documents import collect
@@ -497,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_api_key(sub.choices[name])
     add_keys_parser(sub)
     traces.add_parsers(sub)
+    quality.add_parsers(sub)
     demo.add_parser(sub)
     certs.add_parser(sub)
     return parser

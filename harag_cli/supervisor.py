@@ -141,6 +141,7 @@ def mesh_specs(
         "OTEL_SERVICE_NAME": "gateway",
         # Queued retriever writes and ingest jobs (without Redis) live beside the indexes.
         "HARAG_OUTBOX_STATE_DIR": str(data_dir / "gateway"),
+        "HARAG_FEEDBACK_STATE_DIR": str(data_dir / "gateway"),
         **{f"HARAG_{c.upper()}_CHAIN": ",".join(v) for c, v in chains.items()},
     }
     gateway_health = secured("gateway", gateway_port, gateway_env)

@@ -64,7 +64,7 @@ ADMIN = admin_pb2.DESCRIPTOR.services_by_name["GatewayAdminService"].full_name
 METHOD_SCOPES: dict[str, Scope] = {
     **{
         f"/{GATEWAY}/{name}": "query"
-        for name in ("Query", "StreamQuery", "GetSystemHealth", "ListDocuments")
+        for name in ("Query", "StreamQuery", "GetSystemHealth", "ListDocuments", "SubmitFeedback")
     },
     **{
         f"/{GATEWAY}/{name}": "ingest"

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from harag.v1 import gateway_pb2 as harag_dot_v1_dot_gateway__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14harag/v1/admin.proto\x12\x08harag.v1\x1a\x16harag/v1/gateway.proto\"\x15\n\x13ListBreakersRequest\"M\n\x0fUpstreamBreaker\x12\x10\n\x08upstream\x18\x01 \x01(\t\x12(\n\x07\x62reaker\x18\x02 \x01(\x0b\x32\x17.harag.v1.BreakerStatus\"C\n\x14ListBreakersResponse\x12+\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x19.harag.v1.UpstreamBreaker\"U\n\x18TransitionBreakerRequest\x12\x10\n\x08upstream\x18\x01 \x01(\t\x12\'\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x17.harag.v1.BreakerAction\"G\n\x19TransitionBreakerResponse\x12*\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x19.harag.v1.UpstreamBreaker*\x84\x01\n\rBreakerAction\x12\x1e\n\x1a\x42REAKER_ACTION_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x42REAKER_ACTION_FORCE_OPEN\x10\x01\x12\x1a\n\x16\x42REAKER_ACTION_DISABLE\x10\x02\x12\x18\n\x14\x42REAKER_ACTION_RESET\x10\x03\x32\xc2\x01\n\x13GatewayAdminService\x12M\n\x0cListBreakers\x12\x1d.harag.v1.ListBreakersRequest\x1a\x1e.harag.v1.ListBreakersResponse\x12\\\n\x11TransitionBreaker\x12\".harag.v1.TransitionBreakerRequest\x1a#.harag.v1.TransitionBreakerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14harag/v1/admin.proto\x12\x08harag.v1\x1a\x16harag/v1/gateway.proto\"\x15\n\x13ListBreakersRequest\"M\n\x0fUpstreamBreaker\x12\x10\n\x08upstream\x18\x01 \x01(\t\x12(\n\x07\x62reaker\x18\x02 \x01(\x0b\x32\x17.harag.v1.BreakerStatus\"C\n\x14ListBreakersResponse\x12+\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x19.harag.v1.UpstreamBreaker\"U\n\x18TransitionBreakerRequest\x12\x10\n\x08upstream\x18\x01 \x01(\t\x12\'\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x17.harag.v1.BreakerAction\"G\n\x19TransitionBreakerResponse\x12*\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x19.harag.v1.UpstreamBreaker\"j\n\x17RecordEvaluationRequest\x12\t\n\x01k\x18\x01 \x01(\x05\x12\x0b\n\x03mrr\x18\x02 \x01(\x01\x12\x0e\n\x06recall\x18\x03 \x01(\x01\x12\x11\n\tquestions\x18\x04 \x01(\x05\x12\x14\n\x0cquestion_set\x18\x05 \x01(\t\"\x1a\n\x18RecordEvaluationResponse*\x84\x01\n\rBreakerAction\x12\x1e\n\x1a\x42REAKER_ACTION_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x42REAKER_ACTION_FORCE_OPEN\x10\x01\x12\x1a\n\x16\x42REAKER_ACTION_DISABLE\x10\x02\x12\x18\n\x14\x42REAKER_ACTION_RESET\x10\x03\x32\x9d\x02\n\x13GatewayAdminService\x12M\n\x0cListBreakers\x12\x1d.harag.v1.ListBreakersRequest\x1a\x1e.harag.v1.ListBreakersResponse\x12\\\n\x11TransitionBreaker\x12\".harag.v1.TransitionBreakerRequest\x1a#.harag.v1.TransitionBreakerResponse\x12Y\n\x10RecordEvaluation\x12!.harag.v1.RecordEvaluationRequest\x1a\".harag.v1.RecordEvaluationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'harag.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BREAKERACTION']._serialized_start=390
-  _globals['_BREAKERACTION']._serialized_end=522
+  _globals['_BREAKERACTION']._serialized_start=526
+  _globals['_BREAKERACTION']._serialized_end=658
   _globals['_LISTBREAKERSREQUEST']._serialized_start=58
   _globals['_LISTBREAKERSREQUEST']._serialized_end=79
   _globals['_UPSTREAMBREAKER']._serialized_start=81
@@ -44,6 +44,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSITIONBREAKERREQUEST']._serialized_end=314
   _globals['_TRANSITIONBREAKERRESPONSE']._serialized_start=316
   _globals['_TRANSITIONBREAKERRESPONSE']._serialized_end=387
-  _globals['_GATEWAYADMINSERVICE']._serialized_start=525
-  _globals['_GATEWAYADMINSERVICE']._serialized_end=719
+  _globals['_RECORDEVALUATIONREQUEST']._serialized_start=389
+  _globals['_RECORDEVALUATIONREQUEST']._serialized_end=495
+  _globals['_RECORDEVALUATIONRESPONSE']._serialized_start=497
+  _globals['_RECORDEVALUATIONRESPONSE']._serialized_end=523
+  _globals['_GATEWAYADMINSERVICE']._serialized_start=661
+  _globals['_GATEWAYADMINSERVICE']._serialized_end=946
 # @@protoc_insertion_point(module_scope)

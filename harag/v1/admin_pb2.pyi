@@ -50,3 +50,21 @@ class TransitionBreakerResponse(_message.Message):
     BREAKER_FIELD_NUMBER: _ClassVar[int]
     breaker: UpstreamBreaker
     def __init__(self, breaker: _Optional[_Union[UpstreamBreaker, _Mapping]] = ...) -> None: ...
+
+class RecordEvaluationRequest(_message.Message):
+    __slots__ = ("k", "mrr", "recall", "questions", "question_set")
+    K_FIELD_NUMBER: _ClassVar[int]
+    MRR_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    QUESTIONS_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_SET_FIELD_NUMBER: _ClassVar[int]
+    k: int
+    mrr: float
+    recall: float
+    questions: int
+    question_set: str
+    def __init__(self, k: _Optional[int] = ..., mrr: _Optional[float] = ..., recall: _Optional[float] = ..., questions: _Optional[int] = ..., question_set: _Optional[str] = ...) -> None: ...
+
+class RecordEvaluationResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -47,6 +47,11 @@ class GatewayAdminServiceStub:
                 request_serializer=harag_dot_v1_dot_admin__pb2.TransitionBreakerRequest.SerializeToString,
                 response_deserializer=harag_dot_v1_dot_admin__pb2.TransitionBreakerResponse.FromString,
                 _registered_method=True)
+        self.RecordEvaluation = channel.unary_unary(
+                '/harag.v1.GatewayAdminService/RecordEvaluation',
+                request_serializer=harag_dot_v1_dot_admin__pb2.RecordEvaluationRequest.SerializeToString,
+                response_deserializer=harag_dot_v1_dot_admin__pb2.RecordEvaluationResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayAdminServiceServicer:
@@ -69,6 +74,15 @@ class GatewayAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordEvaluation(self, request, context):
+        """Records a retrieval evaluation's result (from `harag eval`) so the gateway exports it as
+        the gauges harag_gateway_retrieval_mrr and harag_gateway_retrieval_recall, which the
+        retrieval-quality alert reads. The latest result replaces the earlier one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +95,11 @@ def add_GatewayAdminServiceServicer_to_server(servicer, server):
                     servicer.TransitionBreaker,
                     request_deserializer=harag_dot_v1_dot_admin__pb2.TransitionBreakerRequest.FromString,
                     response_serializer=harag_dot_v1_dot_admin__pb2.TransitionBreakerResponse.SerializeToString,
+            ),
+            'RecordEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEvaluation,
+                    request_deserializer=harag_dot_v1_dot_admin__pb2.RecordEvaluationRequest.FromString,
+                    response_serializer=harag_dot_v1_dot_admin__pb2.RecordEvaluationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +159,33 @@ class GatewayAdminService:
             '/harag.v1.GatewayAdminService/TransitionBreaker',
             harag_dot_v1_dot_admin__pb2.TransitionBreakerRequest.SerializeToString,
             harag_dot_v1_dot_admin__pb2.TransitionBreakerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/harag.v1.GatewayAdminService/RecordEvaluation',
+            harag_dot_v1_dot_admin__pb2.RecordEvaluationRequest.SerializeToString,
+            harag_dot_v1_dot_admin__pb2.RecordEvaluationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -176,7 +176,7 @@ class StageReport(_message.Message):
     def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., served_by: _Optional[str] = ..., tier: _Optional[int] = ..., latency_ms: _Optional[float] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., degraded: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("answer", "sources", "request_id", "trace_id", "cached", "degraded", "stages", "retry_after", "model")
+    __slots__ = ("answer", "sources", "request_id", "trace_id", "cached", "degraded", "stages", "retry_after", "model", "cost_usd")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +186,7 @@ class QueryResponse(_message.Message):
     STAGES_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
     answer: str
     sources: _containers.RepeatedCompositeFieldContainer[Source]
     request_id: str
@@ -195,7 +196,8 @@ class QueryResponse(_message.Message):
     stages: _containers.RepeatedCompositeFieldContainer[StageReport]
     retry_after: _duration_pb2.Duration
     model: str
-    def __init__(self, answer: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[Source, _Mapping]]] = ..., request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., cached: _Optional[bool] = ..., degraded: _Optional[bool] = ..., stages: _Optional[_Iterable[_Union[StageReport, _Mapping]]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
+    cost_usd: float
+    def __init__(self, answer: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[Source, _Mapping]]] = ..., request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., cached: _Optional[bool] = ..., degraded: _Optional[bool] = ..., stages: _Optional[_Iterable[_Union[StageReport, _Mapping]]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model: _Optional[str] = ..., cost_usd: _Optional[float] = ...) -> None: ...
 
 class StreamQueryRequest(_message.Message):
     __slots__ = ("query", "top_k", "filters")
@@ -214,7 +216,7 @@ class SourcesEvent(_message.Message):
     def __init__(self, sources: _Optional[_Iterable[_Union[Source, _Mapping]]] = ...) -> None: ...
 
 class FinalEvent(_message.Message):
-    __slots__ = ("request_id", "trace_id", "cached", "degraded", "stages", "retry_after", "model", "answer")
+    __slots__ = ("request_id", "trace_id", "cached", "degraded", "stages", "retry_after", "model", "answer", "cost_usd")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +225,7 @@ class FinalEvent(_message.Message):
     RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     trace_id: str
     cached: bool
@@ -231,7 +234,8 @@ class FinalEvent(_message.Message):
     retry_after: _duration_pb2.Duration
     model: str
     answer: str
-    def __init__(self, request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., cached: _Optional[bool] = ..., degraded: _Optional[bool] = ..., stages: _Optional[_Iterable[_Union[StageReport, _Mapping]]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model: _Optional[str] = ..., answer: _Optional[str] = ...) -> None: ...
+    cost_usd: float
+    def __init__(self, request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., cached: _Optional[bool] = ..., degraded: _Optional[bool] = ..., stages: _Optional[_Iterable[_Union[StageReport, _Mapping]]] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model: _Optional[str] = ..., answer: _Optional[str] = ..., cost_usd: _Optional[float] = ...) -> None: ...
 
 class Withdrawal(_message.Message):
     __slots__ = ("upstream", "tier", "reason", "withdrawn_chars")
@@ -538,3 +542,21 @@ class GetIngestJobResponse(_message.Message):
     failures: _containers.RepeatedScalarFieldContainer[str]
     elapsed_s: float
     def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[IngestJobState, str]] = ..., accepted: _Optional[int] = ..., embedded: _Optional[int] = ..., unchanged: _Optional[int] = ..., failed: _Optional[int] = ..., retrievers: _Optional[_Iterable[_Union[RetrieverProgress, _Mapping]]] = ..., failures: _Optional[_Iterable[str]] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
+
+class SubmitFeedbackRequest(_message.Message):
+    __slots__ = ("request_id", "rating", "comment")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    rating: int
+    comment: str
+    def __init__(self, request_id: _Optional[str] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class SubmitFeedbackResponse(_message.Message):
+    __slots__ = ("request_id", "recorded_at")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_AT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    recorded_at: _timestamp_pb2.Timestamp
+    def __init__(self, request_id: _Optional[str] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -77,6 +77,11 @@ class RagGatewayServiceStub:
                 request_serializer=harag_dot_v1_dot_gateway__pb2.GetIngestJobRequest.SerializeToString,
                 response_deserializer=harag_dot_v1_dot_gateway__pb2.GetIngestJobResponse.FromString,
                 _registered_method=True)
+        self.SubmitFeedback = channel.unary_unary(
+                '/harag.v1.RagGatewayService/SubmitFeedback',
+                request_serializer=harag_dot_v1_dot_gateway__pb2.SubmitFeedbackRequest.SerializeToString,
+                response_deserializer=harag_dot_v1_dot_gateway__pb2.SubmitFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class RagGatewayServiceServicer:
@@ -144,6 +149,16 @@ class RagGatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitFeedback(self, request, context):
+        """Rates an answer this gateway gave (by its request_id) within the feedback retention
+        period: NOT_FOUND for an id it does not remember, INVALID_ARGUMENT (BadRequest) for a
+        rating outside 1..5 or a comment that is too long. A later rating of the same answer
+        replaces the earlier one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RagGatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +201,11 @@ def add_RagGatewayServiceServicer_to_server(servicer, server):
                     servicer.GetIngestJob,
                     request_deserializer=harag_dot_v1_dot_gateway__pb2.GetIngestJobRequest.FromString,
                     response_serializer=harag_dot_v1_dot_gateway__pb2.GetIngestJobResponse.SerializeToString,
+            ),
+            'SubmitFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFeedback,
+                    request_deserializer=harag_dot_v1_dot_gateway__pb2.SubmitFeedbackRequest.FromString,
+                    response_serializer=harag_dot_v1_dot_gateway__pb2.SubmitFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -407,6 +427,33 @@ class RagGatewayService:
             '/harag.v1.RagGatewayService/GetIngestJob',
             harag_dot_v1_dot_gateway__pb2.GetIngestJobRequest.SerializeToString,
             harag_dot_v1_dot_gateway__pb2.GetIngestJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/harag.v1.RagGatewayService/SubmitFeedback',
+            harag_dot_v1_dot_gateway__pb2.SubmitFeedbackRequest.SerializeToString,
+            harag_dot_v1_dot_gateway__pb2.SubmitFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

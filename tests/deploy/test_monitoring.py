@@ -31,6 +31,8 @@ EXPECTED_ALERTS = {
     "HaragLastResortShareHigh",
     "HaragShedShareHigh",
     "HaragRetryBudgetExhausted",
+    "HaragAnswerRatingLow",
+    "HaragRetrievalMrrLow",
 }
 
 
@@ -72,6 +74,9 @@ def test_every_alert_is_there_with_a_threshold_a_duration_and_words():
     assert "> 3" in by_name["HaragLatencyP99High"]["expr"]
     assert "> 0.005" in by_name["HaragErrorRateHigh"]["expr"]
     assert "< 0.5" in by_name["HaragCacheHitRateLow"]["expr"]
+    assert "< 3.5" in by_name["HaragAnswerRatingLow"]["expr"]
+    assert ">= 10" in by_name["HaragAnswerRatingLow"]["expr"]
+    assert "< 0.7" in by_name["HaragRetrievalMrrLow"]["expr"]
 
 
 def test_every_expression_parses():
@@ -108,14 +113,27 @@ async def scraped_names(clean_faults, extra_gateway) -> set[str]:
     answers, cache hits and breaker transitions."""
     mesh = clean_faults
     port = free_port()
-    async with extra_gateway(HARAG_METRICS_PORT=str(port), HARAG_CACHE_TTL_S="60") as gw:
+    prices = '{"gpt-4o-mini": {"prompt_per_1k": 0.00015, "completion_per_1k": 0.0006}}'
+    async with extra_gateway(
+        HARAG_METRICS_PORT=str(port), HARAG_CACHE_TTL_S="60", HARAG_PRICE_TABLE=prices
+    ) as gw:
         admin = gw.admin
 
         async def query(text: str) -> gateway_pb2.QueryResponse:
             return await gw.stub.Query(gateway_pb2.QueryRequest(query=text), timeout=10)
 
-        await query("What is a circuit breaker?")
+        first = await query("What is a circuit breaker?")
         await query("What is a circuit breaker?")  # a cache hit
+        # A rating (the quality gauges) and an evaluation result (the MRR gauge).
+        await gw.stub.SubmitFeedback(
+            gateway_pb2.SubmitFeedbackRequest(request_id=first.request_id, rating=4), timeout=10
+        )
+        await admin.RecordEvaluation(
+            admin_pb2.RecordEvaluationRequest(
+                k=5, mrr=0.9, recall=1.0, questions=1, question_set="monitoring-test"
+            ),
+            timeout=5,
+        )
         for name in ("embedder-primary", "generator-primary", "generator-fallback"):
             await admin.TransitionBreaker(
                 admin_pb2.TransitionBreakerRequest(

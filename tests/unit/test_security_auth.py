@@ -53,6 +53,14 @@ def test_every_public_method_has_a_scope_and_admin_needs_admin():
         "/harag.v1.RagGatewayService/StartIngestJob": "ingest",
         "/harag.v1.RagGatewayService/GetIngestJob": "ingest",
     }
+    # Rating an answer is part of asking: a query key may do it, and nothing more is needed.
+    assert {m: s for m, s in METHOD_SCOPES.items() if s == "query"} == {
+        QUERY: "query",
+        "/harag.v1.RagGatewayService/StreamQuery": "query",
+        "/harag.v1.RagGatewayService/GetSystemHealth": "query",
+        "/harag.v1.RagGatewayService/ListDocuments": "query",
+        "/harag.v1.RagGatewayService/SubmitFeedback": "query",
+    }
 
 
 def test_the_key_is_read_from_either_header_and_two_different_keys_are_refused():
