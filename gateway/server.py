@@ -159,8 +159,6 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         annotate_request(request_id_var.get(), result.degraded, result.cached)
         METRICS.cache(result.cached)
         METRICS.answer(result.degraded, result.cached)
-        if self.activity is not None:
-            self.activity.answered(result, query.query, request_id, current_trace_id(), time.time())
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         fields: dict[str, object] = {
             "degraded": result.degraded,
@@ -173,6 +171,10 @@ class RagGateway(gateway_pb2_grpc.RagGatewayServiceServicer):
         if self.feedback is not None:
             cost = self.feedback.answered(result, query.query, request_id, latency_ms)
             fields["cost_usd"] = cost
+        if self.activity is not None:
+            self.activity.answered(
+                result, query.query, request_id, current_trace_id(), time.time(), cost
+            )
         if result.degraded:
             log.warning("degraded answer", extra=fields)
         else:

@@ -24,7 +24,9 @@ STAGES = ("embed", "retrieve", "generate")
 TIER_CLASSES = ("primary", "fallback", "last_resort")
 _ANSWERED, _DEGRADED, _CACHED, _SHED = range(4)
 _STAGE_BASE = 4
-_FIELDS = _STAGE_BASE + len(STAGES) * len(TIER_CLASSES)
+# Model cost of the answers, in micro-USD (the counters are whole numbers).
+_COST_MICRO_USD = _STAGE_BASE + len(STAGES) * len(TIER_CLASSES)
+_FIELDS = _COST_MICRO_USD + 1
 QUERY_SHOWN_CHARS = 200
 
 
@@ -80,11 +82,19 @@ class Activity:
         self._degraded: deque[DegradedQuery] = deque(maxlen=recent_degraded)
 
     def answered(
-        self, result: QueryResult, query: str, request_id: str, trace_id: str, at: float
+        self,
+        result: QueryResult,
+        query: str,
+        request_id: str,
+        trace_id: str,
+        at: float,
+        cost_usd: float = 0.0,
     ) -> None:
-        """Counts an answer; a cached one counts as a hit, its stages were not run again."""
+        """Counts an answer and what its model calls cost (the price table's figure); a
+        cached one counts as a hit, its stages were not run again."""
         increments = [0] * _FIELDS
         increments[_ANSWERED] = 1
+        increments[_COST_MICRO_USD] = round(cost_usd * 1_000_000)
         increments[_DEGRADED] = int(result.degraded)
         increments[_CACHED] = int(result.cached)
         if not result.cached:
@@ -141,6 +151,10 @@ class Activity:
             "degraded_share": _share(total(_DEGRADED), answered),
             "cache_hit_rate": _share(total(_CACHED), answered),
             "shed_share": _share(shed, answered + shed),
+            "cost_usd": total(_COST_MICRO_USD) / 1_000_000,
+            "cost_per_answer_usd": (
+                total(_COST_MICRO_USD) / 1_000_000 / answered if answered else None
+            ),
             "tiers": tiers,
         }
 

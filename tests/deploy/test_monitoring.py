@@ -31,6 +31,8 @@ EXPECTED_ALERTS = {
     "HaragLastResortShareHigh",
     "HaragShedShareHigh",
     "HaragRetryBudgetExhausted",
+    "HaragOutboxBacklog",
+    "HaragOutboxDeadLetters",
     "HaragAnswerRatingLow",
     "HaragRetrievalMrrLow",
 }

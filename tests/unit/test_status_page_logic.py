@@ -90,6 +90,20 @@ def test_shares_cover_the_window_and_age_out():
     assert [q.request_id for q in activity.degraded_queries()] == ["r2"]
 
 
+def test_model_cost_is_summed_over_the_window_and_per_answer():
+    clock = FakeClock(1000.0)
+    activity = Activity(UPSTREAMS, window_s=60, clock=clock)
+    activity.answered(PRIMARY, "q1", "r1", "", at=1.0, cost_usd=0.0012)
+    activity.answered(PRIMARY, "q2", "r2", "", at=2.0, cost_usd=0.0003)
+    activity.answered(result(cached=True), "q1", "r3", "", at=3.0)  # a cache hit costs nothing
+    summary = activity.summary()
+    assert summary["cost_usd"] == pytest.approx(0.0015)
+    assert summary["cost_per_answer_usd"] == pytest.approx(0.0005)
+    clock.advance(61)
+    assert activity.summary()["cost_usd"] == 0
+    assert activity.summary()["cost_per_answer_usd"] is None
+
+
 def test_degraded_list_keeps_the_newest_with_their_receipts():
     activity = Activity(UPSTREAMS, recent_degraded=2, clock=FakeClock())
     for i in range(3):

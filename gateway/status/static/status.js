@@ -58,6 +58,9 @@ function render(s) {
   document.getElementById("degraded").textContent = pct(a.degraded_share);
   document.getElementById("shed").textContent = pct(a.shed_share);
   document.getElementById("cache").textContent = pct(a.cache_hit_rate);
+  document.getElementById("cost").textContent = "$" + a.cost_usd.toFixed(4);
+  document.getElementById("cost-per-answer").textContent =
+    a.cost_per_answer_usd === null ? "" : "$" + a.cost_per_answer_usd.toFixed(6) + " per answer";
   document.getElementById("window-label").textContent =
     "tiers per stage, last " + Math.round(a.window_s / 60) + " min (" + a.answered + " answers)";
   renderTiers(a.tiers);
